@@ -1,0 +1,122 @@
+"""A tensorboardX SummaryWriter whose events go to a hub channel instead of files.
+
+Every ``add_*`` method runs tensorboardX's own code in the calling process, so arguments are
+checked, figures rendered and device tensors copied exactly as they would be in-process, and a
+bad argument raises at the call site. Only the finished, serialised Event crosses to the hub.
+The few methods that open extra writers (``add_scalars``, ``add_hparams``) are redirected to
+sub-runs of the same channel instead of new files and threads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from tensorboardX import SummaryWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.summary import hparams, scalar
+from tensorboardX.writer import FileWriter
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+
+__all__ = ["CaptureWriter"]
+
+
+class _ChannelEventWriter:
+    """Stands in for tensorboardX's EventFileWriter: serialises and hands over, nothing more."""
+
+    def __init__(self, channel: Channel, subrun: str) -> None:
+        self._channel = channel
+        self._subrun = subrun
+
+    def add_event(self, event: Event) -> None:
+        self._channel.put_event(self._subrun, event.SerializeToString())
+
+    def get_logdir(self) -> str:
+        folder = self._channel.folder()
+        return os.path.join(folder, self._subrun) if self._subrun else folder
+
+    def flush(self) -> None:
+        self._channel.flush()
+
+    def close(self) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+
+class _ChannelFileWriter(FileWriter):  # type: ignore[misc]
+    # FileWriter.__init__ opens an event file and a queue thread; we keep only its event
+    # building (step/walltime/metadata handling) and replace the writer underneath.
+    def __init__(self, channel: Channel, subrun: str) -> None:  # noqa: D107
+        self.event_writer = _ChannelEventWriter(channel, subrun)
+        self._default_metadata: dict[str, Any] = {}
+
+
+class CaptureWriter(SummaryWriter):  # type: ignore[misc]
+    """SummaryWriter bound to a :class:`~hyrax_tbhub._channel.Channel`."""
+
+    def __init__(self, channel: Channel, **kwargs: Any) -> None:
+        self._channel = channel
+        kwargs.pop("write_to_disk", None)
+        super().__init__(**kwargs)
+
+    def _get_file_writer(self) -> FileWriter:
+        if self.file_writer is None or self.all_writers is None:
+            fw = _ChannelFileWriter(self._channel, "")
+            if self.purge_step is not None:
+                fw.add_event(Event(step=self.purge_step, file_version="brain.Event:2"))
+                fw.add_event(Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START)))
+            self.file_writer = fw
+            self.all_writers = {"": fw}
+        return self.file_writer
+
+    def _sub_writer(self, subrun: str) -> FileWriter:
+        self._get_file_writer()
+        fw = self.all_writers.get(subrun)
+        if fw is None:
+            fw = self.all_writers[subrun] = _ChannelFileWriter(self._channel, subrun)
+        return fw
+
+    def add_scalars(
+        self,
+        main_tag: str,
+        tag_scalar_dict: dict[str, float],
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """As tensorboardX: one sub-run per key under ``main_tag``, all plotted on one chart."""
+        walltime = time.time() if walltime is None else walltime
+        for tag, value in tag_scalar_dict.items():
+            self._sub_writer(os.path.join(main_tag, tag)).add_summary(
+                scalar(main_tag, value), global_step, walltime
+            )
+
+    def add_hparams(
+        self,
+        hparam_dict: dict[str, Any],
+        metric_dict: dict[str, float],
+        name: str | None = None,
+        global_step: int | None = None,
+    ) -> None:
+        """As tensorboardX: the session goes into a sub-run named ``name`` (default: the time)."""
+        if type(hparam_dict) is not dict or type(metric_dict) is not dict:
+            raise TypeError("hparam_dict and metric_dict should be dictionary.")
+        exp, ssi, sei = hparams(hparam_dict, metric_dict)
+        fw = self._sub_writer(name or str(time.time()))
+        fw.add_summary(exp)
+        fw.add_summary(ssi)
+        fw.add_summary(sei)
+        for key, value in metric_dict.items():
+            fw.add_summary(scalar(key, value), global_step)
+
+    def flush(self) -> None:
+        self._channel.flush()
+
+    def close(self) -> None:
+        # The channel's lifetime belongs to the hub, not to one writer object.
+        self._channel.flush()
+

@@ -1,0 +1,185 @@
+"""How a process finds the hub of its process tree with nothing handed to it.
+
+The owner writes a small JSON *hub file* (address, key, clock origin) into a private runtime
+folder, named after its pid, and points ``HYRAX_TBHUB_INFO`` at it. A descendant looks, in order:
+
+1. at ``HYRAX_TBHUB_INFO``: inherited by fork, spawn and ``subprocess`` children;
+2. at the hub file of its logical parent (``multiprocessing.parent_process()`` of stdlib and of
+   ``multiprocess``) and of its OS parent. This covers forkserver children whose server was
+   started before the hub existed (FACTS: such a server never sees later environment changes)
+   and pool workers started before ``init_tensorboard_logger``.
+
+The folder is 0700 and the file 0600, so other users of the machine can neither read the key nor
+reach the socket next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["ENV_INFO", "ENV_RUNTIME_DIR", "HubInfo", "find_hub", "runtime_dir", "write_hub_file"]
+
+ENV_INFO = "HYRAX_TBHUB_INFO"
+ENV_RUNTIME_DIR = "HYRAX_TBHUB_RUNTIME_DIR"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HubInfo:
+    """What a producer needs to reach a hub; the content of a hub file."""
+
+    address: str
+    authkey: str  # hex
+    start_ns: int  # time.monotonic_ns() when the hub started: the origin of *_ts steps
+    logdir: str
+    owner_pid: int
+    hub_id: str
+    version: int = _FORMAT_VERSION
+
+    @property
+    def key(self) -> bytes:
+        return bytes.fromhex(self.authkey)
+
+
+def _secure_dir(path: Path) -> bool:
+    """Create ``path`` as a 0700 folder we own, or say it cannot be trusted."""
+    try:
+        path.mkdir(mode=0o700, parents=False, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+        return False
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            return False
+    return True
+
+
+_runtime_dir: Path | None = None
+
+
+def runtime_dir() -> Path:
+    """The private folder that holds hub files and sockets (created on first use)."""
+    global _runtime_dir
+    if _runtime_dir is not None:
+        return _runtime_dir
+    override = os.environ.get(ENV_RUNTIME_DIR)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    candidates: list[Path] = []
+    if override:
+        candidates.append(Path(override))
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        candidates.append(Path(xdg) / "hyrax_tbhub")
+    candidates.append(Path(tempfile.gettempdir()) / f"hyrax_tbhub-{uid}")
+    candidates.append(Path("/tmp") / f"hyrax_tbhub-{uid}")
+    for cand in candidates:
+        # AF_UNIX paths are limited to ~104 bytes; leave room for "<pid>-<n>.sock".
+        if len(str(cand)) < 72 and _secure_dir(cand):
+            _runtime_dir = cand
+            return cand
+    # Every well-known place is taken by someone else: fall back to a fresh private folder.
+    # Children still find it through the environment, only the parent-pid lookup is lost.
+    _runtime_dir = Path(tempfile.mkdtemp(prefix="hyrax_tbhub-"))
+    return _runtime_dir
+
+
+def hub_file_for(pid: int) -> Path:
+    return runtime_dir() / f"{pid}.json"
+
+
+def write_hub_file(info: HubInfo) -> Path:
+    """Atomically publish ``info`` as the hub file of its owner pid."""
+    path = hub_file_for(info.owner_pid)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(info), fh)
+    os.replace(tmp, path)
+    return path
+
+
+def read_hub_file(path: str | os.PathLike[str]) -> HubInfo | None:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        if data.get("version") != _FORMAT_VERSION:
+            return None
+        return HubInfo(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _parent_pids() -> list[int]:
+    pids: list[int] = []
+    for modname in ("multiprocessing", "multiprocess"):
+        mod = sys.modules.get(modname)
+        if mod is None:
+            continue
+        try:
+            parent = mod.parent_process()  # type: ignore[attr-defined]
+        except Exception:
+            parent = None
+        if parent is not None and parent.pid is not None:
+            pids.append(parent.pid)
+    if hasattr(os, "getppid"):
+        pids.append(os.getppid())
+    seen: set[int] = set()
+    return [p for p in pids if not (p in seen or seen.add(p))]
+
+
+def find_hub() -> tuple[HubInfo, str] | None:
+    """Look for a hub this process should log to; return it with the path it came from."""
+    candidates: list[str] = []
+    env = os.environ.get(ENV_INFO)
+    if env:
+        candidates.append(env)
+    try:
+        candidates.extend(str(hub_file_for(pid)) for pid in _parent_pids())
+    except OSError:
+        pass
+    for cand in candidates:
+        info = read_hub_file(cand)
+        if info is not None and info.owner_pid != os.getpid():
+            return info, cand
+    return None
+
+
+def remove_stale_hub_files() -> None:
+    """Remove hub files and sockets left by owners that were killed (their pid is gone)."""
+    try:
+        entries = list(runtime_dir().iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        stem = entry.name.split(".", 1)[0].split("-", 1)[0]
+        if not stem.isdigit():
+            continue
+        pid = int(stem)
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            entry.unlink()
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,133 @@
+"""Event encoding and TFRecord framing.
+
+tensorboardX builds every scalar as ``Summary`` and ``Event`` protobuf objects (~6 us) and frames
+them through a ``multiprocessing.Queue`` to its own thread (FACTS: ~30-59 us per event). The hub
+writes tens of thousands of scalars per second from many producers, so the scalar path encodes
+the three-field ``Event`` by hand here. ``tests/test_events.py`` checks byte equality with
+protobuf's own serialisation over random inputs; everything that is not a plain scalar still goes
+through tensorboardX's summary builders and protobuf.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import struct
+import time
+from typing import Final
+
+from crc32c import crc32c as _crc32c
+
+__all__ = [
+    "RESERVED_PREFIX",
+    "clean_tag",
+    "encode_scalar",
+    "file_version_event",
+    "frame",
+    "frame_many",
+    "event_file_name",
+]
+
+#: Tags under this prefix in the root run are written by the hub itself (drop and error counters).
+RESERVED_PREFIX: Final = "hyrax_tbhub/"
+
+# Same rule as tensorboardX.summary._clean_tag, which every scalar passes through in-process.
+_INVALID_TAG_CHARACTERS = re.compile(r"[^-/\w\.]")
+
+_HEADER = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+_DOUBLE = struct.Struct("<d")
+_FLOAT = struct.Struct("<f")
+_MASK_DELTA: Final = 0xA282EAD8
+
+
+def clean_tag(tag: str) -> str:
+    """Return ``tag`` as tensorboardX would store it (illegal characters become ``_``)."""
+    return _INVALID_TAG_CHARACTERS.sub("_", tag).lstrip("/")
+
+
+def _masked_crc(data: bytes) -> int:
+    x = _crc32c(data)
+    return ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(record: bytes) -> bytes:
+    """Frame one serialised Event as a TFRecord: length, its CRC, the data, the data's CRC."""
+    n = len(record)
+    header = n.to_bytes(8, "little")
+    return _HEADER.pack(n, _masked_crc(header)) + record + _U32.pack(_masked_crc(record))
+
+
+def frame_many(records: list[bytes]) -> bytes:
+    """Frame several records into one buffer (one write syscall for a batch)."""
+    return b"".join([frame(r) for r in records])
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64 is encoded as its 64-bit two's complement
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# A scalar Event is  wall_time(1:double) step(2:varint) summary(5:{value(1:{tag(1) simple_value(2:float)})}).
+# Only the tag-dependent prefix is cached; the cache is bounded so a tag per step cannot grow it forever.
+_prefix_cache: dict[str, bytes] = {}
+_PREFIX_CACHE_MAX: Final = 65536
+
+
+def _tag_prefix(tag: str) -> bytes:
+    entry = _prefix_cache.get(tag)
+    if entry is None:
+        name = clean_tag(tag).encode("utf-8")
+        value_msg_prefix = b"\x0a" + _varint(len(name)) + name + b"\x15"
+        value_len = len(value_msg_prefix) + 4
+        summary_inner = b"\x0a" + _varint(value_len) + value_msg_prefix
+        summary_len = len(summary_inner) + 4
+        entry = b"\x2a" + _varint(summary_len) + summary_inner
+        if len(_prefix_cache) >= _PREFIX_CACHE_MAX:
+            _prefix_cache.clear()
+        _prefix_cache[tag] = entry
+    return entry
+
+
+def _float32(value: float) -> bytes:
+    try:
+        return _FLOAT.pack(value)
+    except OverflowError:
+        # protobuf rounds out-of-range doubles to +/-inf when storing a float field.
+        return _FLOAT.pack(math.copysign(math.inf, value))
+
+
+def encode_scalar(tag: str, value: float, step: int | None, wall_time: float) -> bytes:
+    """Serialise the Event tensorboardX writes for ``add_scalar(tag, value, step, wall_time)``."""
+    prefix = _tag_prefix(tag)
+    # proto3 leaves fields at their default value out of the encoding.
+    head = b"\x09" + _DOUBLE.pack(wall_time) if wall_time != 0.0 else b""
+    if step:
+        head += b"\x10" + _varint(step)
+    return head + prefix + _float32(value)
+
+
+def file_version_event(wall_time: float | None = None) -> bytes:
+    """The first record of every event file, as tensorboardX's EventsWriter writes it."""
+    from tensorboardX.proto import event_pb2
+
+    ev = event_pb2.Event(wall_time=time.time() if wall_time is None else wall_time, file_version="brain.Event:2")
+    return ev.SerializeToString()
+
+
+_hostname = socket.gethostname()
+
+
+def event_file_name(suffix: str = "", now: float | None = None) -> str:
+    """tensorboardX's event file name; the caller's ``suffix`` must make it unique in its folder."""
+    stamp = str(time.time() if now is None else now)[:10]
+    return f"events.out.tfevents.{stamp}.{_hostname}{suffix}"

@@ -1,0 +1,617 @@
+"""The hub: one thread in the owner process that owns every event file of a log folder.
+
+It serves producers over a private Unix socket from a single selector loop: handshakes,
+batches and acknowledgements of all producers are interleaved there, so a slow, silent or
+hostile peer costs the others nothing. The owner's own calls skip the socket and enter a deque
+that the same thread drains.
+
+Layout: the owner writes the root run (``logdir`` itself); every producer process gets its own
+run folder below it, because TensorBoard drops points when one (run, tag) sees steps go back
+(FACTS) and several producers' steps are never ordered with each other.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import os
+import pickle
+import re
+import secrets
+import selectors
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import _discovery
+from ._events import RESERVED_PREFIX, encode_scalar, frame
+from ._runfile import RunFile
+from ._wire import CHALLENGE_LEN, DIGEST_LEN, MAGIC, FrameReader, digest, pack
+
+__all__ = ["Hub", "HubConfig"]
+
+_LOOP_INTERVAL = 0.05  # s: how often the owner's deque is drained when nobody wakes the thread
+_STATS_INTERVAL = 1.0  # s: counters are written at most this often, and at close
+_LOCAL_HIGH_WATER = 8192  # owner items queued before the caller helps drain them itself
+_MAX_PREAUTH = 512  # unauthenticated connections held at once; the oldest is dropped beyond
+_RECV_SIZE = 1 << 18
+
+
+class HubConfig:
+    """Knobs of a hub; the defaults are documented in docs/how-it-works.md."""
+
+    def __init__(
+        self,
+        handshake_timeout: float = 10.0,
+        close_timeout: float = 30.0,
+        filename_suffix: str = "",
+    ) -> None:
+        self.handshake_timeout = handshake_timeout
+        self.close_timeout = close_timeout
+        self.filename_suffix = filename_suffix
+
+
+class _Run:
+    """The event files of one producer (or of the owner): the run folder and its sub-runs."""
+
+    __slots__ = ("name", "folder", "suffix", "files", "dropped", "errors")
+
+    def __init__(self, name: str, folder: str, suffix: str) -> None:
+        self.name = name
+        self.folder = folder
+        self.suffix = suffix
+        self.files: dict[str, RunFile] = {}
+        self.dropped = 0
+        self.errors = 0
+
+    def file(self, subrun: str) -> RunFile:
+        f = self.files.get(subrun)
+        if f is None:
+            folder = os.path.join(self.folder, _safe_subpath(subrun)) if subrun else self.folder
+            f = self.files[subrun] = RunFile(folder, self.suffix)
+        return f
+
+    def write_pending(self) -> None:
+        for f in self.files.values():
+            f.write_pending()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def abandon(self) -> None:
+        for f in self.files.values():
+            f.abandon()
+
+
+def _safe_subpath(subrun: str) -> str:
+    # Sub-runs come from tag names (add_scalars): keep them inside the run folder.
+    parts = [p for p in subrun.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return os.path.join(*parts) if parts else "_"
+
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def _clean_run_name(name: str) -> str:
+    name = _NAME_BAD.sub("_", name)[:80].lstrip(".")
+    if not name or name.startswith(RESERVED_PREFIX.rstrip("/")):
+        name = "producer"
+    return name
+
+
+_AUTH, _LIVE = 0, 1
+
+
+class _Conn:
+    __slots__ = ("sock", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run", "acks", "bye")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.state = _AUTH
+        self.deadline = deadline
+        self.challenge = MAGIC + secrets.token_bytes(CHALLENGE_LEN - len(MAGIC))
+        self.inbuf = b""
+        self.reader = FrameReader()
+        self.outbuf = bytearray()
+        self.run: _Run | None = None
+        self.acks: list[int] = []
+        self.bye = False
+
+
+class Hub:
+    """Owns the event files under ``logdir`` and the endpoint producers connect to."""
+
+    def __init__(self, logdir: str, config: HubConfig | None = None) -> None:
+        self.config = config or HubConfig()
+        self.logdir = logdir
+        self.start_ns = time.monotonic_ns()
+        self.hub_id = secrets.token_hex(8)
+        self.owner_pid = os.getpid()
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.RLock()
+        self._local: deque[tuple[Any, ...]] = deque()
+        self._root = _Run("root", logdir, self.config.filename_suffix)
+        self._root.file("")  # tensorboardX opens the file at construction; users expect it too
+        self._live_names: set[str] = set()
+        self._counters: dict[str, _Run] = {}  # every producer run ever seen, for its counters
+        self._reported: dict[str, tuple[int, int]] = {}
+        self._warned: set[str] = set()
+        self.transport_errors = 0
+        self.strangers_rejected = 0
+        self._reported_transport = 0
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._dirty: set[_Run] = set()
+        self._closing = False
+        self._closed = threading.Event()
+        self._close_deadline = 0.0
+        self._drain_sent = False
+        self._next_housekeeping = 0.0
+        self._hub_file: str | None = None
+        _raise_fd_limit()
+        _discovery.remove_stale_hub_files()
+        self.address = str(_discovery.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
+        self._listener = self._listen(self.address)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._listener, selectors.EVENT_READ, self._on_accept)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._thread = threading.Thread(target=self._serve, name="hyrax_tbhub-hub", daemon=True)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _listen(address: str) -> socket.socket:
+        try:
+            os.unlink(address)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket file is 0600 from birth, not after a chmod race
+        try:
+            sock.bind(address)
+        finally:
+            os.umask(old_umask)
+        sock.listen(min(socket.SOMAXCONN, 4096))
+        sock.setblocking(False)
+        return sock
+
+    def start(self) -> str:
+        """Start serving and publish the hub file; return its path."""
+        info = _discovery.HubInfo(
+            address=self.address,
+            authkey=self._key.hex(),
+            start_ns=self.start_ns,
+            logdir=os.path.abspath(self.logdir),
+            owner_pid=self.owner_pid,
+            hub_id=self.hub_id,
+        )
+        self._hub_file = str(_discovery.write_hub_file(info))
+        self._thread.start()
+        return self._hub_file
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain every producer and the owner's queue, write counters, close all files."""
+        if self._closed.is_set() or os.getpid() != self.owner_pid:
+            return
+        with self._lock:
+            self._closing = True
+            wait = self.config.close_timeout if timeout is None else timeout
+            self._close_deadline = time.monotonic() + wait
+        self.wake()
+        self._thread.join(wait + 5.0)
+        if self._thread.is_alive():  # pragma: no cover - the loop is bounded by the deadline
+            _warn("hyrax_tbhub: the hub thread did not stop in time; some events may be missing")
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set() or self._closing
+
+    def abandon_in_child(self) -> None:
+        """After fork, in the child: drop the parent's pending bytes and our copies of its fds."""
+        self._closing = True
+        self._closed.set()
+        self._local.clear()
+        for run in [self._root, *self._counters.values()]:
+            run.abandon()
+        for sock in [self._listener, self._wake_r, self._wake_w, *self._conns]:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        try:
+            self._sel.close()
+        except (OSError, ValueError):
+            pass
+
+    # -- the owner's channel ------------------------------------------------------------------
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending, or we are closed
+
+    def put_local(self, item: tuple[Any, ...]) -> None:
+        if self._closing:
+            return  # a writer object kept past close_tensorboard_logger(): a no-op, as documented
+        local = self._local
+        local.append(item)
+        if len(local) >= _LOCAL_HIGH_WATER:
+            # The owner logs faster than the hub thread gets the GIL: it does the work itself
+            # rather than queue without bound or drop (nothing is lost in-process).
+            with self._lock:
+                if not self._closed.is_set():
+                    self._drain_local_locked()
+                    self._write_dirty()
+
+    def flush_local(self, timeout: float | None) -> bool:
+        if self._closed.is_set():
+            return True
+        done = threading.Event()
+        self._local.append(("f", done))
+        self.wake()
+        return done.wait(timeout)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                try:
+                    ready = self._sel.select(_LOOP_INTERVAL)
+                except InterruptedError:
+                    continue
+                with self._lock:
+                    for key, mask in ready:
+                        try:
+                            key.data(key.fileobj, mask)
+                        except Exception as exc:  # a bug must not kill the hub
+                            self._count_transport_error(f"internal error: {exc!r}")
+                    self._drain_local_locked()
+                    now = time.monotonic()
+                    if now >= self._next_housekeeping:
+                        self._expire_handshakes(now)
+                        self._write_counters()
+                        self._next_housekeeping = now + _STATS_INTERVAL
+                    self._write_dirty()
+                    self._send_acks()
+                    if self._closing and self._close_step(now):
+                        break
+        finally:
+            with self._lock:
+                self._finish()
+
+    def _on_wake(self, sock: Any, mask: int) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_accept(self, sock: Any, mask: int) -> None:
+        deadline = time.monotonic() + self.config.handshake_timeout
+        for _ in range(64):  # bounded, so a connect storm cannot starve the live producers
+            try:
+                conn_sock, _addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._count_transport_error("out of file descriptors")
+                return
+            conn_sock.setblocking(False)
+            conn = _Conn(conn_sock, deadline)
+            try:
+                conn_sock.send(conn.challenge)
+            except OSError:
+                conn_sock.close()
+                continue
+            self._conns[conn_sock] = conn
+            self._sel.register(conn_sock, selectors.EVENT_READ, self._make_handler(conn))
+            self._limit_preauth()
+
+    def _make_handler(self, conn: _Conn) -> Callable[[Any, int], None]:
+        def handler(sock: Any, mask: int) -> None:
+            if mask & selectors.EVENT_WRITE:
+                self._send_out(conn)
+            if mask & selectors.EVENT_READ:
+                self._on_readable(conn)
+
+        return handler
+
+    def _limit_preauth(self) -> None:
+        waiting = [c for c in self._conns.values() if c.state == _AUTH]
+        if len(waiting) > _MAX_PREAUTH:
+            oldest = min(waiting, key=lambda c: c.deadline)
+            self.strangers_rejected += 1
+            self._drop_conn(oldest)
+
+    def _expire_handshakes(self, now: float) -> None:
+        for conn in [c for c in self._conns.values() if c.state == _AUTH and c.deadline < now]:
+            self.strangers_rejected += 1
+            self._drop_conn(conn)
+
+    def _on_readable(self, conn: _Conn) -> None:
+        if conn.state == _AUTH:
+            # Read no more than the digest: nothing a peer sends before it proves the key is
+            # buffered beyond 32 bytes, and nothing of it is ever unpickled.
+            try:
+                data = conn.sock.recv(DIGEST_LEN - len(conn.inbuf))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._drop_conn(conn)
+                return
+            conn.inbuf += data
+            if len(conn.inbuf) < DIGEST_LEN:
+                return
+            if not hmac.compare_digest(conn.inbuf, digest(self._key, conn.challenge)):
+                self.strangers_rejected += 1
+                self._drop_conn(conn)
+                return
+            conn.state = _LIVE
+            conn.inbuf = b""
+            return
+        try:
+            data = conn.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if conn.reader.buffered:
+                # The producer died in the middle of a batch (killed); the rest of it is gone.
+                self._count_transport_error(f"producer {_run_name(conn)} vanished mid-batch")
+            self._end_conn(conn)
+            return
+        try:
+            frames = conn.reader.feed(data)
+        except ValueError as exc:
+            self._count_transport_error(f"protocol error from {_run_name(conn)}: {exc}")
+            self._end_conn(conn)
+            return
+        for payload in frames:
+            try:
+                message = pickle.loads(payload)
+            except Exception as exc:
+                self._count_transport_error(f"undecodable batch from {_run_name(conn)}: {exc!r}")
+                continue
+            if conn.run is None:
+                self._on_hello(conn, message)
+            else:
+                self._apply(conn.run, conn, message)
+        if conn.bye:
+            self._end_conn(conn)
+
+    def _on_hello(self, conn: _Conn, message: Any) -> None:
+        if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "hello"):
+            self._count_transport_error("first message was not a hello")
+            self._end_conn(conn)
+            return
+        meta = message[1] if isinstance(message[1], dict) else {}
+        base = _clean_run_name(str(meta.get("name", "producer")))
+        name, n = base, 1
+        while name in self._live_names:
+            n += 1
+            name = f"{base}-{n}"
+        self._live_names.add(name)
+        run = self._counters.get(name)
+        if run is None:
+            run = self._counters[name] = _Run(name, os.path.join(self.logdir, name), self.config.filename_suffix)
+        else:
+            run.files = {}  # a later producer of the same name starts new files in the same folder
+        conn.run = run
+        self._queue_out(conn, ("hello", {"run": name, "folder": os.path.abspath(run.folder)}))
+        if self._drain_sent:
+            self._queue_out(conn, ("drain", 0))
+
+    def _apply(self, run: _Run, conn: _Conn | None, items: list[tuple[Any, ...]]) -> None:
+        """Write one batch of a producer (or the owner) into its run, in order."""
+        main: RunFile | None = None
+        for item in items:
+            kind = item[0]
+            try:
+                if kind == "s":
+                    if main is None:
+                        main = run.file("")
+                    main.add(frame(encode_scalar(item[1], item[2], item[3], item[4])))
+                elif kind == "e":
+                    run.file(item[1]).add(frame(item[2]))
+                elif kind == "f":
+                    if conn is not None:
+                        conn.acks.append(item[1])
+                    else:
+                        run.write_pending()
+                        item[1].set()
+                elif kind == "d":
+                    run.dropped = max(run.dropped, int(item[1]))
+                elif kind == "b":
+                    if conn is not None:
+                        conn.bye = True
+                else:
+                    raise ValueError(f"unknown item kind {kind!r}")
+            except Exception as exc:
+                run.errors += 1
+                if run.name not in self._warned:
+                    self._warned.add(run.name)
+                    _warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
+                          f"counted under {RESERVED_PREFIX}errors/{run.name}")
+        self._dirty.add(run)
+
+    def _drain_local_locked(self) -> None:
+        local = self._local
+        n = len(local)
+        if not n:
+            return
+        pop = local.popleft
+        self._apply(self._root, None, [pop() for _ in range(n)])
+
+    def _write_dirty(self) -> None:
+        for run in self._dirty:
+            try:
+                run.write_pending()
+            except OSError as exc:
+                run.errors += 1
+                self._count_transport_error(f"cannot write events of {run.name}: {exc!r}")
+        self._dirty.clear()
+
+    def _send_acks(self) -> None:
+        for conn in list(self._conns.values()):
+            if conn.acks:
+                for seq in conn.acks:
+                    self._queue_out(conn, ("ack", seq))
+                conn.acks.clear()
+
+    def _queue_out(self, conn: _Conn, message: Any) -> None:
+        conn.outbuf += pack(message)
+        self._send_out(conn)
+
+    def _send_out(self, conn: _Conn) -> None:
+        # Never block on a producer: what the socket does not take now waits for EVENT_WRITE.
+        try:
+            while conn.outbuf:
+                sent = conn.sock.send(conn.outbuf)
+                del conn.outbuf[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            conn.outbuf.clear()
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        try:
+            if self._sel.get_key(conn.sock).events != want:
+                self._sel.modify(conn.sock, want, self._sel.get_key(conn.sock).data)
+        except (KeyError, ValueError):
+            pass
+
+    def _end_conn(self, conn: _Conn) -> None:
+        """A producer said goodbye or went away: finish its files and free its run name."""
+        run = conn.run
+        if run is not None:
+            try:
+                run.close()
+            except OSError as exc:
+                self._count_transport_error(f"cannot close files of {run.name}: {exc!r}")
+            self._live_names.discard(run.name)
+            self._dirty.discard(run)
+        self._drop_conn(conn)
+
+    def _drop_conn(self, conn: _Conn) -> None:
+        self._conns.pop(conn.sock, None)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _close_step(self, now: float) -> bool:
+        """One step of closing; True once every producer is done or the deadline passed."""
+        if not self._drain_sent:
+            self._drain_sent = True
+            self._on_accept(self._listener, selectors.EVENT_READ)  # producers already in the backlog
+            self._stop_listening()
+            for conn in list(self._conns.values()):
+                if conn.run is not None:
+                    self._queue_out(conn, ("drain", 0))
+        live = [c for c in self._conns.values() if c.state == _LIVE or c.deadline > now]
+        return not live or now >= self._close_deadline
+
+    def _stop_listening(self) -> None:
+        try:
+            self._sel.unregister(self._listener)
+        except (KeyError, ValueError):
+            pass
+        self._listener.close()
+        for path in (self.address, self._hub_file):
+            if path:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def _finish(self) -> None:
+        if not self._drain_sent:
+            self._drain_sent = True
+            self._stop_listening()
+        for conn in list(self._conns.values()):
+            if conn.state == _LIVE:
+                self._count_transport_error(f"producer {_run_name(conn)} did not finish before close")
+                self._end_conn(conn)
+            else:
+                self._drop_conn(conn)
+        self._drain_local_locked()
+        self._write_counters()
+        self._write_dirty()
+        for run in [self._root, *self._counters.values()]:
+            try:
+                run.close()
+            except OSError:
+                pass
+        for sock in (self._wake_r, self._wake_w):
+            sock.close()
+        self._sel.close()
+
+    # -- counters -------------------------------------------------------------------------------
+
+    def _count_transport_error(self, what: str) -> None:
+        self.transport_errors += 1
+        if self.transport_errors == 1:
+            _warn(f"hyrax_tbhub: {what} (further transport errors are counted under "
+                  f"{RESERVED_PREFIX}transport_errors)")
+
+    def _write_counters(self) -> None:
+        step = (time.monotonic_ns() - self.start_ns) // 1000
+        wall = time.time()
+        root_file = self._root.file("")
+        for run in [self._root, *self._counters.values()]:
+            now = (run.dropped, run.errors)
+            if now == self._reported.get(run.name, (0, 0)):
+                continue
+            self._reported[run.name] = now
+            root_file.add(frame(encode_scalar(f"{RESERVED_PREFIX}dropped/{run.name}", run.dropped, step, wall)))
+            root_file.add(frame(encode_scalar(f"{RESERVED_PREFIX}errors/{run.name}", run.errors, step, wall)))
+            if run.dropped and ("drop:" + run.name) not in self._warned:
+                self._warned.add("drop:" + run.name)
+                _warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was full); "
+                      f"the count is logged as {RESERVED_PREFIX}dropped/{run.name}")
+        if self.transport_errors != self._reported_transport:
+            self._reported_transport = self.transport_errors
+            root_file.add(frame(encode_scalar(f"{RESERVED_PREFIX}transport_errors", self.transport_errors, step, wall)))
+        self._dirty.add(self._root)
+
+
+def _run_name(conn: _Conn) -> str:
+    return repr(conn.run.name) if conn.run is not None else "(before hello)"
+
+
+def _warn(message: str) -> None:
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def _raise_fd_limit() -> None:
+    # Hundreds of producers each hold a socket; the common soft limit of 1024 is too tight.
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 65536
+        target = min(target, 65536)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass

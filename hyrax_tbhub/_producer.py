@@ -1,0 +1,299 @@
+"""The channel of every process that is not the owner: buffer calls, ship them from a thread.
+
+A logging call only appends a tuple to a deque (bounded; overflow is counted, never blocks).
+A daemon thread connects, authenticates, and sends the deque in pickled batches; it also reads
+the hub's acknowledgements (for ``flush()``) and its drain request (the hub is closing).
+
+Each process has its own socket, so a producer killed mid-send corrupts only its own stream and
+never holds a lock another process needs: the failure that wedges a shared
+``multiprocessing.Queue`` (FACTS) cannot happen here.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._capture import CaptureWriter
+from ._discovery import HubInfo
+from ._naming import producer_name
+from ._wire import CHALLENGE_LEN, MAGIC, FrameReader, digest, pack
+
+__all__ = ["Producer", "ProducerLimits"]
+
+
+class ProducerLimits:
+    """Bounds of one producer; see docs/how-it-works.md for why these values."""
+
+    max_events: int = 200_000  # queued events (a scalar tuple is ~150 bytes: ~30 MiB worst case)
+    max_bytes: int = 64 * 1024 * 1024  # queued pre-encoded event bytes (images, histograms)
+    batch: int = 2048  # events per frame; reaching it also wakes the sender early
+    interval: float = 0.05  # s between sends when the sender is not woken
+    connect_timeout: float = 10.0  # s for connect + handshake
+    exit_timeout: float = 10.0  # s a process exit waits for its events to be sent
+
+
+_CONNECTING, _LIVE, _GONE = 0, 1, 2
+
+
+class Producer:
+    """Ships this process's events to the hub described by ``info``."""
+
+    def __init__(self, info: HubInfo, on_gone: Callable[[Producer], None]) -> None:
+        self.info = info
+        self.start_ns = info.start_ns
+        self.pid = os.getpid()
+        self.limits = ProducerLimits()
+        self._max_events = self.limits.max_events
+        self._wake_at = self.limits.batch
+        self._dq: deque[tuple[Any, ...]] = deque()
+        self._queued_bytes = 0
+        self.dropped = 0
+        self._reported_dropped = 0
+        self._state = _CONNECTING
+        self._on_gone = on_gone
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._acked = 0
+        self._closing = False
+        self._drain_requested = False
+        self._folder: str | None = None
+        self.run_name: str | None = None
+        self._hello = threading.Event()
+        self._writer: CaptureWriter | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._woken = False
+        self._name = producer_name()
+        self._thread = threading.Thread(target=self._serve, name="hyrax_tbhub-producer", daemon=True)
+        self._thread.start()
+
+    # -- called from logging threads -----------------------------------------------------------
+
+    def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
+        dq = self._dq
+        if len(dq) < self._max_events:
+            dq.append(("s", tag, value, step, wall_time))
+            if len(dq) >= self._wake_at and not self._woken:
+                self._wake()
+        else:
+            self._drop()
+
+    def put_event(self, subrun: str, data: bytes) -> None:
+        dq = self._dq
+        size = len(data)
+        if len(dq) < self._max_events and self._queued_bytes + size <= self.limits.max_bytes:
+            self._queued_bytes += size
+            dq.append(("e", subrun, data))
+            if len(dq) >= self._wake_at and not self._woken:
+                self._wake()
+        else:
+            self._drop()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        if self._state == _GONE:
+            return False
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+        self._dq.append(("f", seq))
+        self._wake()
+        deadline = time.monotonic() + (self.limits.connect_timeout + 20.0 if timeout is None else timeout)
+        with self._cond:
+            while self._acked < seq and self._state != _GONE:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return self._acked >= seq
+
+    def folder(self) -> str:
+        self._hello.wait(self.limits.connect_timeout)
+        if self._folder is None:
+            return os.path.join(self.info.logdir, self._name)
+        return self._folder
+
+    def writer(self) -> CaptureWriter:
+        if self._writer is None:
+            self._writer = CaptureWriter(self, logdir=self.info.logdir)
+        return self._writer
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send everything queued, say goodbye, and stop the sender (bounded by ``timeout``)."""
+        if os.getpid() != self.pid:
+            return
+        self._closing = True
+        self._wake()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(self.limits.exit_timeout if timeout is None else timeout)
+        if self._thread.is_alive():
+            _warn(f"hyrax_tbhub: {len(self._dq)} events of this process were not sent before exit")
+
+    @property
+    def alive(self) -> bool:
+        return self._state != _GONE
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._woken = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def _drop(self, n: int = 1) -> None:
+        self.dropped += n
+        if self.dropped == n:
+            _warn(f"hyrax_tbhub: process {os.getpid()} is logging faster than the hub writes; "
+                  "events are being dropped and counted")
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.limits.connect_timeout)
+            sock.connect(self.info.address)
+            challenge = _recv_exact(sock, CHALLENGE_LEN)
+            if not challenge.startswith(MAGIC):
+                raise ConnectionError("the endpoint is not a hyrax_tbhub hub")
+            sock.sendall(digest(self.info.key, challenge))
+            sock.sendall(pack(("hello", {"name": self._name, "pid": os.getpid()})))
+            reader = FrameReader()
+            while True:
+                frames = reader.feed(_recv_some(sock))
+                if frames:
+                    break
+            import pickle
+
+            kind, meta = pickle.loads(frames[0])
+            if kind != "hello":
+                raise ConnectionError("unexpected reply from the hub")
+            self._folder = str(meta["folder"])
+            self.run_name = str(meta["run"])
+            for extra in frames[1:]:
+                self._on_message(pickle.loads(extra))
+            sock.settimeout(None)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    def _serve(self) -> None:
+        try:
+            sock = self._connect()
+        except Exception as exc:
+            self._hello.set()
+            self._give_up(f"cannot reach the hub at {self.info.address} ({exc!r})")
+            return
+        self._state = _LIVE
+        self._hello.set()
+        reader = FrameReader()
+        try:
+            self._pump(sock, reader)
+        except Exception as exc:
+            self._give_up(f"lost the hub ({exc!r})")
+        finally:
+            sock.close()
+
+    def _pump(self, sock: socket.socket, reader: FrameReader) -> None:
+        import pickle
+
+        interval = self.limits.interval
+        while True:
+            readable, _, _ = select.select([sock, self._wake_r], [], [], interval)
+            if self._wake_r in readable:
+                self._woken = False
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            if sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the hub closed the connection")
+                for payload in reader.feed(data):
+                    self._on_message(pickle.loads(payload))
+            finishing = self._closing or self._drain_requested
+            self._send_queued(sock, final=finishing)
+            if finishing:
+                self._state = _GONE
+                with self._cond:
+                    self._cond.notify_all()
+                self._on_gone(self)
+                return
+
+    def _send_queued(self, sock: socket.socket, final: bool) -> None:
+        dq = self._dq
+        pop = dq.popleft
+        batch_max = self.limits.batch
+        while True:
+            n = min(len(dq), batch_max)
+            batch = [pop() for _ in range(n)]
+            for item in batch:
+                if item[0] == "e":
+                    self._queued_bytes -= len(item[2])
+            if self.dropped != self._reported_dropped:
+                self._reported_dropped = self.dropped
+                batch.append(("d", self.dropped))
+            if final and len(dq) == 0:
+                batch.append(("b",))
+            if not batch:
+                return
+            sock.sendall(pack(batch))
+            if not dq:
+                return
+
+    def _on_message(self, message: Any) -> None:
+        kind = message[0]
+        if kind == "ack":
+            with self._cond:
+                self._acked = max(self._acked, int(message[1]))
+                self._cond.notify_all()
+        elif kind == "drain":
+            self._drain_requested = True
+
+    def _give_up(self, why: str) -> None:
+        was_live = self._state == _LIVE
+        self._state = _GONE
+        self._max_events = -1  # every later put is a counted drop until the process rediscovers
+        lost = sum(1 for item in self._dq if item[0] in ("s", "e"))
+        self._dq.clear()
+        self.dropped += lost
+        with self._cond:
+            self._cond.notify_all()
+        if lost or was_live:
+            _warn(f"hyrax_tbhub: {why}; {lost} queued events dropped, logging is a no-op from now on")
+        self._on_gone(self)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("the hub closed the connection during the handshake")
+        buf += chunk
+    return buf
+
+
+def _recv_some(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("the hub closed the connection")
+    return chunk
+
+
+def _warn(message: str) -> None:
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except Exception:
+        pass

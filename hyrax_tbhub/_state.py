@@ -1,0 +1,150 @@
+"""Per-process state: which channel logging calls go to, and how it survives fork and exit.
+
+Three facts shape this module (FACTS):
+- fork and forkserver children end with ``os._exit``: atexit does not run there, only the
+  finalizers of the multiprocessing library that started them, and stdlib ``multiprocessing``
+  and ``multiprocess`` keep separate registries. A producer registers with all three.
+- a forked child inherits the parent's objects but not its threads: ``os.register_at_fork``
+  resets the state in the child, which then finds the hub like any other descendant.
+- a process may start before the hub exists (pool workers, forkserver children): a process with
+  no channel looks again, at most every ``_REDISCOVER_S`` seconds, when it logs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from . import _discovery
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+    from ._hub import Hub
+    from ._producer import Producer
+
+__all__ = ["STATE", "channel", "rediscover"]
+
+_REDISCOVER_S = 0.2
+
+
+class _ProcessState:
+    __slots__ = ("pid", "channel", "hub", "next_discovery", "finished_hubs", "lock", "exit_hooked")
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.channel: Channel | None = None
+        self.hub: Hub | None = None
+        self.next_discovery = 0.0
+        self.finished_hubs: set[str] = set()  # hubs this process already left: never rejoin them
+        self.lock = threading.Lock()
+        self.exit_hooked = False
+
+
+STATE = _ProcessState()
+_monotonic = time.monotonic
+
+
+def channel() -> Channel | None:
+    """The channel of this process, looking for a hub if there is none yet."""
+    ch = STATE.channel
+    if ch is not None:
+        return ch
+    return rediscover()
+
+
+def rediscover() -> Channel | None:
+    now = _monotonic()
+    if now < STATE.next_discovery:
+        return None
+    with STATE.lock:
+        if STATE.channel is not None:
+            return STATE.channel
+        STATE.next_discovery = now + _REDISCOVER_S
+        if STATE.hub is not None:
+            return None  # the owner logs through its own hub or not at all
+        found = _discovery.find_hub()
+        if found is None or found[0].hub_id in STATE.finished_hubs:
+            return None
+        from ._producer import Producer
+
+        producer = Producer(found[0], _on_producer_gone)
+        STATE.channel = producer
+        _hook_exit()
+        return producer
+
+
+def _on_producer_gone(producer: Producer) -> None:
+    STATE.finished_hubs.add(producer.info.hub_id)
+    if STATE.channel is producer:
+        STATE.channel = None
+        STATE.next_discovery = 0.0
+
+
+def close_producer() -> None:
+    """Flush and leave the hub (``close_tensorboard_logger()`` in a producer, or process exit)."""
+    from ._producer import Producer
+
+    ch = STATE.channel
+    if isinstance(ch, Producer) and ch.pid == os.getpid():
+        ch.close()
+        STATE.finished_hubs.add(ch.info.hub_id)
+        if STATE.channel is ch:
+            STATE.channel = None
+
+
+def _at_exit() -> None:
+    if STATE.pid != os.getpid():
+        return
+    try:
+        if STATE.hub is not None:
+            from .tensorboardx_logger import close_tensorboard_logger
+
+            close_tensorboard_logger()
+        else:
+            close_producer()
+    except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
+        print(f"hyrax_tbhub: error while flushing at exit: {exc!r}", file=sys.stderr)
+
+
+def _hook_exit() -> None:
+    """Make sure queued events are sent however this process ends normally."""
+    if STATE.exit_hooked:
+        return
+    STATE.exit_hooked = True
+    atexit.register(_at_exit)
+    for modname in ("multiprocessing.util", "multiprocess.util"):
+        if modname.split(".")[0] not in sys.modules:
+            continue
+        try:
+            util = __import__(modname, fromlist=["Finalize"])
+            # exitpriority >= 0 runs in the child's _exit_function, before os._exit.
+            util.Finalize(None, _at_exit, exitpriority=100)
+        except Exception:
+            pass
+
+
+def hook_exit_for_owner() -> None:
+    _hook_exit()
+
+
+def _after_fork_in_child() -> None:
+    hub = STATE.hub
+    if hub is not None:
+        hub.abandon_in_child()
+    STATE.pid = os.getpid()
+    STATE.channel = None
+    STATE.hub = None
+    STATE.next_discovery = 0.0
+    STATE.finished_hubs = set()
+    STATE.lock = threading.Lock()
+    # The parent's finalizer entries are cleared by multiprocessing in its children but not by a
+    # bare os.fork(); either way this process registers its own when it first logs.
+    STATE.exit_hooked = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
