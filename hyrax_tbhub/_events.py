@@ -3,7 +3,8 @@
 tensorboardX builds every scalar as ``Summary`` and ``Event`` protobuf objects (~6 us) and frames
 them through a ``multiprocessing.Queue`` to its own thread (FACTS: ~30-59 us per event). The hub
 writes tens of thousands of scalars per second from many producers, so the scalar path encodes
-the three-field ``Event`` by hand here. ``tests/test_events.py`` checks byte equality with
+the three-field ``Event`` by hand here, as it does the two fixed records every file starts with
+(importing tensorboardX's protos imports tensorboardX, which imports torch: seconds per process). ``tests/test_events.py`` checks byte equality with
 protobuf's own serialisation over random inputs; everything that is not a plain scalar still goes
 through tensorboardX's summary builders and protobuf.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "frame",
     "frame_many",
     "event_file_name",
+    "session_start_event",
 ]
 
 #: Tags under this prefix in the root run are written by the hub itself (drop and error counters).
@@ -108,20 +110,34 @@ def _float32(value: float) -> bytes:
 
 def encode_scalar(tag: str, value: float, step: int | None, wall_time: float) -> bytes:
     """Serialise the Event tensorboardX writes for ``add_scalar(tag, value, step, wall_time)``."""
-    prefix = _tag_prefix(tag)
-    # proto3 leaves fields at their default value out of the encoding.
+    # _event_head inlined: this runs once per scalar of every producer.
+    # proto3 leaves fields at their default value (step 0, wall time 0.0) out of the encoding.
     head = b"\x09" + _DOUBLE.pack(wall_time) if wall_time != 0.0 else b""
     if step:
         head += b"\x10" + _varint(step)
-    return head + prefix + _float32(value)
+    return head + _tag_prefix(tag) + _float32(value)
 
 
-def file_version_event(wall_time: float | None = None) -> bytes:
-    """The first record of every event file, as tensorboardX's EventsWriter writes it."""
-    from tensorboardX.proto import event_pb2
+def _event_head(wall_time: float, step: int | None) -> bytes:
+    head = b"\x09" + _DOUBLE.pack(wall_time) if wall_time != 0.0 else b""
+    if step:
+        head += b"\x10" + _varint(step)
+    return head
 
-    ev = event_pb2.Event(wall_time=time.time() if wall_time is None else wall_time, file_version="brain.Event:2")
-    return ev.SerializeToString()
+
+_FILE_VERSION = b"brain.Event:2"
+
+
+def file_version_event(wall_time: float | None = None, step: int | None = None) -> bytes:
+    """The first record of every event file: ``Event(file_version="brain.Event:2")``."""
+    wall = time.time() if wall_time is None else wall_time
+    return _event_head(wall, step) + b"\x1a" + _varint(len(_FILE_VERSION)) + _FILE_VERSION
+
+
+def session_start_event(step: int, wall_time: float | None = None) -> bytes:
+    """``Event(step, session_log=SessionLog(status=START))``: what ``purge_step`` writes."""
+    wall = time.time() if wall_time is None else wall_time
+    return _event_head(wall, step) + b"\x32\x02\x08\x01"
 
 
 _hostname = socket.gethostname()

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _discovery
-from ._events import RESERVED_PREFIX, encode_scalar, frame
+from ._events import RESERVED_PREFIX, encode_scalar, file_version_event, frame, session_start_event
 from ._runfile import RunFile
 from ._wire import CHALLENGE_LEN, DIGEST_LEN, MAGIC, FrameReader, digest, pack
 
@@ -126,7 +126,7 @@ class _Conn:
 class Hub:
     """Owns the event files under ``logdir`` and the endpoint producers connect to."""
 
-    def __init__(self, logdir: str, config: HubConfig | None = None) -> None:
+    def __init__(self, logdir: str, config: HubConfig | None = None, purge_step: int | None = None) -> None:
         self.config = config or HubConfig()
         self.logdir = logdir
         self.start_ns = time.monotonic_ns()
@@ -136,7 +136,11 @@ class Hub:
         self._lock = threading.RLock()
         self._local: deque[tuple[Any, ...]] = deque()
         self._root = _Run("root", logdir, self.config.filename_suffix)
-        self._root.file("")  # tensorboardX opens the file at construction; users expect it too
+        root_file = self._root.file("")  # tensorboardX opens the file at construction; so do we
+        if purge_step is not None:
+            # As SummaryWriter: tells TensorBoard to hide earlier data at steps >= purge_step.
+            root_file.add(frame(file_version_event(step=int(purge_step))))
+            root_file.add(frame(session_start_event(int(purge_step))))
         self._live_names: set[str] = set()
         self._counters: dict[str, _Run] = {}  # every producer run ever seen, for its counters
         self._reported: dict[str, tuple[int, int]] = {}

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._capture import CaptureWriter
+from typing import TYPE_CHECKING
+
 from ._hub import Hub
+
+if TYPE_CHECKING:
+    from ._capture import CaptureWriter
 
 __all__ = ["LocalChannel"]
 
@@ -16,7 +20,8 @@ class LocalChannel:
         self.hub = hub
         self.start_ns = hub.start_ns
         self._put = hub.put_local
-        self._writer = CaptureWriter(self, **writer_kwargs)
+        self._writer_kwargs = writer_kwargs
+        self._writer: CaptureWriter | None = None
 
     def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
         self._put(("s", tag, value, step, wall_time))
@@ -31,4 +36,11 @@ class LocalChannel:
         return os.path.abspath(self.hub.logdir)
 
     def writer(self) -> CaptureWriter:
+        # Built on first use: tensorboardX (and through it torch) is imported only when a
+        # non-scalar method is called. purge_step was already written by the hub.
+        if self._writer is None:
+            from ._capture import CaptureWriter
+
+            kwargs = {k: v for k, v in self._writer_kwargs.items() if k != "purge_step"}
+            self._writer = CaptureWriter(self, **kwargs)
         return self._writer

@@ -21,10 +21,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._capture import CaptureWriter
+from typing import TYPE_CHECKING
+
 from ._discovery import HubInfo
 from ._naming import producer_name
 from ._wire import CHALLENGE_LEN, MAGIC, FrameReader, digest, pack
+
+if TYPE_CHECKING:
+    from ._capture import CaptureWriter
 
 __all__ = ["Producer", "ProducerLimits"]
 
@@ -123,6 +127,8 @@ class Producer:
 
     def writer(self) -> CaptureWriter:
         if self._writer is None:
+            from ._capture import CaptureWriter  # imports tensorboardX: only when needed
+
             self._writer = CaptureWriter(self, logdir=self.info.logdir)
         return self._writer
 

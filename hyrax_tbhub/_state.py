@@ -32,12 +32,15 @@ _REDISCOVER_S = 0.2
 
 
 class _ProcessState:
-    __slots__ = ("pid", "channel", "hub", "next_discovery", "finished_hubs", "lock", "exit_hooked")
+    __slots__ = ("pid", "channel", "hub", "idle", "next_discovery", "finished_hubs", "lock", "exit_hooked")
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.channel: Channel | None = None
         self.hub: Hub | None = None
+        # True when this process has no hub and nothing to look for: a top-level process that
+        # has not called init. Logging calls then return after one attribute check.
+        self.idle = False
         self.next_discovery = 0.0
         self.finished_hubs: set[str] = set()  # hubs this process already left: never rejoin them
         self.lock = threading.Lock()
@@ -68,6 +71,7 @@ def rediscover() -> Channel | None:
             return None  # the owner logs through its own hub or not at all
         found = _discovery.find_hub()
         if found is None or found[0].hub_id in STATE.finished_hubs:
+            STATE.idle = not _may_gain_hub()
             return None
         from ._producer import Producer
 
@@ -75,6 +79,26 @@ def rediscover() -> Channel | None:
         STATE.channel = producer
         _hook_exit()
         return producer
+
+
+def _may_gain_hub() -> bool:
+    """Could an ancestor start a hub later that this process should follow?
+
+    Children of multiprocessing (pools, forkservers started before init) and processes that
+    inherited a hub's address may; a top-level process only gets one by calling init itself.
+    """
+    if os.environ.get(_discovery.ENV_INFO):
+        return True
+    for modname in ("multiprocessing", "multiprocess"):
+        mod = sys.modules.get(modname)
+        if mod is None:
+            continue
+        try:
+            if mod.parent_process() is not None or mod.current_process().name != "MainProcess":
+                return True
+        except Exception:
+            continue
+    return False
 
 
 def _on_producer_gone(producer: Producer) -> None:
@@ -138,6 +162,7 @@ def _after_fork_in_child() -> None:
     STATE.pid = os.getpid()
     STATE.channel = None
     STATE.hub = None
+    STATE.idle = False
     STATE.next_discovery = 0.0
     STATE.finished_hubs = set()
     STATE.lock = threading.Lock()

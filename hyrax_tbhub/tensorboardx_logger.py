@@ -20,12 +20,10 @@ back, and producers' steps are not ordered with each other).
 
 from __future__ import annotations
 
-import functools
 import os
+import sys
 import time
 from typing import Any
-
-from tensorboardX import SummaryWriter
 
 from . import _discovery, _state
 from ._hub import Hub, HubConfig
@@ -38,6 +36,7 @@ __all__ = [
     "init_tensorboard_logger",
     "tensorboard_start_ns",
     "tensorboardx_logger",
+    "WRITER_METHODS",
 ]
 
 _STATE = _state.STATE
@@ -46,21 +45,32 @@ _time = time.time
 _monotonic_ns = time.monotonic_ns
 
 # Types whose value converts to a float exactly as tensorboardX's make_np + float() would, so the
-# scalar can skip tensorboardX's summary builder (about 6 us) and be encoded by the hub.
-_FAST_VALUE_TYPES: frozenset[type] = frozenset({float, int})
-try:
-    import numpy as _np
-
-    _FAST_VALUE_TYPES = _FAST_VALUE_TYPES | {_np.float64, _np.float32, _np.float16, _np.int64, _np.int32}
-except ImportError:  # pragma: no cover - numpy is a tensorboardX dependency
-    pass
+# scalar can skip tensorboardX's summary builder (about 6 us) and be encoded by the hub. numpy
+# scalar types join once numpy is imported by someone else (importing it here costs 150 ms).
+_FAST_VALUE_TYPES: set[type] = {float, int}
+_NUMPY_SCALAR_NAMES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8")
 
 
-def _writer_public_names() -> frozenset[str]:
-    return frozenset(n for n in dir(SummaryWriter) if not n.startswith("_"))
+def _is_fast_value(value: Any) -> bool:
+    np = sys.modules.get("numpy")
+    if np is None:
+        return False
+    for name in _NUMPY_SCALAR_NAMES:
+        _FAST_VALUE_TYPES.add(getattr(np, name))
+    return type(value) in _FAST_VALUE_TYPES
 
 
-_WRITER_NAMES = _writer_public_names()
+# The public methods of tensorboardX.SummaryWriter (2.6). Listed, not read from the class:
+# importing tensorboardX imports torch when it is installed, seconds in every worker that only
+# logs scalars. tests/test_api.py checks the list against the installed tensorboardX.
+WRITER_METHODS: frozenset[str] = frozenset({
+    "add_audio", "add_custom_scalars", "add_custom_scalars_marginchart",
+    "add_custom_scalars_multilinechart", "add_embedding", "add_figure", "add_graph",
+    "add_histogram", "add_histogram_raw", "add_hparams", "add_image", "add_image_with_boxes",
+    "add_images", "add_mesh", "add_onnx_graph", "add_openvino_graph", "add_pr_curve",
+    "add_pr_curve_raw", "add_scalar", "add_scalars", "add_text", "add_video", "close",
+    "export_scalars_to_json", "flush", "use_metadata",
+})
 
 
 class HyraxSummaryWriter:
@@ -86,11 +96,13 @@ class HyraxSummaryWriter:
         """As ``SummaryWriter.add_scalar``; plain numbers take a fast path to the hub."""
         ch = _STATE.channel
         if ch is None:
+            if _STATE.idle:
+                return
             ch = _rediscover()
             if ch is None:
                 return
         if (
-            type(scalar_value) in _FAST_VALUE_TYPES
+            (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
             and type(tag) is str
             and not display_name
             and not summary_description
@@ -144,13 +156,13 @@ class HyraxSummaryWriter:
         return None if ch is None else ch.folder()
 
     def __getattr__(self, name: str) -> Any:
-        if name not in _WRITER_NAMES:
+        if name not in WRITER_METHODS:
             raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r} (nor has SummaryWriter)")
         ch = _STATE.channel or _rediscover()
         return None if ch is None else getattr(ch.writer(), name)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(object.__dir__(self)) | set(dir(SummaryWriter)))
+        return sorted(set(object.__dir__(self)) | WRITER_METHODS)
 
     def __repr__(self) -> str:
         ch = _STATE.channel
@@ -159,27 +171,25 @@ class HyraxSummaryWriter:
 
 
 def _forwarder(name: str) -> Any:
-    target = getattr(SummaryWriter, name)
-
-    @functools.wraps(target)
     def method(self: HyraxSummaryWriter, *args: Any, **kwargs: Any) -> Any:
         ch = _STATE.channel
         if ch is None:
+            if _STATE.idle:
+                return None
             ch = _rediscover()
             if ch is None:
                 return None
         return getattr(ch.writer(), name)(*args, **kwargs)
 
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``tensorboardX.SummaryWriter.{name}``, run in this process and sent to the hub."
     return method
 
 
-# Every public SummaryWriter method becomes a real method: dir(), help() and IDEs see them, and
-# a call costs one attribute lookup instead of a __getattr__ round trip.
-for _name in sorted(_WRITER_NAMES):
-    if _name in HyraxSummaryWriter.__dict__ or not callable(getattr(SummaryWriter, _name)):
-        continue
-    if _name in ("use_metadata",):
-        continue  # a context manager bound to one writer object: reached through __getattr__
+# Every public SummaryWriter method becomes a real method: dir() and help() see them, and a call
+# costs one attribute lookup instead of a __getattr__ round trip.
+for _name in sorted(WRITER_METHODS - set(HyraxSummaryWriter.__dict__) - {"use_metadata"}):
+    # use_metadata is a context manager of one writer object: reached through __getattr__.
     setattr(HyraxSummaryWriter, _name, _forwarder(_name))
 del _name
 
@@ -215,7 +225,11 @@ def init_tensorboard_logger(**kwargs: Any) -> None:
     logdir = _resolve_logdir(kwargs)
     writer_kwargs = {k: v for k, v in kwargs.items() if k not in ("log_dir", "logdir")}
     writer_kwargs["logdir"] = logdir
-    hub = Hub(logdir, HubConfig(filename_suffix=str(kwargs.get("filename_suffix") or "")))
+    hub = Hub(
+        logdir,
+        HubConfig(filename_suffix=str(kwargs.get("filename_suffix") or "")),
+        purge_step=kwargs.get("purge_step"),
+    )
     channel = LocalChannel(hub, writer_kwargs)
     hub_file = hub.start()
     with _STATE.lock:
@@ -223,6 +237,7 @@ def init_tensorboard_logger(**kwargs: Any) -> None:
         _state.close_producer()
         _STATE.hub = hub
         _STATE.channel = channel
+        _STATE.idle = False
     _saved_env.append(os.environ.get(_discovery.ENV_INFO))
     os.environ[_discovery.ENV_INFO] = hub_file
     _state.hook_exit_for_owner()
@@ -240,7 +255,7 @@ def close_tensorboard_logger() -> None:
     with _STATE.lock:
         _STATE.hub = None
         _STATE.channel = None
-        _STATE.next_discovery = float("inf")  # the owner never becomes a producer by itself
+        _STATE.idle = True  # the owner never becomes a producer by itself
     try:
         hub.close()
     finally:
