@@ -16,14 +16,26 @@ reach the socket next to it.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import stat
+import struct
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["ENV_INFO", "ENV_RUNTIME_DIR", "HubInfo", "find_hub", "runtime_dir", "write_hub_file"]
+__all__ = [
+    "ENV_INFO",
+    "ENV_RUNTIME_DIR",
+    "GenerationWatch",
+    "HubInfo",
+    "bump_generation",
+    "find_hub",
+    "runtime_dir",
+    "write_hub_file",
+]
 
 ENV_INFO = "HYRAX_TBHUB_INFO"
 ENV_RUNTIME_DIR = "HYRAX_TBHUB_RUNTIME_DIR"
@@ -183,3 +195,51 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+_GENERATION_FILE = "generation"
+
+
+def _open_generation() -> int:
+    fd = os.open(runtime_dir() / _GENERATION_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    if os.fstat(fd).st_size < 8:
+        os.pwrite(fd, bytes(8), 0)
+    return fd
+
+
+def bump_generation() -> None:
+    """Tell every waiting process of this user that a hub started (they look again)."""
+    try:
+        fd = _open_generation()
+        try:
+            os.pwrite(fd, struct.pack("<Q", (time.monotonic_ns() ^ os.getpid()) & (2**64 - 1)), 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+class GenerationWatch:
+    """Answers "did any hub start since I last looked?" by comparing 8 mapped bytes.
+
+    A process started before its ancestor's hub (a pool worker, a forkserver child) must find
+    the hub as soon as it exists, or it drops what it logs meanwhile; reading a shared page on
+    each call costs ~100 ns, where looking for hub files costs microseconds.
+    """
+
+    __slots__ = ("_mm", "_seen")
+
+    def __init__(self) -> None:
+        fd = _open_generation()
+        try:
+            self._mm = mmap.mmap(fd, 8, mmap.MAP_SHARED, mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self._seen = self._mm[:8]
+
+    def changed(self) -> bool:
+        current = self._mm[:8]
+        if current == self._seen:
+            return False
+        self._seen = current
+        return True

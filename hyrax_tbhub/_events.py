@@ -89,7 +89,8 @@ def _tag_prefix(tag: str) -> bytes:
     entry = _prefix_cache.get(tag)
     if entry is None:
         name = clean_tag(tag).encode("utf-8")
-        value_msg_prefix = b"\x0a" + _varint(len(name)) + name + b"\x15"
+        # An empty tag (e.g. "/" after cleaning) is a default value: proto3 leaves it out.
+        value_msg_prefix = (b"\x0a" + _varint(len(name)) + name if name else b"") + b"\x15"
         value_len = len(value_msg_prefix) + 4
         summary_inner = b"\x0a" + _varint(value_len) + value_msg_prefix
         summary_len = len(summary_inner) + 4
@@ -137,7 +138,7 @@ def file_version_event(wall_time: float | None = None, step: int | None = None) 
 def session_start_event(step: int, wall_time: float | None = None) -> bytes:
     """``Event(step, session_log=SessionLog(status=START))``: what ``purge_step`` writes."""
     wall = time.time() if wall_time is None else wall_time
-    return _event_head(wall, step) + b"\x32\x02\x08\x01"
+    return _event_head(wall, step) + b"\x3a\x02\x08\x01"
 
 
 _hostname = socket.gethostname()

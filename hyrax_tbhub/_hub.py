@@ -198,6 +198,7 @@ class Hub:
         )
         self._hub_file = str(_discovery.write_hub_file(info))
         self._thread.start()
+        _discovery.bump_generation()
         return self._hub_file
 
     def close(self, timeout: float | None = None) -> None:
@@ -302,7 +303,9 @@ class Hub:
 
     def _on_accept(self, sock: Any, mask: int) -> None:
         deadline = time.monotonic() + self.config.handshake_timeout
-        for _ in range(64):  # bounded, so a connect storm cannot starve the live producers
+        # Bounded, so a connect storm cannot starve live producers; unbounded when closing,
+        # because every producer already in the backlog has events that must be collected.
+        for _ in range(1 << 30 if self._closing else 64):
             try:
                 conn_sock, _addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):

@@ -77,6 +77,24 @@ class Producer:
         self._wake_w.setblocking(False)
         self._woken = False
         self._name = producer_name()
+        # connect() runs here, in the first logging call: it completes as soon as the kernel
+        # queues us in the hub's backlog, and a closing hub accepts its whole backlog. So every
+        # event logged after this returns reaches a hub that closes later, even if the sender
+        # thread has not run yet. The handshake itself is left to the thread.
+        self._sock: socket.socket | None = None
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(1.0)
+                sock.connect(info.address)
+            except BaseException:
+                sock.close()
+                raise
+            self._sock = sock
+        except OSError as exc:
+            self._connect_error: Exception | None = exc
+        else:
+            self._connect_error = None
         self._thread = threading.Thread(target=self._serve, name="hyrax_tbhub-producer", daemon=True)
         self._thread.start()
 
@@ -162,11 +180,12 @@ class Producer:
             _warn(f"hyrax_tbhub: process {os.getpid()} is logging faster than the hub writes; "
                   "events are being dropped and counted")
 
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _handshake(self) -> socket.socket:
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError(str(self._connect_error))
         try:
             sock.settimeout(self.limits.connect_timeout)
-            sock.connect(self.info.address)
             challenge = _recv_exact(sock, CHALLENGE_LEN)
             if not challenge.startswith(MAGIC):
                 raise ConnectionError("the endpoint is not a hyrax_tbhub hub")
@@ -194,7 +213,7 @@ class Producer:
 
     def _serve(self) -> None:
         try:
-            sock = self._connect()
+            sock = self._handshake()
         except Exception as exc:
             self._hello.set()
             self._give_up(f"cannot reach the hub at {self.info.address} ({exc!r})")

@@ -7,7 +7,8 @@ Three facts shape this module (FACTS):
 - a forked child inherits the parent's objects but not its threads: ``os.register_at_fork``
   resets the state in the child, which then finds the hub like any other descendant.
 - a process may start before the hub exists (pool workers, forkserver children): a process with
-  no channel looks again, at most every ``_REDISCOVER_S`` seconds, when it logs.
+  no channel that could still gain one watches the per-user hub generation (one mapped 8-byte
+  word every hub start bumps) and looks again as soon as it changes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import atexit
 import os
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from . import _discovery
@@ -28,11 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["STATE", "channel", "rediscover"]
 
-_REDISCOVER_S = 0.2
-
-
 class _ProcessState:
-    __slots__ = ("pid", "channel", "hub", "idle", "next_discovery", "finished_hubs", "lock", "exit_hooked")
+    __slots__ = ("pid", "channel", "hub", "idle", "watch", "finished_hubs", "lock", "exit_hooked")
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -41,14 +38,13 @@ class _ProcessState:
         # True when this process has no hub and nothing to look for: a top-level process that
         # has not called init. Logging calls then return after one attribute check.
         self.idle = False
-        self.next_discovery = 0.0
+        self.watch: _discovery.GenerationWatch | None = None
         self.finished_hubs: set[str] = set()  # hubs this process already left: never rejoin them
         self.lock = threading.Lock()
         self.exit_hooked = False
 
 
 STATE = _ProcessState()
-_monotonic = time.monotonic
 
 
 def channel() -> Channel | None:
@@ -60,18 +56,26 @@ def channel() -> Channel | None:
 
 
 def rediscover() -> Channel | None:
-    now = _monotonic()
-    if now < STATE.next_discovery:
+    watch = STATE.watch
+    if watch is not None and not watch.changed():
         return None
     with STATE.lock:
         if STATE.channel is not None:
             return STATE.channel
-        STATE.next_discovery = now + _REDISCOVER_S
         if STATE.hub is not None:
             return None  # the owner logs through its own hub or not at all
+        may_gain = True
+        if STATE.watch is None:
+            may_gain = _may_gain_hub()
+            if may_gain:
+                # Watch before looking, so a hub that starts in between is not missed.
+                try:
+                    STATE.watch = _discovery.GenerationWatch()
+                except (OSError, ValueError):
+                    pass
         found = _discovery.find_hub()
         if found is None or found[0].hub_id in STATE.finished_hubs:
-            STATE.idle = not _may_gain_hub()
+            STATE.idle = not may_gain
             return None
         from ._producer import Producer
 
@@ -105,7 +109,6 @@ def _on_producer_gone(producer: Producer) -> None:
     STATE.finished_hubs.add(producer.info.hub_id)
     if STATE.channel is producer:
         STATE.channel = None
-        STATE.next_discovery = 0.0
 
 
 def close_producer() -> None:
@@ -163,7 +166,7 @@ def _after_fork_in_child() -> None:
     STATE.channel = None
     STATE.hub = None
     STATE.idle = False
-    STATE.next_discovery = 0.0
+    STATE.watch = None
     STATE.finished_hubs = set()
     STATE.lock = threading.Lock()
     # The parent's finalizer entries are cleared by multiprocessing in its children but not by a

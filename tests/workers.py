@@ -1,0 +1,70 @@
+"""Functions run in child processes by the tests (importable under spawn and forkserver)."""
+
+from __future__ import annotations
+
+import os
+
+import hyrax_tbhub
+
+
+def log_scalars(tag: str, n: int, offset: int = 0) -> int:
+    """Log ``n`` scalars ``tag`` = step * 0.5 at steps offset..offset+n-1; return the pid."""
+    w = hyrax_tbhub.get_tensorboard_logger()
+    for step in range(offset, offset + n):
+        w.add_scalar(tag, step * 0.5, step)
+    return os.getpid()
+
+
+def log_scalars_task(args: tuple[str, int, int]) -> int:
+    return log_scalars(*args)
+
+
+def log_and_flush(tag: str, n: int) -> bool:
+    w = hyrax_tbhub.get_tensorboard_logger()
+    for step in range(n):
+        w.add_scalar(tag, step * 0.5, step)
+    return w.flush()
+
+
+def log_in_thread_then_fork_child(tag: str, n: int) -> bool:
+    """Log from two threads while forking a child that logs too; all three must land."""
+    import threading
+
+    w = hyrax_tbhub.get_tensorboard_logger()
+    w.add_scalar(tag + "/warm", 0.0, 0)
+    w.flush()
+    stop = threading.Event()
+
+    def spin() -> None:
+        step = 0
+        while not stop.is_set() and step < n:
+            w.add_scalar(tag + "/thread", float(step), step)
+            step += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    pid = os.fork()
+    if pid == 0:  # the child inherited a live connection: it must open its own
+        code = 0
+        try:
+            log_scalars(tag + "/child", 100)
+            hyrax_tbhub.close_tensorboard_logger()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    t.join(60)
+    stop.set()
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def nested_spawn(tag: str, n: int) -> int:
+    """A spawned child that itself spawns a grandchild; both log."""
+    import multiprocessing as mp
+
+    log_scalars(tag + "/child", n)
+    ctx = mp.get_context("spawn")
+    p = ctx.Process(target=log_scalars, args=(tag + "/grandchild", n))
+    p.start()
+    p.join(60)
+    return p.exitcode if p.exitcode is not None else -1
