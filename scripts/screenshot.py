@@ -155,13 +155,13 @@ class OutputCollector:
 
 
 @contextmanager
-def running_tensorboard(logdir: Path, deadline_s: float) -> Iterator[str]:
+def running_tensorboard(logdir: Path, deadline_s: float, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """Start TensorBoard on a free port; yield its base URL; always stop it."""
     # Run from the logdir's parent with a relative --logdir: the dashboard prints the logdir as
     # given, and "logs" reads better in a README than a temporary path.
     logdir = logdir.resolve()
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir.name or str(logdir),
-           "--host", "127.0.0.1", "--port", "0"]  # fmt: skip
+           "--host", "127.0.0.1", "--port", "0", *extra_args]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=logdir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )

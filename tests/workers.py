@@ -68,3 +68,35 @@ def nested_spawn(tag: str, n: int) -> int:
     p.start()
     p.join(60)
     return p.exitcode if p.exitcode is not None else -1
+
+
+class TimedDataset:
+    """A map-style dataset whose reads are timed and logged from whichever process reads."""
+
+    def __init__(self, size: int, epoch_offset: int = 0) -> None:
+        self.size = size
+        self.epoch_offset = epoch_offset
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> int:
+        import time
+
+        start = time.monotonic_ns()
+        w = hyrax_tbhub.get_tensorboard_logger()
+        w.add_scalar("item", float(index), self.epoch_offset + index)
+        w.log_duration_ts("DataProvider/file_read_time_s", start)
+        return index
+
+
+def log_ts_points(tags: list[str], n: int, ready: object, go: object) -> int:
+    """Log ``n`` points per tag with time-based steps once every worker is ready."""
+    w = hyrax_tbhub.get_tensorboard_logger()
+    w.flush()  # connected before the race starts
+    ready.set()  # type: ignore[attr-defined]
+    go.wait(60)  # type: ignore[attr-defined]
+    for i in range(n):
+        for tag in tags:
+            w.log_scalar_ts(tag, float(i))
+    return os.getpid()

@@ -1,0 +1,116 @@
+"""The channel is private: only key holders get past the handshake, nothing binds a network port."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+import hyrax_tbhub
+from hyrax_tbhub import _discovery, _state, _wire
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _hub_info() -> _discovery.HubInfo:
+    info = _discovery.read_hub_file(os.environ[_discovery.ENV_INFO])
+    assert info is not None
+    return info
+
+
+def test_runtime_folder_hub_file_and_socket_are_private_to_the_user(hub: Path) -> None:
+    info = _hub_info()
+    folder = _discovery.runtime_dir()
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.environ[_discovery.ENV_INFO]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(info.address).st_mode) & 0o077 == 0
+    assert os.stat(folder).st_uid == os.getuid()
+
+
+def test_every_hub_has_its_own_random_key(tmp_path: Path) -> None:
+    keys = set()
+    for i in range(3):
+        hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / str(i)))
+        keys.add(_hub_info().authkey)
+        hyrax_tbhub.close_tensorboard_logger()
+    assert len(keys) == 3 and all(len(bytes.fromhex(k)) == 32 for k in keys)
+
+
+class _Boom:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.mkdir, (self.path,))
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def test_wrong_key_is_refused_before_anything_is_unpickled(hub: Path, tmp_path: Path) -> None:
+    info = _hub_info()
+    marker = tmp_path / "unpickled"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(info.address)
+        challenge = sock.recv(_wire.CHALLENGE_LEN)
+        assert challenge.startswith(_wire.MAGIC)
+        sock.sendall(_wire.digest(b"\0" * 32, challenge))
+        try:
+            sock.sendall(_wire.pack(("hello", {"name": "intruder"})) + _wire.pack([_Boom(str(marker))]))
+        except OSError:
+            pass  # the hub may already have hung up
+        try:
+            reply = sock.recv(100)
+        except ConnectionResetError:
+            reply = b""
+        assert reply == b""  # closed by the hub, no reply
+    hub_obj = _state.STATE.hub
+    assert hub_obj is not None
+    hyrax_tbhub.close_tensorboard_logger()
+    assert not marker.exists()
+    assert hub_obj.strangers_rejected >= 1
+    assert not (hub / "intruder").exists()
+
+
+def test_a_key_holder_is_served(hub: Path) -> None:
+    info = _hub_info()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(info.address)
+        challenge = sock.recv(_wire.CHALLENGE_LEN)
+        sock.sendall(_wire.digest(info.key, challenge))
+        sock.sendall(_wire.pack(("hello", {"name": "manual"})))
+        reader = _wire.FrameReader()
+        frames: list[bytes] = []
+        while not frames:
+            frames = reader.feed(sock.recv(4096))
+        kind, meta = pickle.loads(frames[0])
+        assert kind == "hello" and meta["run"] == "manual"
+
+
+def _socket_inodes() -> set[str]:
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
+def test_the_hub_binds_no_network_interface(hub: Path) -> None:
+    hyrax_tbhub.get_tensorboard_logger().add_scalar("x", 1.0, 1)
+    ours = _socket_inodes()
+    assert ours
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        path = f"/proc/net/{table}"
+        if not os.path.exists(path):
+            continue
+        with open(path) as fh:
+            rows = [line.split() for line in fh.readlines()[1:]]
+        assert not ours & {row[9] for row in rows if len(row) > 9}, table
