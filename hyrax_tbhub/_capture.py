@@ -48,7 +48,7 @@ class _ChannelEventWriter:
         pass
 
 
-class _ChannelFileWriter(FileWriter):  # type: ignore[misc]
+class _ChannelFileWriter(FileWriter):
     # FileWriter.__init__ opens an event file and a queue thread; we keep only its event
     # building (step/walltime/metadata handling) and replace the writer underneath.
     def __init__(self, channel: Channel, subrun: str) -> None:  # noqa: D107
@@ -56,8 +56,11 @@ class _ChannelFileWriter(FileWriter):  # type: ignore[misc]
         self._default_metadata: dict[str, Any] = {}
 
 
-class CaptureWriter(SummaryWriter):  # type: ignore[misc]
+class CaptureWriter(SummaryWriter):
     """SummaryWriter bound to a :class:`~hyrax_tbhub._channel.Channel`."""
+
+    file_writer: Any
+    all_writers: Any
 
     def __init__(self, channel: Channel, **kwargs: Any) -> None:
         self._channel = channel

@@ -138,15 +138,14 @@ def _parent_pids() -> list[int]:
         if mod is None:
             continue
         try:
-            parent = mod.parent_process()  # type: ignore[attr-defined]
+            parent = mod.parent_process()
         except Exception:
             parent = None
         if parent is not None and parent.pid is not None:
             pids.append(parent.pid)
     if hasattr(os, "getppid"):
         pids.append(os.getppid())
-    seen: set[int] = set()
-    return [p for p in pids if not (p in seen or seen.add(p))]
+    return list(dict.fromkeys(pids))  # unique, in order
 
 
 def find_hub() -> tuple[HubInfo, str] | None:
@@ -201,7 +200,8 @@ _GENERATION_FILE = "generation"
 
 
 def _open_generation() -> int:
-    fd = os.open(runtime_dir() / _GENERATION_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(runtime_dir() / _GENERATION_FILE, flags, 0o600)
     if os.fstat(fd).st_size < 8:
         os.pwrite(fd, bytes(8), 0)
     return fd

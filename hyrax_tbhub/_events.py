@@ -4,7 +4,8 @@ tensorboardX builds every scalar as ``Summary`` and ``Event`` protobuf objects (
 them through a ``multiprocessing.Queue`` to its own thread (FACTS: ~30-59 us per event). The hub
 writes tens of thousands of scalars per second from many producers, so the scalar path encodes
 the three-field ``Event`` by hand here, as it does the two fixed records every file starts with
-(importing tensorboardX's protos imports tensorboardX, which imports torch: seconds per process). ``tests/test_events.py`` checks byte equality with
+(importing tensorboardX's protos imports tensorboardX, which imports torch: seconds per process).
+``tests/test_events.py`` checks byte equality with
 protobuf's own serialisation over random inputs; everything that is not a plain scalar still goes
 through tensorboardX's summary builders and protobuf.
 """

@@ -414,7 +414,8 @@ class Hub:
         self._live_names.add(name)
         run = self._counters.get(name)
         if run is None:
-            run = self._counters[name] = _Run(name, os.path.join(self.logdir, name), self.config.filename_suffix)
+            folder = os.path.join(self.logdir, name)
+            run = self._counters[name] = _Run(name, folder, self.config.filename_suffix)
         else:
             run.files = {}  # a later producer of the same name starts new files in the same folder
         conn.run = run
@@ -587,15 +588,16 @@ class Hub:
             if now == self._reported.get(run.name, (0, 0)):
                 continue
             self._reported[run.name] = now
-            root_file.add(frame(encode_scalar(f"{RESERVED_PREFIX}dropped/{run.name}", run.dropped, step, wall)))
-            root_file.add(frame(encode_scalar(f"{RESERVED_PREFIX}errors/{run.name}", run.errors, step, wall)))
+            for kind, value in (("dropped", run.dropped), ("errors", run.errors)):
+                root_file.add(frame(encode_scalar(f"{RESERVED_PREFIX}{kind}/{run.name}", value, step, wall)))
             if run.dropped and ("drop:" + run.name) not in self._warned:
                 self._warned.add("drop:" + run.name)
-                _warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was full); "
-                      f"the count is logged as {RESERVED_PREFIX}dropped/{run.name}")
+                _warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was "
+                      f"full); the count is logged as {RESERVED_PREFIX}dropped/{run.name}")
         if self.transport_errors != self._reported_transport:
             self._reported_transport = self.transport_errors
-            root_file.add(frame(encode_scalar(f"{RESERVED_PREFIX}transport_errors", self.transport_errors, step, wall)))
+            tag = f"{RESERVED_PREFIX}transport_errors"
+            root_file.add(frame(encode_scalar(tag, self.transport_errors, step, wall)))
         self._dirty.add(self._root)
 
 

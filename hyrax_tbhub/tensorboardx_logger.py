@@ -34,8 +34,8 @@ __all__ = [
     "close_tensorboard_logger",
     "get_tensorboard_logger",
     "init_tensorboard_logger",
-    "tensorboard_start_ns",
-    "tensorboardx_logger",
+    "tensorboard_start_ns",  # noqa: F822 - served by the module __getattr__ below
+    "tensorboardx_logger",  # noqa: F822
     "WRITER_METHODS",
 ]
 
@@ -113,7 +113,8 @@ class HyraxSummaryWriter:
                 tag, float(scalar_value), global_step, _time() if walltime is None else walltime
             )
         else:
-            ch.writer().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
+            writer = ch.writer()
+            writer.add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
 
     def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
         """Log ``scalar`` with step = whole microseconds since the hub started (or the given ns)."""

@@ -13,6 +13,7 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import tensorboardx_logger as tbl
+
 from readback import counters, read_log
 
 pytestmark = pytest.mark.timeout(60)

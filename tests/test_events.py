@@ -57,7 +57,8 @@ def test_frame_matches_tensorboardx_record_writer(tmp_path) -> None:  # type: ig
 
     for data in [b"", b"x", b"hello" * 1000]:
         header = struct.pack("Q", len(data))
-        expected = header + struct.pack("I", masked_crc32c(header)) + data + struct.pack("I", masked_crc32c(data))
+        crc = struct.pack("I", masked_crc32c(header)), struct.pack("I", masked_crc32c(data))
+        expected = header + crc[0] + data + crc[1]
         assert frame(data) == expected
 
 

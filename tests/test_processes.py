@@ -13,6 +13,7 @@ import multiprocess
 import pytest
 
 import hyrax_tbhub
+
 import workers
 from readback import read_log
 

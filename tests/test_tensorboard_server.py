@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
+
 import workers
 from readback import run_folders
 

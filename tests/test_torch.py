@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
+
 import workers
 from readback import read_log
 

@@ -1,0 +1,31 @@
+"""``hyrax-tbhub``: demo, bench and inspect."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: hyrax-tbhub {demo,bench,inspect} [options]
+
+  demo      run a small multi-process pipeline into one log and show what landed
+  bench     measure hyrax_tbhub against the usual alternatives (scripts/bench.py)
+  inspect   summarise the runs, tags and counters of a log folder
+
+'hyrax-tbhub COMMAND --help' for the options of a command."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "demo":
+        from ._demo import main as run
+    elif command == "bench":
+        from ._bench import main as run
+    elif command == "inspect":
+        from ._inspect import main as run
+    else:
+        print(f"hyrax-tbhub: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return int(run(rest) or 0)
