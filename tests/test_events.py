@@ -78,3 +78,13 @@ def test_out_of_range_values_become_infinity_like_protobuf() -> None:
     assert encode_scalar("x", 1e300, 1, 1.0) == _reference("x", 1e300, 1, 1.0)
     assert encode_scalar("x", -1e300, 1, 1.0) == _reference("x", -1e300, 1, 1.0)
     assert math.isnan(struct.unpack("<f", encode_scalar("x", math.nan, 1, 1.0)[-4:])[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(tags, values, steps, walls), max_size=50))
+def test_batch_encoder_equals_framing_each_scalar(batch: list[tuple[str, float, int | None, float]]) -> None:
+    from hyrax_tbhub._events import encode_scalar_records
+
+    items = [("s", tag, float(value), step, wall) for tag, value, step, wall in batch]
+    expected = b"".join(frame(encode_scalar(t, v, s, w)) for _, t, v, s, w in items)
+    assert encode_scalar_records(items) == expected
