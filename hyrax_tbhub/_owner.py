@@ -28,7 +28,8 @@ class LocalChannel:
         self._put(("e", subrun, data))
 
     def flush(self, timeout: float | None = None) -> bool:
-        return self.hub.flush_local(timeout)
+        # Bounded like a producer's flush: a wedged hub thread must not hang the training loop.
+        return self.hub.flush_local(30.0 if timeout is None else timeout)
 
     def folder(self) -> str:
         return os.path.abspath(self.hub.logdir)

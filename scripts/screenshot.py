@@ -259,7 +259,9 @@ def _is_png(path: Path) -> bool:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--logdir", type=Path, help="log directory to show (with --make-sample: where to write)"
+        "--logdir", type=Path,
+        help="log directory to show (default: run the demo into a temporary folder; "
+        "with --make-sample: where to write)",
     )
     parser.add_argument("--make-sample", action="store_true", help="write a small sample log first")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"PNG to write (default {DEFAULT_OUT})")
@@ -273,9 +275,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--chromium-timeout", type=float, default=90.0, help="seconds to wait for Chromium")
     args = parser.parse_args(argv)
-    if args.logdir is None and not args.make_sample:
-        # The project demo will be the usual source; until then, a logdir or a sample is needed.
-        parser.error("give --logdir LOGDIR, or --make-sample to write a sample log")
     if not re.fullmatch(r"\d+,\d+", args.window_size):
         parser.error("--window-size must look like 1400,900")
     return args
@@ -301,6 +300,11 @@ def run(args: argparse.Namespace) -> int:
         logdir = args.logdir if args.logdir is not None else Path(scratch) / "logs"
         if args.make_sample:
             make_sample(logdir)
+        elif args.logdir is None:
+            # The default: the project's own demo, so the README shows what a user will see.
+            from hyrax_tbhub._demo import run_pipeline
+
+            run_pipeline(logdir, shards=48, workers=2, steps=600)
         if not logdir.is_dir():
             print(f"screenshot: no such log directory: {logdir}", file=sys.stderr)
             return 2
