@@ -26,6 +26,7 @@ __all__ = [
     "clean_tag",
     "encode_scalar",
     "encode_scalar_records",
+    "encode_batch",
     "file_version_event",
     "frame",
     "frame_many",
@@ -178,6 +179,55 @@ def encode_scalar_records(items: list[tuple[Any, ...]]) -> bytes:
         x = crc(record)
         append(header + record + _pack_u32(((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF))
     return b"".join(out)
+
+
+def encode_batch(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Turn queued items into framed records, grouped per sub-run, control items kept in order.
+
+    ``("s", ...)`` scalars and ``("e", subrun, event_bytes)`` events become
+    ``("r", subrun, framed_bytes, count)``: consecutive records of one sub-run share one item.
+    Producers run this in their sender thread, so encoding scales with the number of producer
+    processes instead of queueing up behind the hub's single thread.
+    """
+    out: list[tuple[Any, ...]] = []
+    subrun = ""
+    parts: list[bytes] = []
+    count = 0
+    scalars: list[tuple[Any, ...]] = []
+
+    def flush_scalars() -> None:
+        nonlocal count
+        if scalars:
+            parts.append(encode_scalar_records(scalars))
+            count += len(scalars)
+            scalars.clear()
+
+    def close_run() -> None:
+        nonlocal count
+        flush_scalars()
+        if count:
+            out.append(("r", subrun, b"".join(parts), count))
+            parts.clear()
+            count = 0
+
+    for item in items:
+        kind = item[0]
+        if kind != "s" and kind != "e":
+            close_run()
+            out.append(item)
+            continue
+        target = "" if kind == "s" else item[1]
+        if target != subrun:
+            close_run()
+            subrun = target
+        if kind == "s":
+            scalars.append(item)
+        else:
+            flush_scalars()
+            parts.append(frame(item[2]))
+            count += 1
+    close_run()
+    return out
 
 
 def file_version_event(wall_time: float | None = None, step: int | None = None) -> bytes:

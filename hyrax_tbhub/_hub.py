@@ -442,7 +442,9 @@ class Hub:
                 self._write_scalars(run, scalars)
                 scalars = []
             try:
-                if kind == "e":
+                if kind == "r":  # records a producer already encoded and framed
+                    run.file(item[1]).add(item[2], item[3])
+                elif kind == "e":
                     run.file(item[1]).add(frame(item[2]))
                 elif kind == "f":
                     if conn is not None:

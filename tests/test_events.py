@@ -88,3 +88,19 @@ def test_batch_encoder_equals_framing_each_scalar(batch: list[tuple[str, float, 
     items = [("s", tag, float(value), step, wall) for tag, value, step, wall in batch]
     expected = b"".join(frame(encode_scalar(t, v, s, w)) for _, t, v, s, w in items)
     assert encode_scalar_records(items) == expected
+
+
+def test_encode_batch_groups_records_per_subrun_and_keeps_control_items_in_order() -> None:
+    from hyrax_tbhub._events import encode_batch, encode_scalar_records
+
+    items = [("s", "a", 1.0, 1, 2.0), ("s", "b", 2.0, 2, 2.0), ("e", "", b"xx"), ("s", "c", 3.0, 3, 3.0),
+             ("e", "sub", b"yy"), ("e", "sub", b"zz"), ("f", 1), ("s", "d", 4.0, 4, 4.0), ("d", 3), ("b",)]
+    out = encode_batch(items)
+    assert out == [
+        ("r", "", encode_scalar_records(items[0:2]) + frame(b"xx") + encode_scalar_records(items[3:4]), 4),
+        ("r", "sub", frame(b"yy") + frame(b"zz"), 2),
+        ("f", 1),
+        ("r", "", encode_scalar_records(items[7:8]), 1),
+        ("d", 3),
+        ("b",),
+    ]

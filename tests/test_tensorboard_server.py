@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -32,10 +33,19 @@ POINTS = 400
 WORKERS = 3
 
 
-def _served(base: str, run: str, tag: str) -> list[list[float]]:
+def _served(base: str, run: str, tag: str, want: int, deadline_s: float = 60) -> list[list[float]]:
+    """The points the server has for (run, tag), once it has loaded ``want`` (or at the deadline).
+
+    The data server loads in the background: a tag is listed before all its points are read.
+    """
     query = urllib.parse.urlencode({"run": run, "tag": tag})
-    with urllib.request.urlopen(f"{base}/data/plugin/scalars/scalars?{query}", timeout=10) as resp:
-        return json.loads(resp.read())
+    deadline = time.monotonic() + deadline_s
+    while True:
+        with urllib.request.urlopen(f"{base}/data/plugin/scalars/scalars?{query}", timeout=10) as resp:
+            points = json.loads(resp.read())
+        if len(points) >= want or time.monotonic() > deadline:
+            return points
+        time.sleep(0.1)  # polling a condition with a deadline, not a guess at a duration
 
 
 def test_tensorboard_server_serves_every_point_of_every_spawn_worker(logdir: Path) -> None:
@@ -62,7 +72,7 @@ def test_tensorboard_server_serves_every_point_of_every_spawn_worker(logdir: Pat
         total = 0
         for run in worker_runs:
             for tag in TAGS:
-                points = _served(base, run.replace(os.sep, "/"), tag)
+                points = _served(base, run.replace(os.sep, "/"), tag, POINTS)
                 steps = [int(p[1]) for p in points]
                 assert [p[2] for p in points] == [float(i) for i in range(POINTS)], (run, tag)
                 assert steps == sorted(steps)
