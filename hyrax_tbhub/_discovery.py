@@ -22,7 +22,6 @@ import stat
 import struct
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -212,10 +211,12 @@ def bump_generation() -> None:
     try:
         fd = _open_generation()
         try:
-            os.pwrite(fd, struct.pack("<Q", (time.monotonic_ns() ^ os.getpid()) & (2**64 - 1)), 0)
+            (current,) = struct.unpack("=Q", os.pread(fd, 8, 0))
+            # Two hubs bumping at once may both write current + 1: either way it changed.
+            os.pwrite(fd, struct.pack("=Q", (current + 1) & (2**64 - 1)), 0)
         finally:
             os.close(fd)
-    except OSError:
+    except (OSError, struct.error):
         pass
 
 
@@ -227,7 +228,7 @@ class GenerationWatch:
     each call costs ~100 ns, where looking for hub files costs microseconds.
     """
 
-    __slots__ = ("_mm", "_seen")
+    __slots__ = ("_mm", "view", "seen")
 
     def __init__(self) -> None:
         fd = _open_generation()
@@ -235,11 +236,13 @@ class GenerationWatch:
             self._mm = mmap.mmap(fd, 8, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
             os.close(fd)
-        self._seen = self._mm[:8]
+        #: The shared word as an int: ``view[0]``. Callers on a hot path compare it to ``seen``.
+        self.view = memoryview(self._mm).cast("Q")
+        self.seen: int = self.view[0]
 
     def changed(self) -> bool:
-        current = self._mm[:8]
-        if current == self._seen:
+        current = self.view[0]
+        if current == self.seen:
             return False
-        self._seen = current
+        self.seen = current
         return True

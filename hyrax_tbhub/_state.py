@@ -17,6 +17,7 @@ import atexit
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import _discovery
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["STATE", "channel", "rediscover"]
 
 class _ProcessState:
-    __slots__ = ("pid", "channel", "hub", "idle", "watch", "finished_hubs", "lock", "exit_hooked")
+    __slots__ = ("pid", "channel", "hub", "_idle", "idle_hooks", "watch", "finished_hubs", "lock", "exit_hooked")
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -37,11 +38,27 @@ class _ProcessState:
         self.hub: Hub | None = None
         # True when this process has no hub and nothing to look for: a top-level process that
         # has not called init. Logging calls then return after one attribute check.
-        self.idle = False
+        self._idle = False
+        self.idle_hooks: list[Callable[[], None]] = []
         self.watch: _discovery.GenerationWatch | None = None
         self.finished_hubs: set[str] = set()  # hubs this process already left: never rejoin them
         self.lock = threading.Lock()
         self.exit_hooked = False
+
+
+    @property
+    def idle(self) -> bool:
+        return self._idle
+
+    @idle.setter
+    def idle(self, value: bool) -> None:
+        self._idle = value
+        self.notify()
+
+    def notify(self) -> None:
+        """Tell the hooks (the handle's fast paths) that channel, idle or watch changed."""
+        for hook in self.idle_hooks:
+            hook()
 
 
 STATE = _ProcessState()
@@ -75,12 +92,13 @@ def rediscover() -> Channel | None:
                     pass
         found = _discovery.find_hub()
         if found is None or found[0].hub_id in STATE.finished_hubs:
-            STATE.idle = not may_gain
+            STATE.idle = not may_gain  # notifies
             return None
         from ._producer import Producer
 
         producer = Producer(found[0], _on_producer_gone)
         STATE.channel = producer
+        STATE.notify()
         _hook_exit()
         return producer
 
@@ -109,6 +127,7 @@ def _on_producer_gone(producer: Producer) -> None:
     STATE.finished_hubs.add(producer.info.hub_id)
     if STATE.channel is producer:
         STATE.channel = None
+        STATE.notify()
 
 
 def close_producer() -> None:
@@ -121,6 +140,7 @@ def close_producer() -> None:
         STATE.finished_hubs.add(ch.info.hub_id)
         if STATE.channel is ch:
             STATE.channel = None
+            STATE.notify()
 
 
 def _at_exit() -> None:
@@ -165,9 +185,9 @@ def _after_fork_in_child() -> None:
     STATE.pid = os.getpid()
     STATE.channel = None
     STATE.hub = None
-    STATE.idle = False
     STATE.watch = None
     STATE.finished_hubs = set()
+    STATE.idle = False  # notifies
     STATE.lock = threading.Lock()
     # The parent's finalizer entries are cleared by multiprocessing in its children but not by a
     # bare os.fork(); either way this process registers its own when it first logs.

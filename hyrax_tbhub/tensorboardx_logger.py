@@ -20,6 +20,7 @@ back, and producers' steps are not ordered with each other).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -73,6 +74,28 @@ WRITER_METHODS: frozenset[str] = frozenset({
 })
 
 
+def _current() -> Any:
+    """This process's channel, looking for a hub unless the process is known to have none."""
+    ch = _STATE.channel
+    if ch is None and not _STATE.idle:
+        ch = _rediscover()
+    return ch
+
+
+# Last step given per tag by the *_ts helpers of this process (reset with the process state).
+_last_ts_step: dict[str, int] = {}
+
+
+def _ts_step(tag: str, step: int) -> int:
+    last = _last_ts_step.get(tag)
+    if last is not None and step <= last:
+        step = last + 1
+    if len(_last_ts_step) > 65536:
+        _last_ts_step.clear()  # a tag per call would otherwise grow it without bound
+    _last_ts_step[tag] = step
+    return step
+
+
 class HyraxSummaryWriter:
     """A stateless handle to this process's logging channel, with SummaryWriter's methods.
 
@@ -117,13 +140,20 @@ class HyraxSummaryWriter:
             writer.add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
 
     def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
-        """Log ``scalar`` with step = whole microseconds since the hub started (or the given ns)."""
-        ch = _STATE.channel or _rediscover()
+        """Log ``scalar`` with step = whole microseconds since the hub started (or the given ns).
+
+        Without ``since_tensorboard_start_ns`` the step never repeats for a tag in one process:
+        TensorBoard shows one point per step, so a second call within the same microsecond is
+        placed one microsecond later instead of hiding the first.
+        """
+        ch = _current()
         if ch is None:
             return
         if since_tensorboard_start_ns is None:
-            since_tensorboard_start_ns = _monotonic_ns() - ch.start_ns
-        self.add_scalar(name, scalar, int(since_tensorboard_start_ns) // 1000)
+            step = _ts_step(name, (_monotonic_ns() - ch.start_ns) // 1000)
+        else:
+            step = int(since_tensorboard_start_ns) // 1000
+        self.add_scalar(name, scalar, step)
 
     def log_duration_ts(self, name: str, start_time: int) -> None:
         """Log seconds since ``start_time`` (a ``time.monotonic_ns()`` reading).
@@ -131,15 +161,15 @@ class HyraxSummaryWriter:
         The step is whole microseconds since the hub started, as for :meth:`log_scalar_ts`
         (hyrax logs milliseconds here by accident).
         """
-        ch = _STATE.channel or _rediscover()
+        ch = _current()
         if ch is None:
             return
         now = _monotonic_ns()
-        self.add_scalar(name, (now - start_time) / 1e9, (now - ch.start_ns) // 1000)
+        self.add_scalar(name, (now - start_time) / 1e9, _ts_step(name, (now - ch.start_ns) // 1000))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Barrier: when it returns True, everything this process logged before is on disk."""
-        ch = _STATE.channel or _rediscover()
+        ch = _current()
         if ch is None:
             return True
         try:
@@ -153,17 +183,19 @@ class HyraxSummaryWriter:
 
     def get_logdir(self) -> str | None:
         """This process's run folder (the hub's ``log_dir`` in the owner); None with no hub."""
-        ch = _STATE.channel or _rediscover()
+        ch = _current()
         return None if ch is None else ch.folder()
 
-    def __getattr__(self, name: str) -> Any:
-        if name not in WRITER_METHODS:
-            raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r} (nor has SummaryWriter)")
-        ch = _STATE.channel or _rediscover()
-        return None if ch is None else getattr(ch.writer(), name)
+    def use_metadata(self, *, global_step: Any = None, walltime: float | None = None) -> Any:
+        """As ``SummaryWriter.use_metadata``; a do-nothing context manager without a hub."""
+        ch = _current()
+        if ch is None:
+            return contextlib.nullcontext(self)
+        return ch.writer().use_metadata(global_step=global_step, walltime=walltime)
 
-    def __dir__(self) -> list[str]:
-        return sorted(set(object.__dir__(self)) | WRITER_METHODS)
+    # No __getattr__ on purpose: a class with one gets no specialised method lookups in CPython,
+    # which doubled the cost of every call. Every SummaryWriter method is a real method below;
+    # any other name raises AttributeError, hub or not.
 
     def __repr__(self) -> str:
         ch = _STATE.channel
@@ -187,17 +219,118 @@ def _forwarder(name: str) -> Any:
     return method
 
 
-# Every public SummaryWriter method becomes a real method: dir() and help() see them, and a call
-# costs one attribute lookup instead of a __getattr__ round trip.
-for _name in sorted(WRITER_METHODS - set(HyraxSummaryWriter.__dict__) - {"use_metadata"}):
-    # use_metadata is a context manager of one writer object: reached through __getattr__.
+# Every public SummaryWriter method becomes a real method: dir() and help() see them.
+_FORWARDED = sorted(WRITER_METHODS - set(HyraxSummaryWriter.__dict__))
+for _name in _FORWARDED:
     setattr(HyraxSummaryWriter, _name, _forwarder(_name))
+
+
+def _noop(self: HyraxSummaryWriter, *args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class _IdleWriter(HyraxSummaryWriter):
+    """What the process-wide handle becomes while this process has no hub and cannot gain one
+    (a top-level process before init or after close): every call returns at once, at the cost of
+    a plain method call. It switches back as soon as that changes (init, fork)."""
+
+    __slots__ = ()
+
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any,
+        global_step: Any = None,
+        walltime: float | None = None,
+        display_name: str = "",
+        summary_description: str = "",
+    ) -> None:
+        return None
+
+    def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
+        return None
+
+    def log_duration_ts(self, name: str, start_time: int) -> None:
+        return None
+
+
+for _name in _FORWARDED:
+    setattr(_IdleWriter, _name, _noop)
 del _name
+
+class _WatchingWriter(HyraxSummaryWriter):
+    """The handle while this process has no hub but an ancestor may start one (a pool worker
+    started before init): each call compares one shared word (the hub generation) with the value
+    last seen, and only looks for a hub when a hub started somewhere since."""
+
+    __slots__ = ()
+
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any,
+        global_step: Any = None,
+        walltime: float | None = None,
+        display_name: str = "",
+        summary_description: str = "",
+    ) -> None:
+        w = _WATCH  # never None while this class is the handle's: _switch_handle sees to it
+        if w.view[0] == w.seen:
+            return None
+        return HyraxSummaryWriter.add_scalar(
+            self, tag, scalar_value, global_step, walltime, display_name, summary_description
+        )
+
+
+def _watching_forwarder(name: str) -> Any:
+    slow = getattr(HyraxSummaryWriter, name)
+
+    def method(self: HyraxSummaryWriter, *args: Any, **kwargs: Any) -> Any:
+        w = _WATCH  # never None while this class is the handle's: _switch_handle sees to it
+        if w.view[0] == w.seen:
+            return None
+        return slow(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = slow.__doc__
+    return method
+
+
+for _name in [*_FORWARDED, "log_scalar_ts", "log_duration_ts"]:
+    setattr(_WatchingWriter, _name, _watching_forwarder(_name))
+del _name
+
+_HANDLE = HyraxSummaryWriter()
+_WATCH: Any = None
+
+
+def _switch_handle() -> None:
+    # The process-wide handle takes the class whose methods do the least for the current state.
+    global _WATCH
+    _WATCH = _STATE.watch
+    if _STATE.channel is None:
+        _last_ts_step.clear()  # the next hub has its own clock origin
+    if _STATE.channel is not None:
+        _HANDLE.__class__ = HyraxSummaryWriter
+    elif _STATE.idle:
+        _HANDLE.__class__ = _IdleWriter
+    elif _WATCH is not None:
+        _HANDLE.__class__ = _WatchingWriter
+    else:
+        _HANDLE.__class__ = HyraxSummaryWriter
+
+
+_STATE.idle_hooks.append(_switch_handle)
+_switch_handle()
 
 
 def get_tensorboard_logger() -> HyraxSummaryWriter:
-    """Return a handle that logs to the hub of this process tree, or does nothing without one."""
-    return HyraxSummaryWriter()
+    """Return a handle that logs to the hub of this process tree, or does nothing without one.
+
+    The handle is stateless: it reads the process state on every call, so one taken before
+    ``init_tensorboard_logger`` works after it, in the owner and in every descendant.
+    """
+    return _HANDLE
 
 
 def _resolve_logdir(kwargs: dict[str, Any]) -> str:
@@ -238,7 +371,7 @@ def init_tensorboard_logger(**kwargs: Any) -> None:
         _state.close_producer()
         _STATE.hub = hub
         _STATE.channel = channel
-        _STATE.idle = False
+        _STATE.idle = False  # notifies
     _saved_env.append(os.environ.get(_discovery.ENV_INFO))
     os.environ[_discovery.ENV_INFO] = hub_file
     _state.hook_exit_for_owner()

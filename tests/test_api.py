@@ -265,3 +265,15 @@ def test_threads_log_concurrently_in_the_owner(logdir: Path) -> None:
     root = read_log(logdir)["."]
     for k in range(4):
         assert root[f"t{k}"] == [(s, float(s)) for s in range(2000)]
+
+
+def test_ts_steps_never_repeat_for_a_tag_so_tensorboard_keeps_every_point(logdir: Path) -> None:
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+    w = hyrax_tbhub.get_tensorboard_logger()
+    for i in range(3000):  # far more than one call per microsecond
+        w.log_scalar_ts("fast", float(i))
+    hyrax_tbhub.close_tensorboard_logger()
+    points = read_log(logdir)["."]["fast"]
+    steps = [s for s, _ in points]
+    assert [v for _, v in points] == [float(i) for i in range(3000)]
+    assert all(b > a for a, b in zip(steps, steps[1:]))
