@@ -1,0 +1,35 @@
+"""The benchmark script runs end to end (tiny sizes); its figures are not checked here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_runs_and_reports_json() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", "-"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    report = json.loads(proc.stdout)
+    assert {"meta", "config", "runs", "nohub", "targets"} <= report.keys()
+    contenders = {run["contender"] for run in report["runs"]}
+    assert contenders == {"a", "b", "c", "d"}
+    for run in report["runs"]:
+        assert run["error"] is None, run["error"]
+        assert run["counted"] == run["expected"], run
+    for figures in report["nohub"].values():  # top-level process and spawned child
+        assert {"plain_ns", "nohub_ns"} <= figures.keys()
+    assert {t["name"] for t in report["targets"]}
+    assert "| contender |" in proc.stderr  # the markdown table moved to stderr
