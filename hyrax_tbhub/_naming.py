@@ -32,7 +32,8 @@ def _torch_rank() -> int | None:
     return None
 
 
-def _process_name() -> str | None:
+def process_name() -> str | None:
+    """The multiprocessing (or multiprocess) name of this process; None in a main process."""
     for modname in ("multiprocessing", "multiprocess"):
         mod = sys.modules.get(modname)
         if mod is None:
@@ -54,7 +55,7 @@ def producer_name() -> str:
     rank = _torch_rank()
     if rank is not None:
         return f"rank_{rank}"
-    name = _process_name()
+    name = process_name()
     if name is not None:
         return name
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""

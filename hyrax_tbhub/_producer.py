@@ -38,7 +38,8 @@ class ProducerLimits:
     max_events: int = 200_000  # queued events (a scalar tuple is ~150 bytes: ~30 MiB worst case)
     max_bytes: int = 64 * 1024 * 1024  # queued pre-encoded event bytes (images, histograms)
     batch: int = 2048  # events per frame; reaching it also wakes the sender early
-    interval: float = 0.05  # s between sends when the sender is not woken
+    interval: float = 0.05  # s between looks at the queue when nothing woke the sender
+    min_gap: float = 0.005  # s at least between two sends while busy: keeps batches large
     connect_timeout: float = 10.0  # s for connect + handshake
     exit_timeout: float = 10.0  # s a process exit waits for its events to be sent
 
@@ -101,9 +102,12 @@ class Producer:
 
     def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
         dq = self._dq
-        if len(dq) < self._max_events:
+        n = len(dq)
+        if n < self._max_events:
             dq.append(("s", tag, value, step, wall_time))
-            if len(dq) >= self._wake_at and not self._woken:
+            # Wake the sender for the first event after idle (so an event is on its way within
+            # about a millisecond, before a pool's terminate() can kill us) and for a full batch.
+            if (n == 0 or n + 1 >= self._wake_at) and not self._woken:
                 self._wake()
         else:
             self._drop()
@@ -113,8 +117,9 @@ class Producer:
         size = len(data)
         if len(dq) < self._max_events and self._queued_bytes + size <= self.limits.max_bytes:
             self._queued_bytes += size
+            n = len(dq)
             dq.append(("e", subrun, data))
-            if len(dq) >= self._wake_at and not self._woken:
+            if (n == 0 or n + 1 >= self._wake_at) and not self._woken:
                 self._wake()
         else:
             self._drop()
@@ -231,8 +236,16 @@ class Producer:
         import pickle
 
         interval = self.limits.interval
+        min_gap = self.limits.min_gap
+        dq = self._dq
+        last_send = 0.0
         while True:
-            readable, _, _ = select.select([sock, self._wake_r], [], [], interval)
+            # Sleep until woken (first event after idle, a full batch, flush, exit); when events
+            # wait but the last send was under min_gap ago, only until the gap has passed.
+            timeout = interval
+            if dq:
+                timeout = max(0.0, last_send + min_gap - time.monotonic())
+            readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
             if self._wake_r in readable:
                 self._woken = False
                 try:
@@ -247,7 +260,11 @@ class Producer:
                 for payload in reader.feed(data):
                     self._on_message(pickle.loads(payload))
             finishing = self._closing or self._drain_requested
-            self._send_queued(sock, final=finishing)
+            now = time.monotonic()
+            if finishing or len(dq) >= self._wake_at or now - last_send >= min_gap:
+                if dq or finishing or self.dropped != self._reported_dropped:
+                    self._send_queued(sock, final=finishing)
+                    last_send = now
             if finishing:
                 self._state = _GONE
                 with self._cond:

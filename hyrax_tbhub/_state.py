@@ -100,6 +100,7 @@ def rediscover() -> Channel | None:
         STATE.channel = producer
         STATE.notify()
         _hook_exit()
+        _flush_on_pool_terminate()
         return producer
 
 
@@ -130,13 +131,13 @@ def _on_producer_gone(producer: Producer) -> None:
         STATE.notify()
 
 
-def close_producer() -> None:
+def close_producer(timeout: float | None = None) -> None:
     """Flush and leave the hub (``close_tensorboard_logger()`` in a producer, or process exit)."""
     from ._producer import Producer
 
     ch = STATE.channel
     if isinstance(ch, Producer) and ch.pid == os.getpid():
-        ch.close()
+        ch.close(timeout)
         STATE.finished_hubs.add(ch.info.hub_id)
         if STATE.channel is ch:
             STATE.channel = None
@@ -172,6 +173,41 @@ def _hook_exit() -> None:
             util.Finalize(None, _at_exit, exitpriority=100)
         except Exception:
             pass
+
+
+def _flush_on_pool_terminate() -> None:
+    """In a multiprocessing pool worker, send what is queued before SIGTERM ends the process.
+
+    Leaving ``with Pool(...)`` calls ``terminate()``, which SIGTERMs the workers right after the
+    last result arrives: the events of the last tasks may still be queued, and no exit hook runs
+    on a signal. Only pool workers get this (terminate is their normal end) and only when SIGTERM
+    still has its default action: a Python handler runs between bytecodes of the main thread, so
+    in a worker stuck in C it would delay the kill, which DataLoader's shutdown relies on.
+    """
+    import signal
+
+    from ._naming import process_name
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if "PoolWorker" not in (process_name() or ""):
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _flush_then_die)
+    except (ValueError, OSError):
+        pass
+
+
+def _flush_then_die(signum: int, frame: object) -> None:
+    import signal
+
+    try:
+        close_producer(timeout=2.0)
+    finally:
+        # Die of SIGTERM as the default action would have: same exit status for the parent.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def hook_exit_for_owner() -> None:

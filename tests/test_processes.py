@@ -210,3 +210,15 @@ def test_close_collects_events_of_producers_that_are_still_running(hub: Path) ->
         assert merged == [(s, s * 0.5) for s in range(2 * N)]
         pool.close()
         pool.join()
+
+
+@pytest.mark.parametrize("lib", [multiprocessing, multiprocess], ids=["stdlib", "multiprocess"])
+@pytest.mark.parametrize("method", METHODS)
+def test_leaving_a_with_pool_block_loses_nothing(hub: Path, lib, method: str) -> None:
+    """``with Pool()`` ends in terminate(): workers get SIGTERM right after the last result."""
+    ctx = lib.get_context(method)
+    with ctx.Pool(2) as pool:
+        pool.map(workers.log_scalars_task, [("task", 1, k) for k in range(8)])
+    hyrax_tbhub.close_tensorboard_logger()
+    merged = sorted(p for points in _runs_with(read_log(hub), "task").values() for p in points)
+    assert merged == [(k, k * 0.5) for k in range(8)]
