@@ -1,0 +1,93 @@
+"""Swap hyrax_tbhub into hyrax with one line; code written for hyrax then logs from every process.
+
+The line, placed before anything imports ``hyrax.tensorboardx_logger`` (for example at the top of
+your entry point, or in a ``sitecustomize``/``conftest.py``)::
+
+    sys.modules["hyrax.tensorboardx_logger"] = hyrax_tbhub.tensorboardx_logger
+
+Python looks a dotted module up in ``sys.modules`` before importing anything, so every later
+``from hyrax.tensorboardx_logger import ...`` gets hyrax_tbhub's functions (this example runs
+without hyrax installed). If ``hyrax`` itself was already imported, also set
+``hyrax.tensorboardx_logger = hyrax_tbhub.tensorboardx_logger`` for code that does
+``from hyrax import tensorboardx_logger``. Spawned children run this module's top level again,
+so they make the same swap.
+
+Below the swap is code as hyrax writes it: a verb that opens the log, and work that runs in a
+spawn pool and logs with ``log_duration_ts``/``log_scalar_ts``::
+
+    python examples/hyrax_swap.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+import time
+
+import hyrax_tbhub.tensorboardx_logger
+
+sys.modules["hyrax.tensorboardx_logger"] = hyrax_tbhub.tensorboardx_logger  # the one line
+
+# ---- code written against hyrax's module, unchanged ---------------------------------------------
+from hyrax.tensorboardx_logger import (  # noqa: E402  (must come after the swap)
+    close_tensorboard_logger,
+    get_tensorboard_logger,
+    init_tensorboard_logger,
+)
+
+tensorboardx_logger = get_tensorboard_logger()  # hyrax's idiom: a handle taken at import time
+
+READ_TAG = "DataProvider/file_read_time_s"
+CACHE_TAG = "DataCache/cache_hit_s"
+
+
+def load_item(index: int) -> int:
+    """What a hyrax dataset's ``__getitem__`` does; runs in a spawned worker."""
+    start = time.monotonic_ns()
+    value = sum(range(index * 1000))
+    tensorboardx_logger.log_duration_ts(READ_TAG, start)
+    tensorboardx_logger.log_scalar_ts(CACHE_TAG, 0.0 if index % 2 else 1.0)
+    return value
+
+
+def run_verb(logdir: str, items: int) -> int:
+    """A hyrax verb's ``run()``: open the log, fan out, close the log."""
+    init_tensorboard_logger(log_dir=logdir)
+    try:
+        # hyrax's module attributes follow the live state, as in hyrax.
+        module = sys.modules["hyrax.tensorboardx_logger"]
+        assert module.tensorboard_start_ns != 0
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            results = pool.map(load_item, range(items))
+            pool.close()  # let the workers exit normally (leaving `with` alone terminates them)
+            pool.join()
+        get_tensorboard_logger().add_scalar("verb/items", float(len(results)), 0)
+        return len(results)
+    finally:
+        close_tensorboard_logger()
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--logdir", help="log folder (default: a new temporary folder)")
+    parser.add_argument("--items", type=int, default=10)
+    args = parser.parse_args(argv)
+    logdir = args.logdir or tempfile.mkdtemp(prefix="hyrax_tbhub-swap-")
+
+    n = run_verb(logdir, args.items)
+
+    from hyrax_tbhub.testing import read_logs
+
+    print(f"hyrax.tensorboardx_logger is {sys.modules['hyrax.tensorboardx_logger'].__name__}; "
+          f"{n} items; log folder {logdir}")
+    print(read_logs(logdir).describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
