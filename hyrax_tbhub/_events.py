@@ -45,6 +45,7 @@ _U32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 _MASK_DELTA: Final = 0xA282EAD8
+_U32_MAX: Final = 0xFFFFFFFF
 
 
 def clean_tag(tag: str) -> str:
@@ -176,8 +177,8 @@ def encode_scalar_records(items: list[tuple[Any, ...]]) -> bytes:
         header = headers.get(n)
         if header is None:
             header = headers[n] = _HEADER.pack(n, _masked_crc(n.to_bytes(8, "little")))
-        x = crc(record)
-        append(header + record + _pack_u32(((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF))
+        x = crc(record)  # masked as in _masked_crc, inlined
+        append(header + record + _pack_u32(((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & _U32_MAX))
     return b"".join(out)
 
 

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["STATE", "channel", "rediscover"]
 
 class _ProcessState:
-    __slots__ = ("pid", "channel", "hub", "_idle", "idle_hooks", "watch", "finished_hubs", "lock", "exit_hooked")
+    __slots__ = (
+        "pid", "channel", "hub", "_idle", "idle_hooks", "watch", "finished_hubs", "lock", "exit_hooked",
+    )
 
     def __init__(self) -> None:
         self.pid = os.getpid()

@@ -24,7 +24,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _discovery, _state
 from ._hub import Hub, HubConfig
@@ -193,9 +193,12 @@ class HyraxSummaryWriter:
             return contextlib.nullcontext(self)
         return ch.writer().use_metadata(global_step=global_step, walltime=walltime)
 
-    # No __getattr__ on purpose: a class with one gets no specialised method lookups in CPython,
-    # which doubled the cost of every call. Every SummaryWriter method is a real method below;
-    # any other name raises AttributeError, hub or not.
+    # No __getattr__ at run time on purpose: a class with one gets no specialised method lookups
+    # in CPython, which doubled the cost of every call. Every SummaryWriter method is a real
+    # method set below; any other name raises AttributeError, hub or not.
+    if TYPE_CHECKING:  # for type checkers only: the methods set below by name return Any
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def __repr__(self) -> str:
         ch = _STATE.channel
