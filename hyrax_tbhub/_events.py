@@ -27,6 +27,7 @@ __all__ = [
     "encode_scalar",
     "encode_scalar_records",
     "encode_batch",
+    "encode_text_event",
     "file_version_event",
     "frame",
     "frame_many",
@@ -229,6 +230,31 @@ def encode_batch(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             count += 1
     close_run()
     return out
+
+
+# A text Event: summary(5) > value(1) > Value{tag(1), tensor(8), metadata(9)}. Constant parts:
+# TensorProto{dtype(1)=DT_STRING(7), tensor_shape(2)={dim(2)={size(1)=1}}} then string_val(8),
+# SummaryMetadata{plugin_data(1)={plugin_name(1)="text"}} (TextPluginData(version=0) is empty).
+_TEXT_TENSOR_HEAD = b"\x08\x07\x12\x04\x12\x02\x08\x01"
+_TEXT_METADATA = b"\x4a\x08\x0a\x06\x0a\x04text"
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_text_event(tag: str, text: str, step: int | None, wall_time: float) -> bytes:
+    """The serialised ``Event`` of ``SummaryWriter.add_text(tag, text, step, wall_time)``.
+
+    tensorboardX's text builder needs tensorboardX, whose import imports torch: seconds in a
+    worker that logs one line. tests/test_logging_handler.py compares the bytes with it.
+    """
+    tensor = _TEXT_TENSOR_HEAD + _field(8, text.encode("utf-8"))
+    value = _field(1, (tag + "/text_summary").encode("utf-8")) + _field(8, tensor) + _TEXT_METADATA
+    head = b"\x09" + _DOUBLE.pack(wall_time) if wall_time != 0.0 else b""
+    if step:  # proto3 leaves a zero step out, as protobuf does
+        head += b"\x10" + _varint(int(step))
+    return head + _field(5, _field(1, value))
 
 
 def file_version_event(wall_time: float | None = None, step: int | None = None) -> bytes:

@@ -28,50 +28,17 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Literal
 
 from . import _state
+from ._events import encode_text_event
 
 __all__ = ["TensorBoardHandler", "encode_text_event"]
 
 StepPolicy = Literal["time", "count"] | Callable[[logging.LogRecord], int]
-
-_DOUBLE = struct.Struct("<d")
-# Event.summary(5) > Summary.value(1) > Value{tag(1), tensor(8), metadata(9)}; the constant parts:
-# TensorProto{dtype(1)=DT_STRING(7), tensor_shape(2)={dim(2)={size(1)=1}}} then string_val(8),
-# SummaryMetadata{plugin_data(1)={plugin_name(1)="text"}} (TextPluginData(version=0) is empty).
-_TENSOR_HEAD = b"\x08\x07\x12\x04\x12\x02\x08\x01"
-_METADATA = b"\x4a\x08\x0a\x06\x0a\x04text"
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # int64 is encoded as its 64-bit two's complement
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def encode_text_event(tag: str, text: str, step: int | None, wall_time: float) -> bytes:
-    """The serialised ``Event`` of ``SummaryWriter.add_text(tag, text, step, wall_time)``."""
-    tensor = _TENSOR_HEAD + _field(8, text.encode("utf-8"))
-    value = _field(1, (tag + "/text_summary").encode("utf-8")) + _field(8, tensor) + _METADATA
-    head = b"\x09" + _DOUBLE.pack(wall_time) if wall_time != 0.0 else b""
-    if step:  # proto3 leaves a zero step out, as protobuf does
-        head += b"\x10" + _varint(int(step))
-    return head + _field(5, _field(1, value))
-
 
 class TensorBoardHandler(logging.Handler):
     """Log records as TensorBoard text, from whichever process logs them.

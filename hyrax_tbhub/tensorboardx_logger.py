@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import _discovery, _state
+from ._events import encode_text_event
 from ._hub import Hub, HubConfig
 from ._owner import LocalChannel
 
@@ -138,6 +139,23 @@ class HyraxSummaryWriter:
         else:
             writer = ch.writer()
             writer.add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
+
+    def add_text(
+        self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None
+    ) -> None:
+        """As ``SummaryWriter.add_text``; plain strings skip tensorboardX (and its torch import)."""
+        ch = _STATE.channel
+        if ch is None:
+            if _STATE.idle:
+                return
+            ch = _rediscover()
+            if ch is None:
+                return
+        if type(tag) is str and type(text_string) is str:
+            step = None if global_step is None else int(global_step)
+            ch.put_event("", encode_text_event(tag, text_string, step, _time() if walltime is None else walltime))
+        else:
+            ch.writer().add_text(tag, text_string, global_step, walltime)
 
     def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
         """Log ``scalar`` with step = whole microseconds since the hub started (or the given ns).

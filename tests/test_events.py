@@ -104,3 +104,17 @@ def test_encode_batch_groups_records_per_subrun_and_keeps_control_items_in_order
         ("d", 3),
         ("b",),
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag=tags, text=st.text(max_size=200), step=steps, wall=walls)
+def test_text_event_bytes_equal_tensorboardx(tag: str, text: str, step: int | None, wall: float) -> None:
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.summary import text as text_summary
+
+    from hyrax_tbhub._events import encode_text_event
+
+    ev = event_pb2.Event(summary=text_summary(tag, text), wall_time=wall)
+    if step is not None:
+        ev.step = int(step)
+    assert encode_text_event(tag, text, step, wall) == ev.SerializeToString()
