@@ -153,7 +153,8 @@ class HyraxSummaryWriter:
                 return
         if type(tag) is str and type(text_string) is str:
             step = None if global_step is None else int(global_step)
-            ch.put_event("", encode_text_event(tag, text_string, step, _time() if walltime is None else walltime))
+            wall = _time() if walltime is None else walltime
+            ch.put_event("", encode_text_event(tag, text_string, step, wall))
         else:
             ch.writer().add_text(tag, text_string, global_step, walltime)
 
