@@ -8,6 +8,7 @@ returns once everything logged is on disk. See README.md and docs/how-it-works.m
 
 from __future__ import annotations
 
+from ._distributed import serve_ranks
 from .tensorboardx_logger import (
     HyraxSummaryWriter,
     close_tensorboard_logger,
@@ -23,4 +24,5 @@ __all__ = [
     "close_tensorboard_logger",
     "get_tensorboard_logger",
     "init_tensorboard_logger",
+    "serve_ranks",
 ]

@@ -52,6 +52,8 @@ class HubInfo:
     owner_pid: int
     hub_id: str
     version: int = _FORMAT_VERSION
+    start_wall_ns: int = 0  # time.time_ns() when the hub started: the *_ts origin on other hosts
+    hostname: str = ""
 
     @property
     def key(self) -> bytes:
@@ -239,6 +241,10 @@ class GenerationWatch:
         #: The shared word as an int: ``view[0]``. Callers on a hot path compare it to ``seen``.
         self.view = memoryview(self._mm).cast("Q")
         self.seen: int = self.view[0]
+
+    def poke(self) -> None:
+        """Make the next check report a change (a hub was seen elsewhere: look again)."""
+        self.seen = -1
 
     def changed(self) -> bool:
         current = self.view[0]

@@ -137,6 +137,7 @@ class Hub:
         self.config = config or HubConfig()
         self.logdir = logdir
         self.start_ns = time.monotonic_ns()
+        self.start_wall_ns = time.time_ns()
         self.hub_id = secrets.token_hex(8)
         self.owner_pid = os.getpid()
         self._key = secrets.token_bytes(32)
@@ -163,10 +164,12 @@ class Hub:
         self._drain_sent = False
         self._next_housekeeping = 0.0
         self._hub_file: str | None = None
+        self._close_callbacks: list[Callable[[], None]] = []
         _raise_fd_limit()
         _discovery.remove_stale_hub_files()
         self.address = str(_discovery.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
         self._listener = self._listen(self.address)
+        self._listeners: list[socket.socket] = [self._listener]  # plus a TCP one for remote ranks
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -202,6 +205,7 @@ class Hub:
             logdir=os.path.abspath(self.logdir),
             owner_pid=self.owner_pid,
             hub_id=self.hub_id,
+            start_wall_ns=self.start_wall_ns,
         )
         self._hub_file = str(_discovery.write_hub_file(info))
         self._thread.start()
@@ -221,6 +225,15 @@ class Hub:
         if self._thread.is_alive():  # pragma: no cover - the loop is bounded by the deadline
             _warn("hyrax_tbhub: the hub thread did not stop in time; some events may be missing")
         self._closed.set()
+        for callback in self._close_callbacks:
+            try:
+                callback()
+            except Exception as exc:  # withdrawing an address must not fail a close
+                _warn(f"hyrax_tbhub: while closing: {exc!r}")
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in ``close()``, once every event is on disk."""
+        self._close_callbacks.append(callback)
 
     @property
     def closed(self) -> bool:
@@ -233,7 +246,7 @@ class Hub:
         self._local.clear()
         for run in [self._root, *self._counters.values()]:
             run.abandon()
-        for sock in [self._listener, self._wake_r, self._wake_w, *self._conns]:
+        for sock in [*self._listeners, self._wake_r, self._wake_w, *self._conns]:
             try:
                 sock.close()
             except OSError:
@@ -242,6 +255,36 @@ class Hub:
             self._sel.close()
         except (OSError, ValueError):
             pass
+
+    def listen_tcp(self, host: str) -> tuple[str, int]:
+        """Also accept producers over TCP on ``host`` (an ephemeral port); return the address.
+
+        Only for ranks on other machines (:func:`hyrax_tbhub.serve_ranks`): the handshake and the
+        key are the same as on the Unix socket, so a peer still proves the key before anything
+        of it is unpickled.
+        """
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, 0))
+            sock.listen(min(socket.SOMAXCONN, 4096))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        with self._lock:
+            if self._closing:
+                sock.close()
+                raise RuntimeError("the hub is closing")
+            self._listeners.append(sock)
+            self._sel.register(sock, selectors.EVENT_READ, self._on_accept)
+        self.wake()
+        bound = sock.getsockname()
+        return str(bound[0]), int(bound[1])
+
+    @property
+    def authkey(self) -> bytes:
+        return self._key
 
     # -- the owner's channel ------------------------------------------------------------------
 
@@ -308,13 +351,13 @@ class Hub:
         except (BlockingIOError, OSError):
             pass
 
-    def _on_accept(self, sock: Any, mask: int) -> None:
+    def _on_accept(self, listener: Any, mask: int) -> None:
         deadline = time.monotonic() + self.config.handshake_timeout
         # Bounded, so a connect storm cannot starve live producers; unbounded when closing,
         # because every producer already in the backlog has events that must be collected.
         for _ in range(1 << 30 if self._closing else 64):
             try:
-                conn_sock, _addr = self._listener.accept()
+                conn_sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -322,6 +365,8 @@ class Hub:
                     self._count_transport_error("out of file descriptors")
                 return
             conn_sock.setblocking(False)
+            if conn_sock.family != socket.AF_UNIX:
+                conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(conn_sock, deadline)
             try:
                 conn_sock.send(conn.challenge)
@@ -556,7 +601,8 @@ class Hub:
         """One step of closing; True once every producer is done or the deadline passed."""
         if not self._drain_sent:
             self._drain_sent = True
-            self._on_accept(self._listener, selectors.EVENT_READ)  # producers already in the backlog
+            for listener in self._listeners:  # producers already in the backlogs
+                self._on_accept(listener, selectors.EVENT_READ)
             self._stop_listening()
             for conn in list(self._conns.values()):
                 if conn.run is not None:
@@ -565,11 +611,12 @@ class Hub:
         return not live or now >= self._close_deadline
 
     def _stop_listening(self) -> None:
-        try:
-            self._sel.unregister(self._listener)
-        except (KeyError, ValueError):
-            pass
-        self._listener.close()
+        for listener in self._listeners:
+            try:
+                self._sel.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+            listener.close()
         for path in (self.address, self._hub_file):
             if path:
                 try:

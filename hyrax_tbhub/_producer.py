@@ -52,7 +52,7 @@ class Producer:
 
     def __init__(self, info: HubInfo, on_gone: Callable[[Producer], None]) -> None:
         self.info = info
-        self.start_ns = info.start_ns
+        self.start_ns = _local_start_ns(info)
         self.pid = os.getpid()
         self.limits = ProducerLimits()
         self._max_events = self.limits.max_events
@@ -83,14 +83,7 @@ class Producer:
         # thread has not run yet. The handshake itself is left to the thread.
         self._sock: socket.socket | None = None
         try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(1.0)
-                sock.connect(info.address)
-            except BaseException:
-                sock.close()
-                raise
-            self._sock = sock
+            self._sock = _connect(info.address, timeout=1.0)
         except OSError as exc:
             self._connect_error: Exception | None = exc
         else:
@@ -315,6 +308,35 @@ class Producer:
         if lost or was_live:
             _warn(f"hyrax_tbhub: {why}; {lost} queued events dropped, logging is a no-op from now on")
         self._on_gone(self)
+
+
+def _connect(address: str, timeout: float) -> socket.socket:
+    """Connect to a hub address: a Unix socket path, or ``tcp:HOST:PORT`` for remote ranks."""
+    if address.startswith("tcp:"):
+        host, port = address[4:].rsplit(":", 1)
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _local_start_ns(info: HubInfo) -> int:
+    """The hub's start on this process's monotonic clock (the origin of *_ts steps).
+
+    On the hub's machine the monotonic clock is shared, so it is the hub's own reading. On
+    another machine only wall clocks are comparable (as well as NTP keeps them): map the hub's
+    wall-clock start onto the local monotonic clock.
+    """
+    if not info.address.startswith("tcp:") or info.hostname == socket.gethostname():
+        return info.start_ns
+    return time.monotonic_ns() - (time.time_ns() - info.start_wall_ns)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

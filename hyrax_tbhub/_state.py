@@ -93,17 +93,31 @@ def rediscover() -> Channel | None:
                 except (OSError, ValueError):
                     pass
         found = _discovery.find_hub()
-        if found is None or found[0].hub_id in STATE.finished_hubs:
+        info = found[0] if found is not None else None
+        if info is None or info.hub_id in STATE.finished_hubs:
+            info = _find_distributed()
+        if info is None or info.hub_id in STATE.finished_hubs:
             STATE.idle = not may_gain  # notifies
             return None
         from ._producer import Producer
 
-        producer = Producer(found[0], _on_producer_gone)
+        producer = Producer(info, _on_producer_gone)
         STATE.channel = producer
         STATE.notify()
         _hook_exit()
         _flush_on_pool_terminate()
         return producer
+
+
+def _find_distributed() -> _discovery.HubInfo | None:
+    if "torch.distributed" not in sys.modules:
+        return None
+    from ._distributed import find_distributed_hub, in_distributed_job, watch_store
+
+    if in_distributed_job() and STATE.watch is not None:
+        watch = STATE.watch
+        watch_store(watch.poke, lambda: STATE.finished_hubs)
+    return find_distributed_hub()
 
 
 def _may_gain_hub() -> bool:
@@ -114,6 +128,13 @@ def _may_gain_hub() -> bool:
     """
     if os.environ.get(_discovery.ENV_INFO):
         return True
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return True  # a rank of a distributed job: rank 0 may serve a hub (serve_ranks)
+    if "torch.distributed" in sys.modules:
+        from ._distributed import in_distributed_job
+
+        if in_distributed_job():
+            return True
     for modname in ("multiprocessing", "multiprocess"):
         mod = sys.modules.get(modname)
         if mod is None:

@@ -1,0 +1,138 @@
+"""Ranks on other machines: the hub is found through torch.distributed's rendezvous store.
+
+The owner (usually rank 0) calls :func:`serve_ranks` after ``init_tensorboard_logger`` and
+``torch.distributed.init_process_group``. The hub then also listens on TCP, on the address the
+job already uses to reach rank 0 (``MASTER_ADDR``), and publishes its address and key under
+``hyrax_tbhub/hub`` in the process group's store. A process that finds no hub on its own machine
+and belongs to a process group reads that key. No protocol of our own finds the hub: whoever can
+join the job's store can log, as whoever can join it can already run collectives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from ._discovery import HubInfo
+
+__all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks"]
+
+STORE_KEY = "hyrax_tbhub/hub"
+_POLL_S = 1.0
+
+
+def _dist() -> Any:
+    # Never import torch here: only a process that already did can be part of a process group.
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:
+        return None
+    try:
+        if dist.is_available() and dist.is_initialized():
+            return dist
+    except Exception:
+        return None
+    return None
+
+
+def _default_store(dist: Any) -> Any:
+    return dist.distributed_c10d._get_default_store()
+
+
+def serve_ranks(host: str | None = None, store: Any = None) -> str:
+    """Let ranks on other machines log to this process's hub; return the address they use.
+
+    Call it in the process that called ``init_tensorboard_logger`` (rank 0), once
+    ``torch.distributed`` is initialised. ``host`` is the interface to listen on (default:
+    ``MASTER_ADDR``, which every rank already reaches); ``store`` defaults to the default process
+    group's store. The address is withdrawn when the hub closes.
+    """
+    from ._state import STATE
+
+    hub = STATE.hub
+    if hub is None or hub.owner_pid != os.getpid():
+        raise RuntimeError(
+            "serve_ranks() needs a hub in this process: call init_tensorboard_logger() first"
+        )
+    if store is None:
+        dist = _dist()
+        if dist is None:
+            raise RuntimeError(
+                "serve_ranks() needs torch.distributed.init_process_group() first (or a store)"
+            )
+        store = _default_store(dist)
+    bind_host = host or os.environ.get("MASTER_ADDR") or socket.gethostname()
+    resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
+    bound_host, port = hub.listen_tcp(resolved)
+    address = f"tcp:{bound_host}:{port}"
+    info = HubInfo(
+        address=address,
+        authkey=hub.authkey.hex(),
+        start_ns=hub.start_ns,
+        logdir=os.path.abspath(hub.logdir),
+        owner_pid=hub.owner_pid,
+        hub_id=hub.hub_id,
+        start_wall_ns=hub.start_wall_ns,
+        hostname=socket.gethostname(),
+    )
+    store.set(STORE_KEY, json.dumps(asdict(info)))
+    # An empty value, not a deleted key: a rank's get() on a missing key would block until the
+    # store's timeout.
+    hub.on_close(lambda: store.set(STORE_KEY, ""))
+    return address
+
+
+def find_distributed_hub() -> HubInfo | None:
+    """The hub published in this process's process-group store, if any (never blocks)."""
+    dist = _dist()
+    if dist is None:
+        return None
+    try:
+        store = _default_store(dist)
+        if not store.check([STORE_KEY]):
+            return None
+        raw = store.get(STORE_KEY)
+        if not raw:
+            return None
+        info = HubInfo(**json.loads(raw))
+    except Exception:
+        return None
+    if info.owner_pid == os.getpid() and info.hostname == socket.gethostname():
+        return None  # our own hub
+    return info
+
+
+def in_distributed_job() -> bool:
+    """A process a launcher started as a rank, or one that joined a process group."""
+    return _dist() is not None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+_poller: threading.Thread | None = None
+
+
+def watch_store(poke: Any, known: Any) -> None:
+    """Start (once) a thread that calls ``poke()`` when a hub not in ``known()`` gets published.
+
+    A rank has no parent that could signal it through the local generation word, and a store
+    lookup is a network round trip: too dear for every logging call, cheap once a second.
+    """
+    global _poller
+    if _poller is not None and _poller.is_alive():
+        return
+
+    def run() -> None:
+        stop = threading.Event()
+        while not stop.wait(_POLL_S):
+            try:
+                info = find_distributed_hub()
+            except Exception:
+                info = None
+            if info is not None and info.hub_id not in known():
+                poke()
+
+    _poller = threading.Thread(target=run, name="hyrax_tbhub-store-watch", daemon=True)
+    _poller.start()
