@@ -276,4 +276,4 @@ def test_ts_steps_never_repeat_for_a_tag_so_tensorboard_keeps_every_point(logdir
     points = read_log(logdir)["."]["fast"]
     steps = [s for s, _ in points]
     assert [v for _, v in points] == [float(i) for i in range(3000)]
-    assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert all(b > a for a, b in zip(steps, steps[1:], strict=False))
