@@ -20,6 +20,7 @@ import re
 import secrets
 import selectors
 import socket
+import struct
 import sys
 import threading
 import time
@@ -330,19 +331,27 @@ class Hub:
                             key.data(key.fileobj, mask)
                         except Exception as exc:  # a bug must not kill the hub
                             self._count_transport_error(f"internal error: {exc!r}")
-                    self._drain_local_locked()
                     now = time.monotonic()
-                    if now >= self._next_housekeeping:
-                        self._expire_handshakes(now)
-                        self._write_counters()
-                        self._next_housekeeping = now + _STATS_INTERVAL
-                    self._write_dirty()
-                    self._send_acks()
+                    try:
+                        self._turn(now)
+                    except Exception as exc:  # nor anything else a turn of the loop meets
+                        self._dirty.clear()
+                        self._count_transport_error(f"internal error: {exc!r}")
                     if self._closing and self._close_step(now):
                         break
         finally:
             with self._lock:
                 self._finish()
+
+    def _turn(self, now: float) -> None:
+        """The work of one loop turn after reading: the owner's queue, timers, writes, acks."""
+        self._drain_local_locked()
+        if now >= self._next_housekeeping:
+            self._expire_handshakes(now)
+            self._write_counters()
+            self._next_housekeeping = now + _STATS_INTERVAL
+        self._write_dirty()
+        self._send_acks()
 
     def _on_wake(self, sock: Any, mask: int) -> None:
         try:
@@ -488,7 +497,7 @@ class Hub:
                 scalars = []
             try:
                 if kind == "r":  # records a producer already encoded and framed
-                    run.file(item[1]).add(item[2], item[3])
+                    self._add_records(run, item[1], item[2], item[3])
                 elif kind == "e":
                     run.file(item[1]).add(frame(item[2]))
                 elif kind == "f":
@@ -522,8 +531,22 @@ class Hub:
                 except Exception as exc:
                     self._count_error(run, exc)
 
-    def _count_error(self, run: _Run, exc: Exception) -> None:
-        run.errors += 1
+    def _add_records(self, run: _Run, subrun: str, blob: bytes, count: int) -> None:
+        try:
+            run.file(subrun).add(blob, count)
+            return
+        except Exception:
+            pass
+        # Something refused the batch (a folder that cannot be created, a record the file
+        # will not take): keep every record it will take, count the others.
+        for record in _split_records(blob):
+            try:
+                run.file(subrun).add(record)
+            except Exception as exc:
+                self._count_error(run, exc)
+
+    def _count_error(self, run: _Run, exc: BaseException, n: int = 1) -> None:
+        run.errors += n
         if run.name not in self._warned:
             self._warned.add(run.name)
             _warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
@@ -541,9 +564,8 @@ class Hub:
         for run in self._dirty:
             try:
                 run.write_pending()
-            except OSError as exc:
-                run.errors += 1
-                self._count_transport_error(f"cannot write events of {run.name}: {exc!r}")
+            except Exception as exc:  # a full disk, or worse: that run's batch, not the hub
+                self._count_error(run, exc)
         self._dirty.clear()
 
     def _send_acks(self) -> None:
@@ -674,6 +696,18 @@ class Hub:
             tag = f"{RESERVED_PREFIX}transport_errors"
             root_file.add(frame(encode_scalar(tag, self.transport_errors, step, wall)))
         self._dirty.add(self._root)
+
+
+def _split_records(blob: bytes) -> list[bytes]:
+    """The framed records of a batch, each with its own framing (length, CRCs)."""
+    records = []
+    offset = 0
+    while offset + 12 <= len(blob):
+        (length,) = struct.unpack_from("<Q", blob, offset)
+        end = offset + 12 + length + 4
+        records.append(blob[offset:end])
+        offset = end
+    return records
 
 
 def _run_name(conn: _Conn) -> str:

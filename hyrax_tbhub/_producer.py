@@ -76,6 +76,10 @@ class Producer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._woken = False
+        self._warned: set[str] = set()
+        self.lost = False  # True when the hub went away without a clean drain
+        self._closed_for_puts = False
+        self.after_close = 0  # calls that arrived after this producer's final batch
         self._name = producer_name()
         # connect() runs here, in the first logging call: it completes as soon as the kernel
         # queues us in the hub's backlog, and a closing hub accepts its whole backlog. So every
@@ -108,6 +112,10 @@ class Producer:
     def put_event(self, subrun: str, data: bytes) -> None:
         dq = self._dq
         size = len(data)
+        if size > self.limits.max_bytes:
+            self._drop(1, f"an event of {size} bytes is larger than ProducerLimits.max_bytes "
+                          f"({self.limits.max_bytes} bytes)")
+            return
         if len(dq) < self._max_events and self._queued_bytes + size <= self.limits.max_bytes:
             self._queued_bytes += size
             n = len(dq)
@@ -162,6 +170,22 @@ class Producer:
     def alive(self) -> bool:
         return self._state != _GONE
 
+    def abandon_in_child(self) -> None:
+        """After fork, in the child: close our copies of the parent's sockets.
+
+        Left open, the child's copy would keep the parent's connection alive after the parent
+        dies, and a closing hub would wait for a goodbye that never comes.
+        """
+        self._state = _GONE
+        self._max_events = -1
+        self._dq.clear()
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
     # -- internals ----------------------------------------------------------------------------
 
     def _wake(self) -> None:
@@ -171,11 +195,25 @@ class Producer:
         except OSError:
             pass
 
-    def _drop(self, n: int = 1) -> None:
+    def _refuse_after_close(self) -> None:
+        self._max_events = -1
+        self._closed_for_puts = True
+
+    def _drop(self, n: int = 1, why: str = "") -> None:
+        if self._closed_for_puts:
+            self.after_close += n  # logged after close: a no-op by design, not a loss to report
+            return
         self.dropped += n
-        if self.dropped == n:
-            _warn(f"hyrax_tbhub: process {os.getpid()} is logging faster than the hub writes; "
-                  "events are being dropped and counted")
+        if not self.dropped & 1023:
+            # A caller that outruns the hub spins here holding the GIL, and the sender thread,
+            # the one that could empty the queue, waits for it: hand it over now and then.
+            time.sleep(0)
+        reason = why or "it logs faster than the hub writes (its queue is full)"
+        key = reason.split("(")[0]
+        if key not in self._warned:
+            self._warned.add(key)
+            _warn(f"hyrax_tbhub: process {os.getpid()} dropped an event: {reason}; "
+                  "drops are counted under hyrax_tbhub/dropped/<run>")
 
     def _handshake(self) -> socket.socket:
         sock = self._sock
@@ -253,6 +291,10 @@ class Producer:
                 for payload in reader.feed(data):
                     self._on_message(pickle.loads(payload))
             finishing = self._closing or self._drain_requested
+            if finishing:
+                # From here on calls are refused (counted in after_close), so nothing can land in
+                # the queue behind the final batch and stay there, neither sent nor counted.
+                self._refuse_after_close()
             now = time.monotonic()
             if finishing or len(dq) >= self._wake_at or now - last_send >= min_gap:
                 if dq or finishing or self.dropped != self._reported_dropped:
@@ -269,8 +311,17 @@ class Producer:
         dq = self._dq
         pop = dq.popleft
         batch_max = self.limits.batch
+        # Send what is queued now, not what keeps arriving: a caller logging flat out must not
+        # keep a flush, a drain or an exit waiting. Later events go with the next round (or,
+        # after a final round, nowhere: they were logged after close).
+        remaining = len(dq)
+        if not final:
+            # Bounded, so the loop soon looks at the hub's messages again (a drain request must
+            # not wait behind a whole backlog of a flooding caller).
+            remaining = min(remaining, batch_max * 16)
         while True:
-            n = min(len(dq), batch_max)
+            n = min(remaining, batch_max)
+            remaining -= n
             batch = [pop() for _ in range(n)]
             for item in batch:
                 if item[0] == "e":
@@ -278,14 +329,34 @@ class Producer:
             if self.dropped != self._reported_dropped:
                 self._reported_dropped = self.dropped
                 batch.append(("d", self.dropped))
-            if final and len(dq) == 0:
+            if final and remaining == 0:
                 batch.append(("b",))
             if not batch:
                 return
-            # Encoding here, not in the hub, spreads it over every producer's CPU time.
-            sock.sendall(pack(encode_batch(batch)))
-            if not dq:
+            sock.sendall(self._encode(batch))
+            if remaining == 0:
                 return
+
+    def _encode(self, batch: list[tuple[Any, ...]]) -> bytes:
+        # Encoding here, not in the hub, spreads it over every producer's CPU time.
+        try:
+            return pack(encode_batch(batch))
+        except Exception:
+            pass
+        # One malformed item (a value of a type the fast path let through) must cost only
+        # itself: encode one by one, drop and count the ones that fail.
+        good: list[tuple[Any, ...]] = []
+        for item in batch:
+            try:
+                pack(encode_batch([item]))
+            except Exception as exc:
+                self._drop(1, f"an event could not be encoded ({exc!r})")
+                continue
+            good.append(item)
+        if self.dropped != self._reported_dropped:
+            self._reported_dropped = self.dropped
+            good.append(("d", self.dropped))
+        return pack(encode_batch(good))
 
     def _on_message(self, message: Any) -> None:
         kind = message[0]
@@ -297,6 +368,7 @@ class Producer:
             self._drain_requested = True
 
     def _give_up(self, why: str) -> None:
+        self.lost = True
         was_live = self._state == _LIVE
         self._state = _GONE
         self._max_events = -1  # every later put is a counted drop until the process rediscovers

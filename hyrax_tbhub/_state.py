@@ -32,6 +32,7 @@ __all__ = ["STATE", "channel", "rediscover"]
 class _ProcessState:
     __slots__ = (
         "pid", "channel", "hub", "_idle", "idle_hooks", "watch", "finished_hubs", "lock", "exit_hooked",
+        "lost_hub",
     )
 
     def __init__(self) -> None:
@@ -46,6 +47,9 @@ class _ProcessState:
         self.finished_hubs: set[str] = set()  # hubs this process already left: never rejoin them
         self.lock = threading.Lock()
         self.exit_hooked = False
+        # The hub went away under a producer of this process (not a clean close): flush() says
+        # False from then on, since what was logged since went nowhere. Cleared by a new hub.
+        self.lost_hub = False
 
 
     @property
@@ -103,6 +107,7 @@ def rediscover() -> Channel | None:
 
         producer = Producer(info, _on_producer_gone)
         STATE.channel = producer
+        STATE.lost_hub = False
         STATE.notify()
         _hook_exit()
         _flush_on_pool_terminate()
@@ -149,6 +154,8 @@ def _may_gain_hub() -> bool:
 
 def _on_producer_gone(producer: Producer) -> None:
     STATE.finished_hubs.add(producer.info.hub_id)
+    if producer.lost:
+        STATE.lost_hub = True
     if STATE.channel is producer:
         STATE.channel = None
         STATE.notify()
@@ -226,6 +233,13 @@ def _flush_then_die(signum: int, frame: object) -> None:
     import signal
 
     try:
+        # Whatever the flush meets, the process ends within 3 s: SIGALRM's default action
+        # terminates it without needing this (main) thread to run again.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(3)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
         close_producer(timeout=2.0)
     finally:
         # Die of SIGTERM as the default action would have: same exit status for the parent.
@@ -241,11 +255,16 @@ def _after_fork_in_child() -> None:
     hub = STATE.hub
     if hub is not None:
         hub.abandon_in_child()
+    inherited = STATE.channel
+    abandon = getattr(inherited, "abandon_in_child", None)
+    if abandon is not None and hub is None:
+        abandon()
     STATE.pid = os.getpid()
     STATE.channel = None
     STATE.hub = None
     STATE.watch = None
     STATE.finished_hubs = set()
+    STATE.lost_hub = False
     STATE.idle = False  # notifies
     STATE.lock = threading.Lock()
     # The parent's finalizer entries are cleared by multiprocessing in its children but not by a

@@ -44,6 +44,7 @@ __all__ = [
 _STATE = _state.STATE
 _rediscover = _state.rediscover
 _time = time.time
+_INT64 = 1 << 63
 _monotonic_ns = time.monotonic_ns
 
 # Types whose value converts to a float exactly as tensorboardX's make_np + float() would, so the
@@ -130,9 +131,13 @@ class HyraxSummaryWriter:
             and type(tag) is str
             and not display_name
             and not summary_description
+            and (walltime is None or type(walltime) is float or type(walltime) is int)
         ):
-            if global_step is not None and type(global_step) is not int:
-                global_step = int(global_step)
+            if global_step is not None:
+                if type(global_step) is not int:
+                    global_step = int(global_step)
+                if not -_INT64 <= global_step < _INT64:
+                    raise ValueError(f"Value out of range: {global_step}")  # protobuf's own words
             ch.put_scalar(
                 tag, float(scalar_value), global_step, _time() if walltime is None else walltime
             )
@@ -187,10 +192,14 @@ class HyraxSummaryWriter:
         self.add_scalar(name, (now - start_time) / 1e9, _ts_step(name, (now - ch.start_ns) // 1000))
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Barrier: when it returns True, everything this process logged before is on disk."""
+        """Barrier: when it returns True, everything this process logged before is on disk.
+
+        False when the hub did not confirm within ``timeout``, or when this process lost its hub
+        (what it logged since went nowhere). With no hub ever, there is nothing to flush: True.
+        """
         ch = _current()
         if ch is None:
-            return True
+            return not _STATE.lost_hub
         try:
             return ch.flush(timeout)
         except Exception:
