@@ -69,16 +69,7 @@ def serve_ranks(host: str | None = None, store: Any = None) -> str:
     resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
     bound_host, port = hub.listen_tcp(resolved)
     address = f"tcp:{bound_host}:{port}"
-    info = HubInfo(
-        address=address,
-        authkey=hub.authkey.hex(),
-        start_ns=hub.start_ns,
-        logdir=os.path.abspath(hub.logdir),
-        owner_pid=hub.owner_pid,
-        hub_id=hub.hub_id,
-        start_wall_ns=hub.start_wall_ns,
-        hostname=socket.gethostname(),
-    )
+    info = hub.info(address)
     store.set(STORE_KEY, json.dumps(asdict(info)))
     # An empty value, not a deleted key: a rank's get() on a missing key would block until the
     # store's timeout.

@@ -197,18 +197,22 @@ class Hub:
         sock.setblocking(False)
         return sock
 
-    def start(self) -> str:
-        """Start serving and publish the hub file; return its path."""
-        info = _discovery.HubInfo(
-            address=self.address,
+    def info(self, address: str | None = None) -> _discovery.HubInfo:
+        """What a producer needs to reach this hub at ``address`` (default: the Unix socket)."""
+        return _discovery.HubInfo(
+            address=self.address if address is None else address,
             authkey=self._key.hex(),
             start_ns=self.start_ns,
             logdir=os.path.abspath(self.logdir),
             owner_pid=self.owner_pid,
             hub_id=self.hub_id,
             start_wall_ns=self.start_wall_ns,
+            hostname=socket.gethostname(),
         )
-        self._hub_file = str(_discovery.write_hub_file(info))
+
+    def start(self) -> str:
+        """Start serving and publish the hub file; return its path."""
+        self._hub_file = str(_discovery.write_hub_file(self.info()))
         self._thread.start()
         _discovery.bump_generation()
         return self._hub_file
@@ -282,10 +286,6 @@ class Hub:
         self.wake()
         bound = sock.getsockname()
         return str(bound[0]), int(bound[1])
-
-    @property
-    def authkey(self) -> bytes:
-        return self._key
 
     # -- the owner's channel ------------------------------------------------------------------
 
