@@ -45,6 +45,7 @@ class ProducerLimits:
 
 
 _CONNECTING, _LIVE, _GONE = 0, 1, 2
+_FRAME_BYTES = 4 * 1024 * 1024
 
 
 class Producer:
@@ -93,6 +94,10 @@ class Producer:
         else:
             self._connect_error = None
         self._thread = threading.Thread(target=self._serve, name="hyrax_tbhub-producer", daemon=True)
+
+    def start(self) -> None:
+        """Start the sender thread: only once the process state points at this producer, or a
+        hub closing right after the handshake would retire it before it is published."""
         self._thread.start()
 
     # -- called from logging threads -----------------------------------------------------------
@@ -320,12 +325,25 @@ class Producer:
             # not wait behind a whole backlog of a flooding caller).
             remaining = min(remaining, batch_max * 16)
         while True:
-            n = min(remaining, batch_max)
-            remaining -= n
-            batch = [pop() for _ in range(n)]
-            for item in batch:
-                if item[0] == "e":
-                    self._queued_bytes -= len(item[2])
+            # Up to batch_max events and about _FRAME_BYTES of pre-encoded events per frame: the
+            # hub holds a frame whole while reading it, so large events must not make it huge.
+            if self._queued_bytes <= 0:  # scalars only: nothing large, take a full batch at once
+                n = min(remaining, batch_max)
+                remaining -= n
+                batch = [pop() for _ in range(n)]
+                for item in batch:
+                    if item[0] == "e":  # one may have arrived since the check
+                        self._queued_bytes -= len(item[2])
+            else:
+                batch = []
+                size = 0
+                while remaining and len(batch) < batch_max and size < _FRAME_BYTES:
+                    item = pop()
+                    remaining -= 1
+                    if item[0] == "e":
+                        size += len(item[2])
+                        self._queued_bytes -= len(item[2])
+                    batch.append(item)
             if self.dropped != self._reported_dropped:
                 self._reported_dropped = self.dropped
                 batch.append(("d", self.dropped))

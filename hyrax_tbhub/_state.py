@@ -108,6 +108,7 @@ def rediscover() -> Channel | None:
         producer = Producer(info, _on_producer_gone)
         STATE.channel = producer
         STATE.lost_hub = False
+        producer.start()
         STATE.notify()
         _hook_exit()
         _flush_on_pool_terminate()

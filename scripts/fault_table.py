@@ -90,7 +90,7 @@ def row1(r: Callable[[str], Missing]) -> tuple[str, str, str]:
     survived = (
         f"the hub kept serving; the other producers' events: {num(landed, ',')}/{num(expected, ',')}; "
         f"the owner logged and closed in {num(k['close_s'], '.3f')} s; with the killed producer's child "
-        f"still alive, close took {num(f['close_s'], '.1f')} s"
+        f"still alive, close took {num(f['close_s'], '.3f')} s"
     )
     wedged = "wedged" if c.get("wedged") else "did not wedge"
     lost = (
@@ -141,8 +141,8 @@ def row3(r: Callable[[str], Missing]) -> tuple[str, str, str]:
     )
     lost = (
         "calls made while no hub exists (no-ops by design); events stranded in a finished producer: "
-        f"{sw['stranded']}. Contrast: hyrax's SummaryWriter in a forked child blocks after "
-        f"{blocked_after} calls"
+        f"{sw['stranded']}. Contrast: a forked child logging through hyrax's own SummaryWriter blocked "
+        f"for good (after {blocked_after} calls)"
     )
     return trials, survived, lost
 
@@ -185,7 +185,7 @@ def row5(r: Callable[[str], Missing]) -> tuple[str, str, str]:
         "2,000 frame-reader inputs"
     )
     survived = (
-        "the hub; every real producer connected, logged 1000 and flushed in at most "
+        "the hub (alive); every real producer connected, logged 1000 and flushed in at most "
         f"{num(st['max_seconds'], '.2f')} s; all their events landed"
     )
     blocked = "blocked" if co.get("blocked") else "not blocked"
