@@ -80,6 +80,7 @@ class Producer:
         self._warned: set[str] = set()
         self.lost = False  # True when the hub went away without a clean drain
         self._closed_for_puts = False
+        self._urgent = False
         self.after_close = 0  # calls that arrived after this producer's final batch
         self._name = producer_name()
         # connect() runs here, in the first logging call: it completes as soon as the kernel
@@ -137,6 +138,7 @@ class Producer:
             self._seq += 1
             seq = self._seq
         self._dq.append(("f", seq))
+        self._urgent = True  # a waiting caller: send now, not at the next batching gap
         self._wake()
         deadline = time.monotonic() + (self.limits.connect_timeout + 20.0 if timeout is None else timeout)
         with self._cond:
@@ -279,7 +281,7 @@ class Producer:
             # Sleep until woken (first event after idle, a full batch, flush, exit); when events
             # wait but the last send was under min_gap ago, only until the gap has passed.
             timeout = interval
-            if dq:
+            if dq and not self._urgent:
                 timeout = max(0.0, last_send + min_gap - time.monotonic())
             readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
             if self._wake_r in readable:
@@ -301,7 +303,8 @@ class Producer:
                 # the queue behind the final batch and stay there, neither sent nor counted.
                 self._refuse_after_close()
             now = time.monotonic()
-            if finishing or len(dq) >= self._wake_at or now - last_send >= min_gap:
+            if finishing or self._urgent or len(dq) >= self._wake_at or now - last_send >= min_gap:
+                self._urgent = False
                 if dq or finishing or self.dropped != self._reported_dropped:
                     self._send_queued(sock, final=finishing)
                     last_send = now
