@@ -30,7 +30,6 @@ __all__ = [
     "encode_text_event",
     "file_version_event",
     "frame",
-    "frame_many",
     "event_file_name",
     "session_start_event",
 ]
@@ -64,11 +63,6 @@ def frame(record: bytes) -> bytes:
     n = len(record)
     header = n.to_bytes(8, "little")
     return _HEADER.pack(n, _masked_crc(header)) + record + _U32.pack(_masked_crc(record))
-
-
-def frame_many(records: list[bytes]) -> bytes:
-    """Frame several records into one buffer (one write syscall for a batch)."""
-    return b"".join([frame(r) for r in records])
 
 
 def _varint(value: int) -> bytes:

@@ -240,10 +240,6 @@ class Hub:
         """Run ``callback`` in ``close()``, once every event is on disk."""
         self._close_callbacks.append(callback)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set() or self._closing
-
     def abandon_in_child(self) -> None:
         """After fork, in the child: drop the parent's pending bytes and our copies of its fds."""
         self._closing = True

@@ -20,7 +20,7 @@ _file_counter = itertools.count()
 
 
 class RunFile:
-    __slots__ = ("path", "_fd", "_pending", "_pending_bytes", "events", "owner_pid")
+    __slots__ = ("path", "_fd", "_pending", "events")
 
     def __init__(self, folder: str, suffix: str = "") -> None:
         os.makedirs(folder, exist_ok=True)
@@ -29,9 +29,7 @@ class RunFile:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = os.open(self.path, flags, 0o644)
         self._pending: list[bytes] = [frame(file_version_event())]
-        self._pending_bytes = 0
         self.events = 0
-        self.owner_pid = os.getpid()
 
     def add(self, framed: bytes, events: int = 1) -> None:
         """Queue framed records (``events`` of them) for the next write."""

@@ -110,7 +110,7 @@ def rediscover() -> Channel | None:
         STATE.lost_hub = False
         producer.start()
         STATE.notify()
-        _hook_exit()
+        hook_exit()
         _flush_on_pool_terminate()
         return producer
 
@@ -189,7 +189,7 @@ def _at_exit() -> None:
         print(f"hyrax_tbhub: error while flushing at exit: {exc!r}", file=sys.stderr)
 
 
-def _hook_exit() -> None:
+def hook_exit() -> None:
     """Make sure queued events are sent however this process ends normally."""
     if STATE.exit_hooked:
         return
@@ -246,10 +246,6 @@ def _flush_then_die(signum: int, frame: object) -> None:
         # Die of SIGTERM as the default action would have: same exit status for the parent.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def hook_exit_for_owner() -> None:
-    _hook_exit()
 
 
 def _after_fork_in_child() -> None:

@@ -405,7 +405,7 @@ def init_tensorboard_logger(**kwargs: Any) -> None:
         _STATE.idle = False  # notifies
     _saved_env.append(os.environ.get(_discovery.ENV_INFO))
     os.environ[_discovery.ENV_INFO] = hub_file
-    _state.hook_exit_for_owner()
+    _state.hook_exit()
 
 
 def close_tensorboard_logger() -> None:
