@@ -21,7 +21,6 @@ import secrets
 import selectors
 import socket
 import struct
-import sys
 import threading
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from ._events import (
     session_start_event,
 )
 from ._runfile import RunFile
+from ._stderr import warn as _warn
 from ._wire import CHALLENGE_LEN, DIGEST_LEN, MAGIC, FrameReader, digest, pack
 
 __all__ = ["Hub", "HubConfig"]
@@ -708,13 +708,6 @@ def _split_records(blob: bytes) -> list[bytes]:
 
 def _run_name(conn: _Conn) -> str:
     return repr(conn.run.name) if conn.run is not None else "(before hello)"
-
-
-def _warn(message: str) -> None:
-    try:
-        print(message, file=sys.stderr, flush=True)
-    except Exception:
-        pass
 
 
 def _raise_fd_limit() -> None:

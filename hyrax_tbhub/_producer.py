@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import select
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ._discovery import HubInfo
 from ._events import encode_batch
 from ._naming import producer_name
+from ._stderr import warn as _warn
 from ._wire import CHALLENGE_LEN, MAGIC, FrameReader, digest, pack
 
 if TYPE_CHECKING:
@@ -447,10 +447,3 @@ def _recv_some(sock: socket.socket) -> bytes:
     if not chunk:
         raise ConnectionError("the hub closed the connection")
     return chunk
-
-
-def _warn(message: str) -> None:
-    try:
-        print(message, file=sys.stderr, flush=True)
-    except Exception:
-        pass

@@ -186,7 +186,9 @@ def _at_exit() -> None:
         else:
             close_producer()
     except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
-        print(f"hyrax_tbhub: error while flushing at exit: {exc!r}", file=sys.stderr)
+        from ._stderr import warn
+
+        warn(f"hyrax_tbhub: error while flushing at exit: {exc!r}")
 
 
 def hook_exit() -> None:
