@@ -93,7 +93,13 @@ def runtime_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         candidates.append(Path(xdg) / "hyrax_tbhub")
-    candidates.append(Path(tempfile.gettempdir()) / f"hyrax_tbhub-{uid}")
+    # The temp folder as tempfile.gettempdir() would find it, but not through it: its first call
+    # probes folders under a module lock, and a fork while another thread does that leaves the
+    # lock held in the child, whose first log then hangs here (seen: issue 8).
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        if os.environ.get(var):
+            candidates.append(Path(os.environ[var]) / f"hyrax_tbhub-{uid}")
+            break
     candidates.append(Path("/tmp") / f"hyrax_tbhub-{uid}")
     for cand in candidates:
         # AF_UNIX paths are limited to ~104 bytes; leave room for "<pid>-<n>.sock".
@@ -240,15 +246,21 @@ class GenerationWatch:
             os.close(fd)
         #: The shared word as an int: ``view[0]``. Callers on a hot path compare it to ``seen``.
         self.view = memoryview(self._mm).cast("Q")
-        self.seen: int = self.view[0]
+        # Nothing seen yet: every caller looks (and waits for the look in progress) until the
+        # look that created this watch has published what it found (see ``_state.rediscover``).
+        self.seen: int = -1
 
     def poke(self) -> None:
         """Make the next check report a change (a hub was seen elsewhere: look again)."""
         self.seen = -1
 
     def changed(self) -> bool:
-        current = self.view[0]
-        if current == self.seen:
-            return False
-        self.seen = current
-        return True
+        """True when a hub started since the last ``settle``."""
+        return self.view[0] != self.seen
+
+    def current(self) -> int:
+        return int(self.view[0])
+
+    def settle(self, generation: int) -> None:
+        """Record that the look which read ``generation`` (before looking) has been published."""
+        self.seen = generation

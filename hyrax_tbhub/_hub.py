@@ -38,6 +38,7 @@ from ._events import (
 )
 from ._runfile import RunFile
 from ._stderr import warn as _warn
+from ._stderr import warn_internal
 from ._wire import CHALLENGE_LEN, DIGEST_LEN, MAGIC, FrameReader, digest, pack
 
 __all__ = ["Hub", "HubConfig"]
@@ -155,8 +156,10 @@ class Hub:
         self._reported: dict[str, tuple[int, int]] = {}
         self._warned: set[str] = set()
         self.transport_errors = 0
+        self.internal_errors = 0
         self.strangers_rejected = 0
         self._reported_transport = 0
+        self._reported_internal = 0
         self._conns: dict[socket.socket, _Conn] = {}
         self._dirty: set[_Run] = set()
         self._closing = False
@@ -326,13 +329,13 @@ class Hub:
                         try:
                             key.data(key.fileobj, mask)
                         except Exception as exc:  # a bug must not kill the hub
-                            self._count_transport_error(f"internal error: {exc!r}")
+                            self._count_internal_error(exc)
                     now = time.monotonic()
                     try:
                         self._turn(now)
                     except Exception as exc:  # nor anything else a turn of the loop meets
                         self._dirty.clear()
-                        self._count_transport_error(f"internal error: {exc!r}")
+                        self._count_internal_error(exc)
                     if self._closing and self._close_step(now):
                         break
         finally:
@@ -598,8 +601,8 @@ class Hub:
         if run is not None:
             try:
                 run.close()
-            except OSError as exc:
-                self._count_transport_error(f"cannot close files of {run.name}: {exc!r}")
+            except OSError as exc:  # the disk, not the connection: an error of that run's files
+                self._count_error(run, exc)
             self._live_names.discard(run.name)
             self._dirty.discard(run)
         self._drop_conn(conn)
@@ -666,6 +669,14 @@ class Hub:
 
     # -- counters -------------------------------------------------------------------------------
 
+    def _count_internal_error(self, exc: BaseException) -> None:
+        """A bug of the hub itself: counted apart from transport failures, said once with its
+        traceback so that it can be reported."""
+        self.internal_errors += 1
+        if self.internal_errors == 1:
+            warn_internal("the hub thread", exc, f"further internal errors are counted under "
+                          f"{RESERVED_PREFIX}internal_errors")
+
     def _count_transport_error(self, what: str) -> None:
         self.transport_errors += 1
         if self.transport_errors == 1:
@@ -691,6 +702,10 @@ class Hub:
             self._reported_transport = self.transport_errors
             tag = f"{RESERVED_PREFIX}transport_errors"
             root_file.add(frame(encode_scalar(tag, self.transport_errors, step, wall)))
+        if self.internal_errors != self._reported_internal:
+            self._reported_internal = self.internal_errors
+            tag = f"{RESERVED_PREFIX}internal_errors"
+            root_file.add(frame(encode_scalar(tag, self.internal_errors, step, wall)))
         self._dirty.add(self._root)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ._forksafe import import_capture_writer
 from ._hub import Hub
 
 if TYPE_CHECKING:
@@ -38,8 +39,7 @@ class LocalChannel:
         # Built on first use: tensorboardX (and through it torch) is imported only when a
         # non-scalar method is called. purge_step was already written by the hub.
         if self._writer is None:
-            from ._capture import CaptureWriter
-
+            writer_class = import_capture_writer()
             kwargs = {k: v for k, v in self._writer_kwargs.items() if k != "purge_step"}
-            self._writer = CaptureWriter(self, **kwargs)
+            self._writer = writer_class(self, **kwargs)
         return self._writer

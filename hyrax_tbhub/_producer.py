@@ -12,18 +12,22 @@ never holds a lock another process needs: the failure that wedges a shared
 from __future__ import annotations
 
 import os
-import select
+import pickle
+import selectors
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._discovery import HubInfo
 from ._events import encode_batch
+from ._forksafe import import_capture_writer
 from ._naming import producer_name
 from ._stderr import warn as _warn
+from ._stderr import warn_internal
 from ._wire import CHALLENGE_LEN, MAGIC, FrameReader, digest, pack
 
 if TYPE_CHECKING:
@@ -47,11 +51,29 @@ class ProducerLimits:
 _CONNECTING, _LIVE, _GONE = 0, 1, 2
 _FRAME_BYTES = 4 * 1024 * 1024
 
+# poll(2) where there is one: no descriptor of its own (nothing to leak into a fork child) and,
+# unlike select(2), no limit on descriptor numbers (FACTS: select.select raises ValueError for a
+# descriptor >= 1024, which a process holding many files or shared tensors easily reaches).
+_Selector: type[selectors.BaseSelector] = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+
+
+class _ProtocolError(Exception):
+    """The hub's bytes could not be read as messages: the transport, not our code, failed."""
+
+
+# What "the hub went away or the connection broke" looks like; anything else the sender thread
+# meets is a bug of ours (an internal error) and is reported as one.
+_TRANSPORT_ERRORS = (OSError, EOFError, _ProtocolError)
+
 
 class Producer:
     """Ships this process's events to the hub described by ``info``."""
 
+    #: Every producer of this process (a fork child abandons all the parent's, published or not).
+    instances: weakref.WeakSet[Producer] = weakref.WeakSet()
+
     def __init__(self, info: HubInfo, on_gone: Callable[[Producer], None]) -> None:
+        Producer.instances.add(self)
         self.info = info
         self.start_ns = _local_start_ns(info)
         self.pid = os.getpid()
@@ -157,9 +179,8 @@ class Producer:
 
     def writer(self) -> CaptureWriter:
         if self._writer is None:
-            from ._capture import CaptureWriter  # imports tensorboardX: only when needed
-
-            self._writer = CaptureWriter(self, logdir=self.info.logdir)
+            writer_class = import_capture_writer()  # imports tensorboardX: only when needed
+            self._writer = writer_class(self, logdir=self.info.logdir)
         return self._writer
 
     def close(self, timeout: float | None = None) -> None:
@@ -238,8 +259,6 @@ class Producer:
                 frames = reader.feed(_recv_some(sock))
                 if frames:
                     break
-            import pickle
-
             kind, meta = pickle.loads(frames[0])
             if kind != "hello":
                 raise ConnectionError("unexpected reply from the hub")
@@ -255,27 +274,47 @@ class Producer:
 
     def _serve(self) -> None:
         try:
+            self._serve_connection()
+        except Exception as exc:  # the last guard: a sender thread never dies of a traceback
+            self._internal_error(None, exc)
+
+    def _serve_connection(self) -> None:
+        try:
             sock = self._handshake()
-        except Exception as exc:
+        except _TRANSPORT_ERRORS as exc:
             self._hello.set()
             self._give_up(f"cannot reach the hub at {self.info.address} ({exc!r})")
+            return
+        except Exception as exc:
+            self._hello.set()
+            self._internal_error(None, exc)
             return
         self._state = _LIVE
         self._hello.set()
         reader = FrameReader()
         try:
             self._pump(sock, reader)
-        except Exception as exc:
+        except _TRANSPORT_ERRORS as exc:
             self._give_up(f"lost the hub ({exc!r})")
+        except Exception as exc:
+            self._internal_error(sock, exc)
         finally:
             sock.close()
 
     def _pump(self, sock: socket.socket, reader: FrameReader) -> None:
-        import pickle
+        sel = _Selector()
+        try:
+            sel.register(sock, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            self._pump_with(sel, sock, reader)
+        finally:
+            sel.close()
 
+    def _pump_with(self, sel: selectors.BaseSelector, sock: socket.socket, reader: FrameReader) -> None:
         interval = self.limits.interval
         min_gap = self.limits.min_gap
         dq = self._dq
+        wake_r = self._wake_r
         last_send = 0.0
         while True:
             # Sleep until woken (first event after idle, a full batch, flush, exit); when events
@@ -283,11 +322,11 @@ class Producer:
             timeout = interval
             if dq and not self._urgent:
                 timeout = max(0.0, last_send + min_gap - time.monotonic())
-            readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
-            if self._wake_r in readable:
+            readable = [key.fileobj for key, _mask in sel.select(timeout)]
+            if wake_r in readable:
                 self._woken = False
                 try:
-                    while self._wake_r.recv(4096):
+                    while wake_r.recv(4096):
                         pass
                 except OSError:
                     pass
@@ -295,8 +334,11 @@ class Producer:
                 data = sock.recv(65536)
                 if not data:
                     raise ConnectionError("the hub closed the connection")
-                for payload in reader.feed(data):
-                    self._on_message(pickle.loads(payload))
+                try:
+                    for payload in reader.feed(data):
+                        self._on_message(pickle.loads(payload))
+                except Exception as exc:
+                    raise _ProtocolError(f"unreadable message from the hub: {exc!r}") from exc
             finishing = self._closing or self._drain_requested
             if finishing:
                 # From here on calls are refused (counted in after_close), so nothing can land in
@@ -388,19 +430,51 @@ class Producer:
         elif kind == "drain":
             self._drain_requested = True
 
-    def _give_up(self, why: str) -> None:
-        self.lost = True
-        was_live = self._state == _LIVE
+    def _internal_error(self, sock: socket.socket | None, exc: BaseException) -> None:
+        """A bug of ours in the sender thread (not the hub going away, not the user's input).
+
+        The connection itself is still good (the failure was not in it): tell the hub what is
+        dropped and say goodbye, so the count lands in the log and the run ends cleanly. Then
+        this producer stops like one that lost its hub: a bug that recurs must not loop.
+        """
+        lost = self._discard_queue()
+        if sock is not None:
+            try:
+                sock.settimeout(2.0)  # the hub may be busy; never wait on it for long here
+                sock.sendall(self._encode([("d", self.dropped), ("b",)]))
+                self._reported_dropped = self.dropped
+            except Exception:
+                pass
+        warn_internal(
+            f"the sender thread of process {os.getpid()}", exc,
+            f"{lost} queued events dropped (counted under hyrax_tbhub/dropped/<run>); "
+            "logging of this process is a no-op from now on",
+        )
+        self._finish_gone()
+
+    def _discard_queue(self) -> int:
         self._state = _GONE
         self._max_events = -1  # every later put is a counted drop until the process rediscovers
         lost = sum(1 for item in self._dq if item[0] in ("s", "e"))
         self._dq.clear()
         self.dropped += lost
+        return lost
+
+    def _finish_gone(self) -> None:
+        self.lost = True
+        self._state = _GONE
         with self._cond:
             self._cond.notify_all()
+        self._hello.set()
+        self._on_gone(self)
+
+    def _give_up(self, why: str) -> None:
+        """The transport failed: the hub went away, or the connection broke."""
+        was_live = self._state == _LIVE
+        lost = self._discard_queue()
         if lost or was_live:
             _warn(f"hyrax_tbhub: {why}; {lost} queued events dropped, logging is a no-op from now on")
-        self._on_gone(self)
+        self._finish_gone()
 
 
 def _connect(address: str, timeout: float) -> socket.socket:

@@ -15,24 +15,30 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+# Every module the logging path needs is imported here, never in a call: an import that another
+# thread is doing when a fork happens leaves its lock held in the child (see _forksafe).
 from . import _discovery
+from ._distributed import find_distributed_hub, in_distributed_job, watch_store
+from ._naming import process_name
+from ._producer import Producer
+from ._stderr import warn
 
 if TYPE_CHECKING:
     from ._channel import Channel
     from ._hub import Hub
-    from ._producer import Producer
 
 __all__ = ["STATE", "channel", "rediscover"]
 
 class _ProcessState:
     __slots__ = (
         "pid", "channel", "hub", "_idle", "idle_hooks", "watch", "finished_hubs", "lock", "exit_hooked",
-        "lost_hub",
+        "lost_hub", "close_owner",
     )
 
     def __init__(self) -> None:
@@ -50,7 +56,9 @@ class _ProcessState:
         # The hub went away under a producer of this process (not a clean close): flush() says
         # False from then on, since what was logged since went nowhere. Cleared by a new hub.
         self.lost_hub = False
-
+        # close_tensorboard_logger, set by tensorboardx_logger (which imports this module): the
+        # exit hook of an owner calls it without importing anything at exit.
+        self.close_owner: Callable[[], None] | None = None
 
     @property
     def idle(self) -> bool:
@@ -79,35 +87,47 @@ def channel() -> Channel | None:
 
 
 def rediscover() -> Channel | None:
+    """Look for a hub; return the channel to log to, or None while there is none.
+
+    Every thread that calls while a look is in progress waits for it and logs to what it found:
+    the watch's generation is settled only after the outcome (the new producer) is published, so
+    until then every caller sees "changed" and queues on the lock behind the first.
+    """
     watch = STATE.watch
     if watch is not None and not watch.changed():
-        return None
+        return STATE.channel  # None, unless another thread published one since our caller looked
     with STATE.lock:
         if STATE.channel is not None:
             return STATE.channel
         if STATE.hub is not None:
             return None  # the owner logs through its own hub or not at all
+        watch = STATE.watch
+        if watch is not None and not watch.changed():
+            return None  # another thread looked while we waited, and found nothing
         may_gain = True
-        if STATE.watch is None:
+        if watch is None:
             may_gain = _may_gain_hub()
             if may_gain:
-                # Watch before looking, so a hub that starts in between is not missed.
                 try:
-                    STATE.watch = _discovery.GenerationWatch()
+                    watch = STATE.watch = _discovery.GenerationWatch()
                 except (OSError, ValueError):
                     pass
+        # Read before looking, so a hub that starts in between is not missed.
+        generation = watch.current() if watch is not None else 0
         found = _discovery.find_hub()
         info = found[0] if found is not None else None
         if info is None or info.hub_id in STATE.finished_hubs:
             info = _find_distributed()
         if info is None or info.hub_id in STATE.finished_hubs:
+            if watch is not None:
+                watch.settle(generation)
             STATE.idle = not may_gain  # notifies
             return None
-        from ._producer import Producer
-
         producer = Producer(info, _on_producer_gone)
         STATE.channel = producer
         STATE.lost_hub = False
+        if watch is not None:
+            watch.settle(generation)
         producer.start()
         STATE.notify()
         hook_exit()
@@ -118,8 +138,6 @@ def rediscover() -> Channel | None:
 def _find_distributed() -> _discovery.HubInfo | None:
     if "torch.distributed" not in sys.modules:
         return None
-    from ._distributed import find_distributed_hub, in_distributed_job, watch_store
-
     if in_distributed_job() and STATE.watch is not None:
         watch = STATE.watch
         watch_store(watch.poke, lambda: STATE.finished_hubs)
@@ -136,11 +154,8 @@ def _may_gain_hub() -> bool:
         return True
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return True  # a rank of a distributed job: rank 0 may serve a hub (serve_ranks)
-    if "torch.distributed" in sys.modules:
-        from ._distributed import in_distributed_job
-
-        if in_distributed_job():
-            return True
+    if "torch.distributed" in sys.modules and in_distributed_job():
+        return True
     for modname in ("multiprocessing", "multiprocess"):
         mod = sys.modules.get(modname)
         if mod is None:
@@ -164,8 +179,6 @@ def _on_producer_gone(producer: Producer) -> None:
 
 def close_producer(timeout: float | None = None) -> None:
     """Flush and leave the hub (``close_tensorboard_logger()`` in a producer, or process exit)."""
-    from ._producer import Producer
-
     ch = STATE.channel
     if isinstance(ch, Producer) and ch.pid == os.getpid():
         ch.close(timeout)
@@ -179,15 +192,11 @@ def _at_exit() -> None:
     if STATE.pid != os.getpid():
         return
     try:
-        if STATE.hub is not None:
-            from .tensorboardx_logger import close_tensorboard_logger
-
-            close_tensorboard_logger()
+        if STATE.hub is not None and STATE.close_owner is not None:
+            STATE.close_owner()
         else:
             close_producer()
     except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
-        from ._stderr import warn
-
         warn(f"hyrax_tbhub: error while flushing at exit: {exc!r}")
 
 
@@ -198,10 +207,12 @@ def hook_exit() -> None:
     STATE.exit_hooked = True
     atexit.register(_at_exit)
     for modname in ("multiprocessing.util", "multiprocess.util"):
-        if modname.split(".")[0] not in sys.modules:
+        # Only a library that is already imported can have started this process; looked up, not
+        # imported (no import on the logging path).
+        util = sys.modules.get(modname)
+        if util is None:
             continue
         try:
-            util = __import__(modname, fromlist=["Finalize"])
             # exitpriority >= 0 runs in the child's _exit_function, before os._exit.
             util.Finalize(None, _at_exit, exitpriority=100)
         except Exception:
@@ -217,10 +228,6 @@ def _flush_on_pool_terminate() -> None:
     still has its default action: a Python handler runs between bytecodes of the main thread, so
     in a worker stuck in C it would delay the kill, which DataLoader's shutdown relies on.
     """
-    import signal
-
-    from ._naming import process_name
-
     if threading.current_thread() is not threading.main_thread():
         return
     if "PoolWorker" not in (process_name() or ""):
@@ -233,8 +240,6 @@ def _flush_on_pool_terminate() -> None:
 
 
 def _flush_then_die(signum: int, frame: object) -> None:
-    import signal
-
     try:
         # Whatever the flush meets, the process ends within 3 s: SIGALRM's default action
         # terminates it without needing this (main) thread to run again.
@@ -254,18 +259,22 @@ def _after_fork_in_child() -> None:
     hub = STATE.hub
     if hub is not None:
         hub.abandon_in_child()
-    inherited = STATE.channel
-    abandon = getattr(inherited, "abandon_in_child", None)
-    if abandon is not None and hub is None:
-        abandon()
+    # Every producer object of the parent, not only the published one: a fork while another
+    # thread was still building one (its socket connected, not yet published) must not leave our
+    # copy of that socket open, or the parent's connection outlives the parent.
+    for producer in list(Producer.instances):
+        if producer.pid != os.getpid():
+            producer.abandon_in_child()
     STATE.pid = os.getpid()
     STATE.channel = None
     STATE.hub = None
     STATE.watch = None
     STATE.finished_hubs = set()
     STATE.lost_hub = False
-    STATE.idle = False  # notifies
+    # A thread of the parent may have held it at the fork (in a look that the child never sees
+    # finish): the child starts with a new one, and with the state reset below it.
     STATE.lock = threading.Lock()
+    STATE.idle = False  # notifies
     # The parent's finalizer entries are cleared by multiprocessing in its children but not by a
     # bare os.fork(); either way this process registers its own when it first logs.
     STATE.exit_hooked = False

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _discovery, _state
 from ._events import encode_text_event
+from ._forksafe import IMPORT_LOCK
 from ._hub import Hub, HubConfig
 from ._owner import LocalChannel
 
@@ -142,8 +145,10 @@ class HyraxSummaryWriter:
                 tag, float(scalar_value), global_step, _time() if walltime is None else walltime
             )
         else:
-            writer = ch.writer()
-            writer.add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
+            with IMPORT_LOCK:  # tensorboardX's code imports lazily: a fork must not cut that in half
+                ch.writer().add_scalar(
+                    tag, scalar_value, global_step, walltime, display_name, summary_description
+                )
 
     def add_text(
         self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None
@@ -161,7 +166,8 @@ class HyraxSummaryWriter:
             wall = _time() if walltime is None else walltime
             ch.put_event("", encode_text_event(tag, text_string, step, wall))
         else:
-            ch.writer().add_text(tag, text_string, global_step, walltime)
+            with IMPORT_LOCK:
+                ch.writer().add_text(tag, text_string, global_step, walltime)
 
     def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
         """Log ``scalar`` with step = whole microseconds since the hub started (or the given ns).
@@ -219,7 +225,8 @@ class HyraxSummaryWriter:
         ch = _current()
         if ch is None:
             return contextlib.nullcontext(self)
-        return ch.writer().use_metadata(global_step=global_step, walltime=walltime)
+        with IMPORT_LOCK:
+            return ch.writer().use_metadata(global_step=global_step, walltime=walltime)
 
     # No __getattr__ at run time on purpose: a class with one gets no specialised method lookups
     # in CPython, which doubled the cost of every call. Every SummaryWriter method is a real
@@ -243,7 +250,10 @@ def _forwarder(name: str) -> Any:
             ch = _rediscover()
             if ch is None:
                 return None
-        return getattr(ch.writer(), name)(*args, **kwargs)
+        # Under the lock a fork takes: tensorboardX imports lazily (PIL, matplotlib, moviepy...),
+        # and an import another thread is in at a fork hangs the child's next import of it.
+        with IMPORT_LOCK:
+            return getattr(ch.writer(), name)(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = f"``tensorboardX.SummaryWriter.{name}``, run in this process and sent to the hub."
@@ -306,7 +316,9 @@ class _WatchingWriter(HyraxSummaryWriter):
         summary_description: str = "",
     ) -> None:
         w = _WATCH  # never None while this class is the handle's: _switch_handle sees to it
-        if w.view[0] == w.seen:
+        # The channel too: a call that entered this method just before another thread published
+        # a producer (and settled the watch) must not miss it.
+        if w.view[0] == w.seen and _STATE.channel is None:
             return None
         return HyraxSummaryWriter.add_scalar(
             self, tag, scalar_value, global_step, walltime, display_name, summary_description
@@ -318,7 +330,7 @@ def _watching_forwarder(name: str) -> Any:
 
     def method(self: HyraxSummaryWriter, *args: Any, **kwargs: Any) -> Any:
         w = _WATCH  # never None while this class is the handle's: _switch_handle sees to it
-        if w.view[0] == w.seen:
+        if w.view[0] == w.seen and _STATE.channel is None:
             return None
         return slow(self, *args, **kwargs)
 
@@ -368,9 +380,6 @@ def _resolve_logdir(kwargs: dict[str, Any]) -> str:
     # SummaryWriter's own rule, so the hub knows the folder before any writer exists.
     logdir = kwargs.get("logdir") or kwargs.get("log_dir")
     if not logdir:
-        import socket
-        from datetime import datetime
-
         stamp = datetime.now().strftime("%b%d_%H-%M-%S")
         logdir = os.path.join("runs", stamp + "_" + socket.gethostname() + (kwargs.get("comment") or ""))
     return str(logdir)
@@ -440,3 +449,6 @@ def __getattr__(name: str) -> Any:
         ch = _STATE.channel
         return 0 if ch is None else ch.start_ns
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_STATE.close_owner = close_tensorboard_logger

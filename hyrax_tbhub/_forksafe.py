@@ -1,0 +1,68 @@
+"""The locks of the logging path, held across ``fork`` so that a child never inherits them held.
+
+A fork copies every lock in the state it is in, but only the forking thread: a lock another
+thread held at that moment stays held in the child for good (FACTS: a module's import lock, taken
+by a thread that was importing, hangs the child's next import of that module). Two rules keep the
+logging path clear of that (docs/how-it-works.md has the full audit):
+
+- no import happens on the logging path after the package is imported, except the one that
+  cannot be paid up front (tensorboardX, which imports torch: seconds), and that one runs under
+  :data:`IMPORT_LOCK`;
+- :data:`IMPORT_LOCK` is taken by the forking thread before the fork and released (parent) or
+  re-created (child) after it, the pattern CPython's ``logging`` uses for its handlers: a fork
+  waits for an import in progress instead of cutting it in half.
+
+The other locks of the logging path are not held across a fork (a fork must not wait for a
+producer's connect, nor deadlock against a thread that holds them): the child re-creates them and
+abandons every object they guarded (``_state._after_fork_in_child``).
+"""
+
+from __future__ import annotations
+
+# Imported before our hook is registered, on purpose: hooks run in reverse order of registration,
+# so logging's (which holds its module lock across the fork) runs after ours. The other order
+# would deadlock a fork against a thread that imports under IMPORT_LOCK and logs while at it.
+import logging  # noqa: F401
+import os
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._capture import CaptureWriter
+
+__all__ = ["IMPORT_LOCK", "import_capture_writer"]
+
+#: Held around every lazy import of the logging path and every call into tensorboardX's code
+#: (which imports lazily too). Reentrant: such a call may log, or import again.
+IMPORT_LOCK = threading.RLock()
+
+
+def _before_fork() -> None:
+    IMPORT_LOCK.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    IMPORT_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    # This thread took the lock before the fork, so it owns it here; re-created anyway where
+    # CPython allows, as logging does with its handlers' locks.
+    reinit = getattr(IMPORT_LOCK, "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
+    else:  # pragma: no cover - CPython has had _at_fork_reinit since 3.9
+        IMPORT_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
+
+
+def import_capture_writer() -> type[CaptureWriter]:
+    """``_capture.CaptureWriter``, importing tensorboardX on first use (under IMPORT_LOCK)."""
+    with IMPORT_LOCK:
+        from ._capture import CaptureWriter as writer_class
+    return writer_class

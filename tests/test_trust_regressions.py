@@ -1,0 +1,195 @@
+"""Regression tests of issue 8 ("every event, every time"): one per symptom.
+
+1. threads that start logging at once in a fresh process lost whole threads' events, uncounted;
+2. a fork while another thread logs (and imports) hung the child on an import lock;
+3. a producer with more than 1024 descriptors lost everything (select.select) and counted nothing;
+5. every sender failure was "lost the hub", and a bug in the hub counted as a transport error.
+(Symptom 4, a slow close under a flat-out producer, is tests/test_faults_hubgone.py's
+test_close_and_switch_while_a_producer_logs_flat_out, run under load.)
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trust_workers as tw
+
+import hyrax_tbhub
+from hyrax_tbhub import _hub
+
+import fault_workers as fw
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc and Unix sockets"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _runtime(monkeypatch: pytest.MonkeyPatch):
+    yield from fw.private_runtime(monkeypatch)
+
+
+def _join(p: Any, timeout: float) -> None:
+    p.join(timeout)
+    if p.exitcode is None:
+        p.kill()
+        p.join(10)
+        raise AssertionError(f"{p.name} did not finish in {timeout} s")
+
+
+def _histogram_tags(logdir: Path) -> set[str]:
+    return {
+        value.tag
+        for _run, event in fw.iter_events(logdir)
+        for value in event.summary.value
+        if value.WhichOneof("value") == "histo"
+    }
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_threads_that_start_logging_at_once_lose_nothing(hub: Path, tmp_path: Path, method: str) -> None:
+    """8 threads of a fresh child start logging 500 scalars each at the same moment, while the
+    first call is still connecting: every event of every thread is on disk, none dropped."""
+    threads, events = 8, 500
+    result = tmp_path / "threads.json"
+    p = mp.get_context(method).Process(
+        target=tw.threads_at_once, args=(str(result), threads, events), name="threads"
+    )
+    p.start()
+    _join(p, 90)
+    assert p.exitcode == 0
+    rep = fw.read_report(result)
+    hyrax_tbhub.close_tensorboard_logger()
+    merged = fw.all_scalars(fw.fast_scalars(hub))
+    landed = {i: len(merged.get(f"thread{i}", [])) for i in range(threads)}
+    assert landed == {i: events for i in range(threads)}, (landed, rep)
+    assert rep["flush"] is True and rep["dropped"] == 0, rep
+    for i in range(threads):
+        assert merged[f"thread{i}"] == [(s, float(s)) for s in range(events)]
+
+
+def _check_fork_children(hub: Path, tmp_path: Path, rep: dict[str, Any], children: int) -> None:
+    assert rep["errors"] == [], rep["errors"]
+    failed = sorted({int(i) for i, code in rep["exitcodes"].items() if code != 0} | set(rep["hung"]))
+    stacks = {}
+    for i in failed:
+        stack = tmp_path / f"child-{rep['pid']}-{i}.json.stack"
+        stacks[i] = stack.read_text() if stack.exists() else "?"
+    # A child that hangs dumps its stacks and exits 1 (trust_workers.STACK_AFTER_S).
+    assert failed == [], f"children {failed} hung or failed after the fork: {rep}; stacks: {stacks}"
+    hyrax_tbhub.close_tensorboard_logger()
+    merged = fw.all_scalars(fw.fast_scalars(hub))
+    for i in range(children):
+        assert merged.get(f"child{i}") == [(s, float(s)) for s in range(9)], i
+    hists = _histogram_tags(hub)
+    assert {f"child{i}/h" for i in range(children)} <= hists, hists
+
+
+def test_fork_while_another_thread_logs_never_hangs_the_child(hub: Path, tmp_path: Path) -> None:
+    """A fresh producer process starts a thread logging flat out (its first call imports
+    tensorboardX) and forks children at once, by os.fork and by multiprocessing: every child
+    exits and its events land."""
+    children = 8
+    result = tmp_path / "parent.json"
+    p = mp.get_context("spawn").Process(
+        target=tw.fork_under_load, args=(str(result), str(tmp_path), children), name="parent"
+    )
+    p.start()
+    _join(p, 150)
+    assert p.exitcode == 0
+    _check_fork_children(hub, tmp_path, fw.read_report(result), children)
+
+
+def test_forkserver_child_whose_threads_log_forks_a_grandchild(hub: Path, tmp_path: Path) -> None:
+    """A forkserver child with two threads logging flat out forks grandchildren: they all finish."""
+    children = 4
+    result = tmp_path / "parent.json"
+    p = mp.get_context("forkserver").Process(
+        target=tw.fork_under_load, args=(str(result), str(tmp_path), children, 2), name="fsparent"
+    )
+    p.start()
+    _join(p, 150)
+    assert p.exitcode == 0
+    _check_fork_children(hub, tmp_path, fw.read_report(result), children)
+
+
+def test_a_producer_with_more_than_1024_descriptors_loses_nothing(hub: Path, tmp_path: Path) -> None:
+    """A child that holds ~1,100 descriptors (its socket numbers pass 1024) logs: all land."""
+    events = 300
+    result, stderr = tmp_path / "fds.json", tmp_path / "fds.stderr"
+    p = mp.get_context("spawn").Process(
+        target=tw.log_with_many_fds, args=(str(result), str(stderr), 1100, events), name="fds"
+    )
+    p.start()
+    _join(p, 90)
+    assert p.exitcode == 0
+    rep = fw.read_report(result)
+    assert rep["sock_fd"] is not None and rep["sock_fd"] >= 1024, rep  # the case is really exercised
+    hyrax_tbhub.close_tensorboard_logger()
+    merged = fw.all_scalars(fw.fast_scalars(hub))
+    assert merged.get("many_fds") == [(s, float(s)) for s in range(events)], (rep, stderr.read_text())
+    assert rep["flush"] is True and rep["dropped"] == 0, rep
+
+
+def test_a_bug_in_the_sender_is_counted_and_said_once(hub: Path, tmp_path: Path) -> None:
+    """An internal error in a producer's sender thread: what it held is counted as dropped in the
+    log (not only in the producer), one stderr line says it is an internal error with its
+    traceback, and the hub sees no transport error (the connection itself was fine)."""
+    events = 500
+    result, stderr = tmp_path / "bug.json", tmp_path / "bug.stderr"
+    p = mp.get_context("fork").Process(
+        target=tw.sender_bug, args=(str(result), str(stderr), events), name="buggy"
+    )
+    p.start()
+    _join(p, 60)
+    rep = fw.read_report(result)
+    assert rep["first_flush"] is True and rep["gone"] is True, rep
+    assert rep["later_flush"] is False, rep  # what it logs since goes nowhere: flush says so
+    assert rep["dropped"] == events, rep
+    hyrax_tbhub.close_tensorboard_logger()
+    counted = fw.fast_counters(hub)
+    assert counted.get(f"hyrax_tbhub/dropped/{rep['run']}") == events, counted
+    assert counted.get("hyrax_tbhub/transport_errors", 0) == 0, counted
+    text = stderr.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("hyrax_tbhub:")]
+    assert len(lines) == 1, text
+    assert "internal error" in lines[0] and "RuntimeError" in lines[0], text
+    assert "Traceback" in text and "a bug in the sender" in text, text
+
+
+def test_a_bug_in_the_hub_is_an_internal_error_not_a_transport_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An exception inside the hub's loop is counted under hyrax_tbhub/internal_errors and said
+    once on stderr with its traceback; transport_errors keeps meaning a broken connection."""
+    original = _hub.Hub._send_acks
+    raised = []
+
+    def broken(self: Any) -> None:
+        if not raised:
+            raised.append(1)
+            raise KeyError("a bug in the hub")
+        original(self)
+
+    monkeypatch.setattr(_hub.Hub, "_send_acks", broken)
+    logdir = tmp_path / "log"
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+    w = hyrax_tbhub.get_tensorboard_logger()
+    w.add_scalar("owner", 1.0, 0)
+    assert w.flush(30)
+    fw.wait_until(lambda: raised, 30, "the injected bug")
+    w.add_scalar("owner", 2.0, 1)  # the hub carries on
+    hyrax_tbhub.close_tensorboard_logger()
+    counted = fw.fast_counters(logdir)
+    assert counted.get("hyrax_tbhub/internal_errors") == 1, counted
+    assert counted.get("hyrax_tbhub/transport_errors", 0) == 0, counted
+    assert fw.all_scalars(fw.fast_scalars(logdir))["owner"] == [(0, 1.0), (1, 2.0)]
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("hyrax_tbhub:")]
+    assert len(lines) == 1 and "internal error" in lines[0], err
+    assert "Traceback" in err and "a bug in the hub" in err, err
