@@ -54,7 +54,9 @@ class Guard:
                            f"runs (counted under {RESERVED_PREFIX}over_cap)")
         return False
 
-    def keep_items(self, run_name: str, open_subruns: dict[str, Any], items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def keep_items(
+        self, run_name: str, open_subruns: dict[str, Any], items: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
         """``items`` without the records of sub-runs past ``max_subruns`` (those are counted)."""
         room = self.max_subruns - len(open_subruns)
         new: set[str] = set()
@@ -74,7 +76,8 @@ class Guard:
     def changed(self, strangers: int) -> list[tuple[str, int]]:
         """The counters whose value changed since the last call, as (tag, value)."""
         out = []
-        for name, value in (("rejected", self.rejected), ("strangers", strangers), ("over_cap", self.over_cap)):
+        values = (("rejected", self.rejected), ("strangers", strangers), ("over_cap", self.over_cap))
+        for name, value in values:
             if value != self._reported.get(name, 0):
                 self._reported[name] = value
                 out.append((f"{RESERVED_PREFIX}{name}", value))

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import _discovery
+from . import _discovery, _wire
 from ._events import (
     RESERVED_PREFIX,
     encode_scalar,
@@ -34,10 +34,9 @@ from ._events import (
     frame,
     session_start_event,
 )
+from ._guard import Guard
 from ._runfile import RunFile
 from ._stderr import warn as _warn
-from . import _wire
-from ._guard import Guard
 from ._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 
 __all__ = ["Hub", "HubConfig"]
@@ -116,7 +115,9 @@ _AUTH, _LIVE = 0, 1
 
 
 class _Conn:
-    __slots__ = ("sock", "key", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run", "acks", "bye")
+    __slots__ = (
+        "sock", "key", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run", "acks", "bye"
+    )
 
     def __init__(self, sock: socket.socket, deadline: float, key: bytes) -> None:
         self.sock = sock
@@ -453,7 +454,8 @@ class Hub:
                         return  # refused (and dropped) by _on_hello
                 else:
                     run = conn.run
-                    self._apply(run, conn, self._guard.keep_items(run.name, run.files, _wire.decode_batch(payload)))
+                    items = self._guard.keep_items(run.name, run.files, _wire.decode_batch(payload))
+                    self._apply(run, conn, items)
         except WireError as exc:
             # Everything before the bad frame was applied; the bad frame and the rest of the
             # stream are not: after a framing error nothing later can be trusted to line up.

@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _wire
 from ._discovery import HubInfo
 from ._events import encode_batch
 from ._naming import producer_name
 from ._stderr import warn as _warn
-from . import _wire
 from ._wire import CHALLENGE_LEN, MAGIC, MAX_HUB_FRAME, NONCE_LEN, PROOF_LEN, AuthError, FrameReader
 
 if TYPE_CHECKING:

@@ -22,13 +22,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_peers import authenticate
 
 import hyrax_tbhub
-from hyrax_tbhub import _hub, _state
-from hyrax_tbhub import _wire
+from hyrax_tbhub import _hub, _state, _wire
 from hyrax_tbhub._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
-
-from wire_peers import authenticate
 
 import fault_workers as fw
 from readback import read_log

@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from wire_peers import Boom, RogueHub, authenticate, closed_by_peer, raw_frame, recv_exact
 
 import hyrax_tbhub
 from hyrax_tbhub import _discovery, _distributed, _state, _wire
 from hyrax_tbhub._producer import Producer
 
 from readback import counters, read_log
-from wire_peers import Boom, RogueHub, authenticate, closed_by_peer, raw_frame, recv_exact
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,7 +50,9 @@ def _connect(address: str) -> socket.socket:
 
 
 @pytest.mark.parametrize("where", ["instead_of_hello", "after_hello"])
-def test_a_key_holder_sending_a_pickle_executes_nothing_in_the_owner(hub: Path, tmp_path: Path, where: str) -> None:
+def test_a_key_holder_sending_a_pickle_executes_nothing_in_the_owner(
+    hub: Path, tmp_path: Path, where: str
+) -> None:
     marker = tmp_path / "unpickled"
     info = _hub_info()
     payload = pickle.dumps([Boom(str(marker))], 5)
@@ -336,7 +338,9 @@ def _tcp(address: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=10)
 
 
-def test_with_a_launcher_key_the_store_carries_only_the_address(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_a_launcher_key_the_store_carries_only_the_address(
+    hub: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shared = secrets.token_hex(32)
     monkeypatch.setenv(_distributed.KEY_ENV, shared)
     store = _Store()

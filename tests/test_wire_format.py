@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_peers import authenticate, closed_by_peer
 
 import hyrax_tbhub
 from hyrax_tbhub import _discovery, _state, _wire
@@ -25,7 +26,6 @@ from hyrax_tbhub._events import encode_scalar, frame
 from hyrax_tbhub._wire import WireError
 
 from fault_workers import fast_counters
-from wire_peers import authenticate, closed_by_peer
 
 FUZZ = settings(max_examples=3000, deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
@@ -37,7 +37,9 @@ _items = st.one_of(
     st.builds(lambda n: ("f", n), st.integers(0, 2**64 - 1)),
     st.builds(lambda n: ("d", n), st.integers(0, 2**64 - 1)),
 )
-_batches = st.builds(lambda items, bye: items + ([("b",)] if bye else []), st.lists(_items, max_size=6), st.booleans())
+_batches = st.builds(
+    lambda items, bye: items + ([("b",)] if bye else []), st.lists(_items, max_size=6), st.booleans()
+)
 
 
 def _decode_stream(data: bytes, chunk: int, cap: int) -> list[bytes]:

@@ -7,7 +7,7 @@ import secrets
 import socket
 import struct
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from hyrax_tbhub import _wire
 
@@ -63,7 +63,7 @@ class RogueHub:
     in ``received`` until it hangs up. ``release`` lets a script that waits on it finish.
     """
 
-    def __init__(self, path: str, script: Callable[[socket.socket, "RogueHub"], None]) -> None:
+    def __init__(self, path: str, script: Callable[[socket.socket, RogueHub], None]) -> None:
         self.path = path
         self.received = bytearray()
         self.release = threading.Event()
