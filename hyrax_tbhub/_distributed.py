@@ -23,7 +23,9 @@ import threading
 from dataclasses import asdict, replace
 from typing import Any
 
+from . import _wire
 from ._discovery import HubInfo
+from ._stderr import warn
 
 __all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks"]
 
@@ -92,7 +94,16 @@ def serve_ranks(host: str | None = None, store: Any = None, key_env: str | None 
         raise ValueError(f"the key in ${key_env} has {len(key)} bytes; use at least {_MIN_KEY_BYTES}")
     bind_host = host or os.environ.get("MASTER_ADDR") or socket.gethostname()
     resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
-    bound_host, port = hub.listen_tcp(resolved, key)
+    checker = None
+    if key is None:
+        # The key will be in the store: whoever reads it may send anything that frames well.
+        try:
+            checker = _wire.EventChecker()
+        except ImportError:
+            warn("hyrax_tbhub: serve_ranks() without a launcher key and without the tensorboard "
+                 "package: records from remote ranks are checked for framing only (see "
+                 "docs/threat-model.md)")
+    bound_host, port = hub.listen_tcp(resolved, key, checker)
     address = f"tcp:{bound_host}:{port}"
     published: dict[str, Any] = asdict(hub.info(address))
     if key is not None:
@@ -127,8 +138,6 @@ def find_distributed_hub() -> HubInfo | None:
         if key is None:
             if info.hub_id not in _warned_no_key:
                 _warned_no_key.add(info.hub_id)
-                from ._stderr import warn
-
                 warn(f"hyrax_tbhub: the hub at {info.address} wants the key in ${key_env}, which is "
                      "not set in this process; logging here is a no-op")
             return None

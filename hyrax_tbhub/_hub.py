@@ -116,12 +116,16 @@ _AUTH, _LIVE = 0, 1
 
 class _Conn:
     __slots__ = (
-        "sock", "key", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run", "acks", "bye"
+        "sock", "key", "checker", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run",
+        "acks", "bye",
     )
 
-    def __init__(self, sock: socket.socket, deadline: float, key: bytes) -> None:
+    def __init__(
+        self, sock: socket.socket, deadline: float, key: bytes, checker: _wire.EventChecker | None
+    ) -> None:
         self.sock = sock
         self.key = key  # the key of the listener it came through (serve_ranks may set its own)
+        self.checker = checker  # parses its records too: its key was in the store
         self.state = _AUTH
         self.deadline = deadline
         self.challenge = MAGIC + secrets.token_bytes(CHALLENGE_LEN - len(MAGIC))
@@ -145,6 +149,7 @@ class Hub:
         self.owner_pid = os.getpid()
         self._key = secrets.token_bytes(32)
         self._listener_keys: dict[socket.socket, bytes] = {}  # listeners whose key is not _key
+        self._checkers: dict[socket.socket, _wire.EventChecker] = {}  # listeners of store readers
         self._guard = Guard()
         self._lock = threading.RLock()
         self._local: deque[tuple[Any, ...]] = deque()
@@ -261,11 +266,14 @@ class Hub:
         except (OSError, ValueError):
             pass
 
-    def listen_tcp(self, host: str, key: bytes | None = None) -> tuple[str, int]:
+    def listen_tcp(
+        self, host: str, key: bytes | None = None, checker: _wire.EventChecker | None = None
+    ) -> tuple[str, int]:
         """Also accept producers over TCP on ``host`` (an ephemeral port); return the address.
 
         Only for ranks on other machines (:func:`hyrax_tbhub.serve_ranks`): the handshake is the
         same as on the Unix socket, with ``key`` (a key the launcher shared) or else the hub's own.
+        With ``checker``, every record of these peers must parse as an Event.
         """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -283,6 +291,8 @@ class Hub:
             self._listeners.append(sock)
             if key is not None:
                 self._listener_keys[sock] = key
+            if checker is not None:
+                self._checkers[sock] = checker
             self._sel.register(sock, selectors.EVENT_READ, self._on_accept)
         self.wake()
         bound = sock.getsockname()
@@ -377,7 +387,8 @@ class Hub:
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
                 conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(conn_sock, deadline, self._listener_keys.get(listener, self._key))
+            key = self._listener_keys.get(listener, self._key)
+            conn = _Conn(conn_sock, deadline, key, self._checkers.get(listener))
             try:
                 conn_sock.send(conn.challenge)
             except OSError:
@@ -455,6 +466,8 @@ class Hub:
                 else:
                     run = conn.run
                     items = self._guard.keep_items(run.name, run.files, _wire.decode_batch(payload))
+                    if conn.checker is not None:
+                        conn.checker.check(items)
                     self._apply(run, conn, items)
         except WireError as exc:
             # Everything before the bad frame was applied; the bad frame and the rest of the

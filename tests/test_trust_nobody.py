@@ -381,3 +381,28 @@ def test_a_short_launcher_key_is_refused_at_the_call(hub: Path, monkeypatch: pyt
     monkeypatch.setenv(_distributed.KEY_ENV, "short")
     with pytest.raises(ValueError, match="at least"):
         hyrax_tbhub.serve_ranks(host="127.0.0.1", store=_Store())
+
+
+def test_without_a_launcher_key_records_from_the_store_door_must_parse_as_events(
+    hub: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever read the key in the store may log, but not a record that would stop TensorBoard's
+    Python loader (it raises on an unparseable Event and stops reloading every run)."""
+    pytest.importorskip("tensorboard")
+    monkeypatch.delenv(_distributed.KEY_ENV, raising=False)
+    store = _Store()
+    address = hyrax_tbhub.serve_ranks(host="127.0.0.1", store=store)
+    key = bytes.fromhex(json.loads(store.data[_distributed.STORE_KEY])["authkey"])
+    good = _frame_records([b"\x10\x01"])
+    bad = _frame_records([b"\x2a\x03\x0a\x01\xff"])  # frames well, parses badly
+    with _tcp(address) as sock:
+        authenticate(sock, key)
+        sock.sendall(_wire.pack_hello("remote", 9))
+        _read_frame(sock)
+        sock.sendall(b"".join(_wire.pack_batch([("r", "", good, 1), ("f", 1)])))
+        assert _wire.decode_hub_message(_read_frame(sock)) == ("ack", 1)
+        sock.sendall(b"".join(_wire.pack_batch([("r", "", bad, 1), ("f", 2)])))
+        assert closed_by_peer(sock)
+    hyrax_tbhub.close_tensorboard_logger()
+    assert counters(hub)["hyrax_tbhub/rejected"] == 1
+    assert read_log(hub)["remote"] == {}  # readable: the good record (a bare step) is there, no scalar
