@@ -75,6 +75,8 @@ __all__ = [
     "EventChecker",
     "FrameReader",
     "WireError",
+    "check_answer",
+    "check_proof",
     "check_records",
     "decode_batch",
     "decode_hello",
