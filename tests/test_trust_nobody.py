@@ -394,15 +394,19 @@ def test_without_a_launcher_key_records_from_the_store_door_must_parse_as_events
     address = hyrax_tbhub.serve_ranks(host="127.0.0.1", store=store)
     key = bytes.fromhex(json.loads(store.data[_distributed.STORE_KEY])["authkey"])
     good = _frame_records([b"\x10\x01"])
-    bad = _frame_records([b"\x2a\x03\x0a\x01\xff"])  # frames well, parses badly
-    with _tcp(address) as sock:
-        authenticate(sock, key)
-        sock.sendall(_wire.pack_hello("remote", 9))
-        _read_frame(sock)
-        sock.sendall(b"".join(_wire.pack_batch([("r", "", good, 1), ("f", 1)])))
-        assert _wire.decode_hub_message(_read_frame(sock)) == ("ack", 1)
-        sock.sendall(b"".join(_wire.pack_batch([("r", "", bad, 1), ("f", 2)])))
-        assert closed_by_peer(sock)
+    unparseable = _frame_records([b"\x2a\x03\x0a\x01\xff"])  # frames well, parses badly
+    bad_crc = bytearray(good)
+    bad_crc[-1] ^= 1  # TensorBoard's reader would stop at this record for good
+    for i, bad in enumerate([unparseable, bytes(bad_crc)]):
+        with _tcp(address) as sock:
+            authenticate(sock, key)
+            sock.sendall(_wire.pack_hello(f"remote{i}", 9))
+            _read_frame(sock)
+            sock.sendall(b"".join(_wire.pack_batch([("r", "", good, 1), ("f", 1)])))
+            assert _wire.decode_hub_message(_read_frame(sock)) == ("ack", 1)
+            sock.sendall(b"".join(_wire.pack_batch([("r", "", bad, 1), ("f", 2)])))
+            assert closed_by_peer(sock)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(hub)["hyrax_tbhub/rejected"] == 1
-    assert read_log(hub)["remote"] == {}  # readable: the good record (a bare step) is there, no scalar
+    assert counters(hub)["hyrax_tbhub/rejected"] == 2
+    log = read_log(hub)  # readable: the good records (a bare step) are there, no scalar
+    assert log["remote0"] == {} and log["remote1"] == {}
