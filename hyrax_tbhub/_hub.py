@@ -415,8 +415,11 @@ class Hub:
             self._drop_conn(oldest)
 
     def _expire_handshakes(self, now: float) -> None:
-        for conn in [c for c in self._conns.values() if c.state == _AUTH and c.deadline < now]:
-            self.strangers_rejected += 1
+        for conn in [c for c in self._conns.values() if c.run is None and c.deadline < now]:
+            if conn.state == _AUTH:
+                self.strangers_rejected += 1
+            else:  # proved the key, then sent no hello: the handshake deadline still holds
+                self._guard.reject("a peer", "no hello before the handshake deadline")
             self._drop_conn(conn)
 
     def _on_readable(self, conn: _Conn) -> None:

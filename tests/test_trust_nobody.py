@@ -410,3 +410,19 @@ def test_without_a_launcher_key_records_from_the_store_door_must_parse_as_events
     assert counters(hub)["hyrax_tbhub/rejected"] == 2
     log = read_log(hub)  # readable: the good records (a bare step) are there, no scalar
     assert log["remote0"] == {} and log["remote1"] == {}
+
+
+def test_a_key_holder_that_sends_no_hello_is_cut_at_the_handshake_deadline(
+    logdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proving the key does not buy a connection that never says who it is."""
+    import fault_workers
+
+    fault_workers.patch_hub_config(monkeypatch, handshake_timeout=0.5)
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+    info = _hub_info()
+    with _connect(info.address) as sock:
+        authenticate(sock, info.key)
+        assert closed_by_peer(sock, timeout=20)
+    hyrax_tbhub.close_tensorboard_logger()
+    assert counters(logdir)["hyrax_tbhub/rejected"] == 1
