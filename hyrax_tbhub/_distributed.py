@@ -4,8 +4,13 @@ The owner (usually rank 0) calls :func:`serve_ranks` after ``init_tensorboard_lo
 ``torch.distributed.init_process_group``. The hub then also listens on TCP, on the address the
 job already uses to reach rank 0 (``MASTER_ADDR``), and publishes its address and key under
 ``hyrax_tbhub/hub`` in the process group's store. A process that finds no hub on its own machine
-and belongs to a process group reads that key. No protocol of our own finds the hub: whoever can
-join the job's store can log, as whoever can join it can already run collectives.
+and belongs to a process group reads that key. No protocol of our own finds the hub.
+
+The store (TCPStore) has no authentication: anyone who can reach ``MASTER_ADDR:MASTER_PORT`` can
+read it. When the launcher shares a secret with every rank (``HYRAX_TBHUB_KEY`` by default, set by
+the job script on every node), the store carries only the address and the name of that variable.
+Without one, the store carries the hub's TCP key too, and whoever can read the store can write log
+events into this run; that is all it can do (docs/threat-model.md).
 """
 
 from __future__ import annotations
@@ -15,14 +20,20 @@ import os
 import socket
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
+from . import _wire
 from ._discovery import HubInfo
+from ._stderr import warn
 
 __all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks"]
 
 STORE_KEY = "hyrax_tbhub/hub"
+#: The environment variable ``serve_ranks()`` and the ranks read the launcher's shared key from.
+KEY_ENV = "HYRAX_TBHUB_KEY"
+_MIN_KEY_BYTES = 16
+_warned_no_key: set[str] = set()
 _POLL_S = 1.0
 
 
@@ -43,13 +54,26 @@ def _default_store(dist: Any) -> Any:
     return dist.distributed_c10d._get_default_store()
 
 
-def serve_ranks(host: str | None = None, store: Any = None) -> str:
+def _shared_key(key_env: str) -> bytes | None:
+    value = os.environ.get(key_env)
+    if not value:
+        return None
+    return value.encode("utf-8")
+
+
+def serve_ranks(host: str | None = None, store: Any = None, key_env: str | None = KEY_ENV) -> str:
     """Let ranks on other machines log to this process's hub; return the address they use.
 
     Call it in the process that called ``init_tensorboard_logger`` (rank 0), once
     ``torch.distributed`` is initialised. ``host`` is the interface to listen on (default:
     ``MASTER_ADDR``, which every rank already reaches); ``store`` defaults to the default process
     group's store. The address is withdrawn when the hub closes.
+
+    ``key_env`` names an environment variable that holds a secret the launcher gave every rank
+    (at least 16 bytes; e.g. ``export HYRAX_TBHUB_KEY=$(openssl rand -hex 32)`` in the job
+    script). When it is set, ranks prove that key and the store carries no secret. When it is not
+    (or ``key_env=None``), the hub's own random key is published in the store: whoever can read
+    the store can then write log events into this run, and nothing more.
     """
     from ._state import STATE
 
@@ -65,12 +89,27 @@ def serve_ranks(host: str | None = None, store: Any = None) -> str:
                 "serve_ranks() needs torch.distributed.init_process_group() first (or a store)"
             )
         store = _default_store(dist)
+    key = _shared_key(key_env) if key_env else None
+    if key is not None and len(key) < _MIN_KEY_BYTES:
+        raise ValueError(f"the key in ${key_env} has {len(key)} bytes; use at least {_MIN_KEY_BYTES}")
     bind_host = host or os.environ.get("MASTER_ADDR") or socket.gethostname()
     resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
-    bound_host, port = hub.listen_tcp(resolved)
+    checker = None
+    if key is None:
+        # The key will be in the store: whoever reads it may send anything that frames well.
+        try:
+            checker = _wire.EventChecker()
+        except ImportError:
+            warn("hyrax_tbhub: serve_ranks() without a launcher key and without the tensorboard "
+                 "package: records from remote ranks are checked for framing only (see "
+                 "docs/threat-model.md)")
+    bound_host, port = hub.listen_tcp(resolved, key, checker)
     address = f"tcp:{bound_host}:{port}"
-    info = hub.info(address)
-    store.set(STORE_KEY, json.dumps(asdict(info)))
+    published: dict[str, Any] = asdict(hub.info(address))
+    if key is not None:
+        published["authkey"] = ""  # the ranks have it from their launcher
+        published["key_env"] = key_env
+    store.set(STORE_KEY, json.dumps(published))
     # An empty value, not a deleted key: a rank's get() on a missing key would block until the
     # store's timeout.
     hub.on_close(lambda: store.set(STORE_KEY, ""))
@@ -89,9 +128,20 @@ def find_distributed_hub() -> HubInfo | None:
         raw = store.get(STORE_KEY)
         if not raw:
             return None
-        info = HubInfo(**json.loads(raw))
+        data = json.loads(raw)
+        key_env = data.pop("key_env", None)
+        info = HubInfo(**data)
     except Exception:
         return None
+    if key_env is not None:
+        key = _shared_key(str(key_env))
+        if key is None:
+            if info.hub_id not in _warned_no_key:
+                _warned_no_key.add(info.hub_id)
+                warn(f"hyrax_tbhub: the hub at {info.address} wants the key in ${key_env}, which is "
+                     "not set in this process; logging here is a no-op")
+            return None
+        info = replace(info, authkey=key.hex())
     if info.owner_pid == os.getpid() and info.hostname == socket.gethostname():
         return None  # our own hub
     return info

@@ -13,9 +13,7 @@ run folder below it, because TensorBoard drops points when one (run, tag) sees s
 from __future__ import annotations
 
 import errno
-import hmac
 import os
-import pickle
 import re
 import secrets
 import selectors
@@ -27,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import _discovery
+from . import _discovery, _wire
 from ._events import (
     RESERVED_PREFIX,
     encode_scalar,
@@ -36,10 +34,11 @@ from ._events import (
     frame,
     session_start_event,
 )
+from ._guard import Guard
 from ._runfile import RunFile
 from ._stderr import warn as _warn
 from ._stderr import warn_internal
-from ._wire import CHALLENGE_LEN, DIGEST_LEN, MAGIC, FrameReader, digest, pack
+from ._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 
 __all__ = ["Hub", "HubConfig"]
 
@@ -117,10 +116,17 @@ _AUTH, _LIVE = 0, 1
 
 
 class _Conn:
-    __slots__ = ("sock", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run", "acks", "bye")
+    __slots__ = (
+        "sock", "key", "checker", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run",
+        "acks", "bye",
+    )
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(
+        self, sock: socket.socket, deadline: float, key: bytes, checker: _wire.EventChecker | None
+    ) -> None:
         self.sock = sock
+        self.key = key  # the key of the listener it came through (serve_ranks may set its own)
+        self.checker = checker  # parses its records too: its key was in the store
         self.state = _AUTH
         self.deadline = deadline
         self.challenge = MAGIC + secrets.token_bytes(CHALLENGE_LEN - len(MAGIC))
@@ -143,6 +149,9 @@ class Hub:
         self.hub_id = secrets.token_hex(8)
         self.owner_pid = os.getpid()
         self._key = secrets.token_bytes(32)
+        self._listener_keys: dict[socket.socket, bytes] = {}  # listeners whose key is not _key
+        self._checkers: dict[socket.socket, _wire.EventChecker] = {}  # listeners of store readers
+        self._guard = Guard()
         self._lock = threading.RLock()
         self._local: deque[tuple[Any, ...]] = deque()
         self._root = _Run("root", logdir, self.config.filename_suffix)
@@ -260,12 +269,14 @@ class Hub:
         except (OSError, ValueError):
             pass
 
-    def listen_tcp(self, host: str) -> tuple[str, int]:
+    def listen_tcp(
+        self, host: str, key: bytes | None = None, checker: _wire.EventChecker | None = None
+    ) -> tuple[str, int]:
         """Also accept producers over TCP on ``host`` (an ephemeral port); return the address.
 
-        Only for ranks on other machines (:func:`hyrax_tbhub.serve_ranks`): the handshake and the
-        key are the same as on the Unix socket, so a peer still proves the key before anything
-        of it is unpickled.
+        Only for ranks on other machines (:func:`hyrax_tbhub.serve_ranks`): the handshake is the
+        same as on the Unix socket, with ``key`` (a key the launcher shared) or else the hub's own.
+        With ``checker``, every record of these peers must parse as an Event.
         """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -281,6 +292,10 @@ class Hub:
                 sock.close()
                 raise RuntimeError("the hub is closing")
             self._listeners.append(sock)
+            if key is not None:
+                self._listener_keys[sock] = key
+            if checker is not None:
+                self._checkers[sock] = checker
             self._sel.register(sock, selectors.EVENT_READ, self._on_accept)
         self.wake()
         bound = sock.getsockname()
@@ -375,7 +390,8 @@ class Hub:
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
                 conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(conn_sock, deadline)
+            key = self._listener_keys.get(listener, self._key)
+            conn = _Conn(conn_sock, deadline, key, self._checkers.get(listener))
             try:
                 conn_sock.send(conn.challenge)
             except OSError:
@@ -402,16 +418,19 @@ class Hub:
             self._drop_conn(oldest)
 
     def _expire_handshakes(self, now: float) -> None:
-        for conn in [c for c in self._conns.values() if c.state == _AUTH and c.deadline < now]:
-            self.strangers_rejected += 1
+        for conn in [c for c in self._conns.values() if c.run is None and c.deadline < now]:
+            if conn.state == _AUTH:
+                self.strangers_rejected += 1
+            else:  # proved the key, then sent no hello: the handshake deadline still holds
+                self._guard.reject("a peer", "no hello before the handshake deadline")
             self._drop_conn(conn)
 
     def _on_readable(self, conn: _Conn) -> None:
         if conn.state == _AUTH:
-            # Read no more than the digest: nothing a peer sends before it proves the key is
-            # buffered beyond 32 bytes, and nothing of it is ever unpickled.
+            # Read no more than the answer: nothing a peer sends before it proves the key is
+            # buffered beyond 64 bytes, and none of it is acted on.
             try:
-                data = conn.sock.recv(DIGEST_LEN - len(conn.inbuf))
+                data = conn.sock.recv(ANSWER_LEN - len(conn.inbuf))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -420,14 +439,17 @@ class Hub:
                 self._drop_conn(conn)
                 return
             conn.inbuf += data
-            if len(conn.inbuf) < DIGEST_LEN:
+            if len(conn.inbuf) < ANSWER_LEN:
                 return
-            if not hmac.compare_digest(conn.inbuf, digest(self._key, conn.challenge)):
+            proof = _wire.check_answer(conn.key, conn.challenge, conn.inbuf)
+            if proof is None:
                 self.strangers_rejected += 1
                 self._drop_conn(conn)
                 return
             conn.state = _LIVE
             conn.inbuf = b""
+            conn.outbuf += proof  # the producer sends nothing more before it has checked this
+            self._send_out(conn)
             return
         try:
             data = conn.sock.recv(_RECV_SIZE)
@@ -442,35 +464,36 @@ class Hub:
             self._end_conn(conn)
             return
         try:
-            frames = conn.reader.feed(data)
-        except ValueError as exc:
-            self._count_transport_error(f"protocol error from {_run_name(conn)}: {exc}")
+            for payload in conn.reader.feed(data):
+                if conn.run is None:
+                    self._on_hello(conn, _wire.decode_hello(payload))
+                    if conn.run is None:
+                        return  # refused (and dropped) by _on_hello
+                else:
+                    run = conn.run
+                    items = self._guard.keep_items(run.name, run.files, _wire.decode_batch(payload))
+                    if conn.checker is not None:
+                        conn.checker.check(items)
+                    self._apply(run, conn, items)
+        except WireError as exc:
+            # Everything before the bad frame was applied; the bad frame and the rest of the
+            # stream are not: after a framing error nothing later can be trusted to line up.
+            self._guard.reject(f"producer {_run_name(conn)}", exc)
             self._end_conn(conn)
             return
-        for payload in frames:
-            try:
-                message = pickle.loads(payload)
-            except Exception as exc:
-                self._count_transport_error(f"undecodable batch from {_run_name(conn)}: {exc!r}")
-                continue
-            if conn.run is None:
-                self._on_hello(conn, message)
-            else:
-                self._apply(conn.run, conn, message)
         if conn.bye:
             self._end_conn(conn)
 
-    def _on_hello(self, conn: _Conn, message: Any) -> None:
-        if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "hello"):
-            self._count_transport_error("first message was not a hello")
-            self._end_conn(conn)
-            return
-        meta = message[1] if isinstance(message[1], dict) else {}
+    def _on_hello(self, conn: _Conn, message: tuple[str, dict[str, Any]]) -> None:
+        meta = message[1]
         base = _clean_run_name(str(meta.get("name", "producer")))
         name, n = base, 1
         while name in self._live_names:
             n += 1
             name = f"{base}-{n}"
+        if not self._guard.run_allowed(len(self._counters), name not in self._counters):
+            self._drop_conn(conn)
+            return
         self._live_names.add(name)
         run = self._counters.get(name)
         if run is None:
@@ -574,8 +597,14 @@ class Hub:
                     self._queue_out(conn, ("ack", seq))
                 conn.acks.clear()
 
-    def _queue_out(self, conn: _Conn, message: Any) -> None:
-        conn.outbuf += pack(message)
+    def _queue_out(self, conn: _Conn, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ack":
+            conn.outbuf += _wire.pack_ack(message[1])
+        elif kind == "drain":
+            conn.outbuf += _wire.pack_drain(message[1])
+        else:
+            conn.outbuf += _wire.pack_welcome(message[1]["run"], message[1]["folder"])
         self._send_out(conn)
 
     def _send_out(self, conn: _Conn) -> None:
@@ -698,6 +727,8 @@ class Hub:
                 self._warned.add("drop:" + run.name)
                 _warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was "
                       f"full); the count is logged as {RESERVED_PREFIX}dropped/{run.name}")
+        for tag, value in self._guard.changed(self.strangers_rejected):
+            root_file.add(frame(encode_scalar(tag, value, step, wall)))
         if self.transport_errors != self._reported_transport:
             self._reported_transport = self.transport_errors
             tag = f"{RESERVED_PREFIX}transport_errors"

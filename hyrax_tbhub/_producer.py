@@ -1,7 +1,8 @@
 """The channel of every process that is not the owner: buffer calls, ship them from a thread.
 
 A logging call only appends a tuple to a deque (bounded; overflow is counted, never blocks).
-A daemon thread connects, authenticates, and sends the deque in pickled batches; it also reads
+A daemon thread connects, authenticates the hub (and itself), and sends the deque in batches of
+the binary format of :mod:`._wire`; it also reads
 the hub's acknowledgements (for ``flush()``) and its drain request (the hub is closing).
 
 Each process has its own socket, so a producer killed mid-send corrupts only its own stream and
@@ -12,7 +13,7 @@ never holds a lock another process needs: the failure that wedges a shared
 from __future__ import annotations
 
 import os
-import pickle
+import secrets
 import selectors
 import socket
 import threading
@@ -22,13 +23,23 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _wire
 from ._discovery import HubInfo
 from ._events import encode_batch
 from ._forksafe import import_capture_writer
 from ._naming import producer_name
 from ._stderr import warn as _warn
 from ._stderr import warn_internal
-from ._wire import CHALLENGE_LEN, MAGIC, FrameReader, digest, pack
+from ._wire import (
+    CHALLENGE_LEN,
+    MAGIC,
+    MAX_HUB_FRAME,
+    NONCE_LEN,
+    PROOF_LEN,
+    AuthError,
+    FrameReader,
+    WireError,
+)
 
 if TYPE_CHECKING:
     from ._capture import CaptureWriter
@@ -63,7 +74,7 @@ class _ProtocolError(Exception):
 
 # What "the hub went away or the connection broke" looks like; anything else the sender thread
 # meets is a bug of ours (an internal error) and is reported as one.
-_TRANSPORT_ERRORS = (OSError, EOFError, _ProtocolError)
+_TRANSPORT_ERRORS = (OSError, EOFError, _ProtocolError, WireError)
 
 
 class Producer:
@@ -105,6 +116,8 @@ class Producer:
         self._urgent = False
         self.after_close = 0  # calls that arrived after this producer's final batch
         self._name = producer_name()
+        self._reader = FrameReader(MAX_HUB_FRAME)
+        self._unproven = False  # the endpoint failed to prove the key: say so even if idle
         # connect() runs here, in the first logging call: it completes as soon as the kernel
         # queues us in the hub's backlog, and a closing hub accepts its whole backlog. So every
         # event logged after this returns reaches a hub that closes later, even if the sender
@@ -251,23 +264,31 @@ class Producer:
             sock.settimeout(self.limits.connect_timeout)
             challenge = _recv_exact(sock, CHALLENGE_LEN)
             if not challenge.startswith(MAGIC):
-                raise ConnectionError("the endpoint is not a hyrax_tbhub hub")
-            sock.sendall(digest(self.info.key, challenge))
-            sock.sendall(pack(("hello", {"name": self._name, "pid": os.getpid()})))
-            reader = FrameReader()
-            while True:
+                raise AuthError("the endpoint is not a hyrax_tbhub hub of this version")
+            nonce = secrets.token_bytes(NONCE_LEN)
+            sock.sendall(_wire.producer_answer(self.info.key, challenge, nonce))
+            # Nothing else goes out, and nothing that comes in is read as a frame, until the
+            # hub proved the key too: whoever answers at a stale or forged address gets
+            # neither our events nor our name.
+            _wire.check_proof(self.info.key, challenge, nonce, _recv_exact(sock, PROOF_LEN))
+            sock.sendall(_wire.pack_hello(self._name, os.getpid()))
+            reader = self._reader = FrameReader(MAX_HUB_FRAME)
+            frames: list[bytes] = []
+            while not frames:
                 frames = reader.feed(_recv_some(sock))
-                if frames:
-                    break
-            kind, meta = pickle.loads(frames[0])
+            kind, meta = _wire.decode_hub_message(frames[0])
             if kind != "hello":
                 raise ConnectionError("unexpected reply from the hub")
             self._folder = str(meta["folder"])
             self.run_name = str(meta["run"])
             for extra in frames[1:]:
-                self._on_message(pickle.loads(extra))
+                self._on_message(_wire.decode_hub_message(extra))
             sock.settimeout(None)
             return sock
+        except AuthError:
+            self._unproven = True
+            sock.close()
+            raise
         except BaseException:
             sock.close()
             raise
@@ -291,7 +312,7 @@ class Producer:
             return
         self._state = _LIVE
         self._hello.set()
-        reader = FrameReader()
+        reader = self._reader  # it may hold the start of a frame that followed the hub's hello
         try:
             self._pump(sock, reader)
         except _TRANSPORT_ERRORS as exc:
@@ -336,8 +357,8 @@ class Producer:
                     raise ConnectionError("the hub closed the connection")
                 try:
                     for payload in reader.feed(data):
-                        self._on_message(pickle.loads(payload))
-                except Exception as exc:
+                        self._on_message(_wire.decode_hub_message(payload))
+                except WireError as exc:
                     raise _ProtocolError(f"unreadable message from the hub: {exc!r}") from exc
             finishing = self._closing or self._drain_requested
             if finishing:
@@ -403,15 +424,15 @@ class Producer:
     def _encode(self, batch: list[tuple[Any, ...]]) -> bytes:
         # Encoding here, not in the hub, spreads it over every producer's CPU time.
         try:
-            return pack(encode_batch(batch))
+            return b"".join(_wire.pack_batch(encode_batch(batch)))
         except Exception:
             pass
-        # One malformed item (a value of a type the fast path let through) must cost only
-        # itself: encode one by one, drop and count the ones that fail.
+        # One malformed item (a value of a type the fast path let through, an event larger than
+        # a frame) must cost only itself: encode one by one, drop and count the ones that fail.
         good: list[tuple[Any, ...]] = []
         for item in batch:
             try:
-                pack(encode_batch([item]))
+                _wire.pack_batch(encode_batch([item]))
             except Exception as exc:
                 self._drop(1, f"an event could not be encoded ({exc!r})")
                 continue
@@ -419,9 +440,9 @@ class Producer:
         if self.dropped != self._reported_dropped:
             self._reported_dropped = self.dropped
             good.append(("d", self.dropped))
-        return pack(encode_batch(good))
+        return b"".join(_wire.pack_batch(encode_batch(good)))
 
-    def _on_message(self, message: Any) -> None:
+    def _on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "ack":
             with self._cond:
@@ -472,7 +493,7 @@ class Producer:
         """The transport failed: the hub went away, or the connection broke."""
         was_live = self._state == _LIVE
         lost = self._discard_queue()
-        if lost or was_live:
+        if lost or was_live or self._unproven:
             _warn(f"hyrax_tbhub: {why}; {lost} queued events dropped, logging is a no-op from now on")
         self._finish_gone()
 

@@ -180,7 +180,7 @@ def row5(r: Callable[[str], Missing]) -> tuple[str, str, str]:
     ki, st, fu, co = r("kinds"), r("storm"), r("fuzz"), r("contrast_listener")
     trials = (
         f"{ki['strangers']} strangers of {ki['kinds']} kinds (silent, wrong key, garbage, 4 GiB length, "
-        f"pickle before auth, 31 of 32 bytes, half-close); a storm of {num(st['strangers'], ',')} while "
+        f"frames before auth, 63 of 64 bytes, half-close); a storm of {num(st['strangers'], ',')} while "
         f"{st['producers']} producers start; {num(fu['inputs'], ',')} fuzzed pre-auth inputs; "
         "2,000 frame-reader inputs"
     )
@@ -190,7 +190,7 @@ def row5(r: Callable[[str], Missing]) -> tuple[str, str, str]:
     )
     blocked = "blocked" if co.get("blocked") else "not blocked"
     lost = (
-        f"nothing; bytes unpickled before authentication: {total([ki, fu], 'loads')}; descriptors "
+        f"nothing; frames decoded before authentication: {total([ki, fu], 'loads')}; descriptors "
         f"leaked: {total([ki, fu], 'new_fds')}. Contrast: `Listener.accept()` {blocked} by one silent client"
     )
     return trials, survived, lost

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
+from hyrax_tbhub import _distributed
 
 from readback import read_log
 
@@ -39,10 +42,19 @@ RANK1 = textwrap.dedent("""
 """)
 
 
-def test_a_rank_with_no_local_hub_logs_through_the_store(logdir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher_key", [False, True], ids=["key_in_store", "launcher_key"])
+def test_a_rank_with_no_local_hub_logs_through_the_store(
+    logdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher_key: bool
+) -> None:
+    """With a launcher key (HYRAX_TBHUB_KEY on both ends) the store carries no key at all."""
     rendezvous = "file://" + str(tmp_path / "store")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYRAX_TBHUB")}
     env["HYRAX_TBHUB_RUNTIME_DIR"] = str(tmp_path / "elsewhere")  # as if on another machine
+    monkeypatch.delenv("HYRAX_TBHUB_KEY", raising=False)
+    if launcher_key:
+        shared = secrets.token_hex(32)
+        env["HYRAX_TBHUB_KEY"] = shared
+        monkeypatch.setenv("HYRAX_TBHUB_KEY", shared)
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
     script = tmp_path / "rank1.py"
     script.write_text(RANK1)
@@ -52,6 +64,8 @@ def test_a_rank_with_no_local_hub_logs_through_the_store(logdir: Path, tmp_path:
         hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
         address = hyrax_tbhub.serve_ranks(host="127.0.0.1")
         assert address.startswith("tcp:127.0.0.1:")
+        published = json.loads(_distributed._default_store(dist).get(_distributed.STORE_KEY))
+        assert (published["authkey"] == "") is launcher_key
         dist.barrier()
         dist.barrier()  # rank 1 has logged and closed
         hyrax_tbhub.close_tensorboard_logger()

@@ -2,8 +2,9 @@
 
 A client with a wrong key, one that connects and says nothing, one that sends garbage or a huge
 length prefix, many at once: none of them delays real producers beyond a short handshake
-timeout, makes the hub unpickle a byte, crashes it or leaks a file descriptor. The pre-
-authentication path is fuzzed with thousands of random inputs.
+timeout, makes the hub decode a byte as a frame (nor unpickle one: nothing on the wire is ever
+unpickled), crashes it or leaks a file descriptor. The pre-authentication path is fuzzed with
+thousands of random inputs.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_peers import authenticate
 
 import hyrax_tbhub
-from hyrax_tbhub import _hub, _state
-from hyrax_tbhub._wire import CHALLENGE_LEN, DIGEST_LEN, MAGIC, FrameReader, digest, pack
+from hyrax_tbhub import _hub, _state, _wire
+from hyrax_tbhub._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 
 import fault_workers as fw
 from readback import read_log
@@ -43,26 +45,43 @@ def _runtime(monkeypatch: pytest.MonkeyPatch):
     yield from fw.private_runtime(monkeypatch)
 
 
-class _SpyPickle:
-    """Stands in for the hub's ``pickle`` module: counts every loads()."""
+def digest(key: bytes, challenge: bytes) -> bytes:
+    """A producer's answer to ``challenge`` with ``key`` (its nonce fixed)."""
+    return _wire.producer_answer(key, challenge, b"\0" * _wire.NONCE_LEN)
 
-    def __init__(self) -> None:
+
+def pack(message: object) -> bytes:
+    """A frame of the old pickled protocol: what a stranger may still try."""
+    payload = pickle.dumps(message, 5)
+    return struct.pack("<I", len(payload)) + payload
+
+
+class _SpyDecoder:
+    """Wraps the hub's frame decoders: counts every frame it decodes (``loads`` for history)."""
+
+    def __init__(self, wire) -> None:
+        self._wire = wire
         self.loads_calls = 0
 
-    def loads(self, data: bytes, *args, **kwargs):
+    def decode_hello(self, body: bytes):
         self.loads_calls += 1
-        return pickle.loads(data, *args, **kwargs)
+        return self._wire.decode_hello(body)
+
+    def decode_batch(self, body: bytes):
+        self.loads_calls += 1
+        return self._wire.decode_batch(body)
 
     def __getattr__(self, name: str):
-        return getattr(pickle, name)
+        return getattr(self._wire, name)
 
 
 @pytest.fixture
 def short_hub(logdir: Path, monkeypatch: pytest.MonkeyPatch):
-    """A hub with a 1 s handshake timeout and a spy on its unpickling."""
+    """A hub with a 1 s handshake timeout and a spy on its frame decoding."""
     fw.patch_hub_config(monkeypatch, handshake_timeout=HANDSHAKE_S)
-    spy = _SpyPickle()
-    monkeypatch.setattr(_hub, "pickle", spy)
+    assert not hasattr(_hub, "pickle"), "the hub must not even import pickle"
+    spy = _SpyDecoder(_wire)
+    monkeypatch.setattr(_hub, "_wire", spy)
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
     hub = _state.STATE.hub
     yield hub, spy
@@ -131,7 +150,7 @@ def _strangers(address: str, rng) -> dict[str, list[socket.socket]]:
         s.sendall(pack(("hello", {"name": "intruder", "pid": 1})) + pack([("s", "intruder", 1.0, 1, 0.0)]))
         kinds["pickle_before_auth"].append(s)
         s = _connect(address)
-        s.sendall(b"\0" * (DIGEST_LEN - 1))  # almost a digest, then nothing
+        s.sendall(b"\0" * (ANSWER_LEN - 1))  # almost an answer, then nothing
         kinds["slow_loris"].append(s)
         s = _connect(address)
         s.sendall(rng.randbytes(7))
@@ -147,7 +166,7 @@ def test_strangers_are_refused_without_unpickling(short_hub, logdir: Path) -> No
     fds_before = fw.open_fds()
     kinds = _strangers(hub.address, random.Random(5))
     n = sum(len(v) for v in kinds.values())
-    # Every stranger is hung up on: at once once it sent 32 bytes that are not the digest,
+    # Every stranger is hung up on: at once once it sent 64 bytes that are not an answer,
     # at the handshake deadline otherwise.
     t0 = time.monotonic()
     for kind, socks in kinds.items():
@@ -161,7 +180,7 @@ def test_strangers_are_refused_without_unpickling(short_hub, logdir: Path) -> No
     fw.record(
         5, "kinds", strangers=n, kinds=len(kinds), loads=spy.loads_calls, new_fds=len(fw.new_fds(fds_before))
     )
-    assert spy.loads_calls == 0, "the hub unpickled bytes from an unauthenticated peer"
+    assert spy.loads_calls == 0, "the hub decoded bytes from an unauthenticated peer"
     assert fw.hub_thread_alive()
     assert hub.strangers_rejected >= n - len(kinds["half_close"]) - len(kinds["slow_loris"])
     assert fw.new_fds(fds_before) == {}
@@ -324,14 +343,14 @@ def test_fuzz_the_pre_authentication_path(short_hub, logdir: Path, tmp_path: Pat
 @settings(max_examples=2000, deadline=None, database=None, derandomize=True)
 @given(data=st.lists(st.binary(max_size=64), max_size=8), frames=st.lists(st.binary(max_size=40), max_size=4))
 def test_fuzz_the_frame_reader(data: list[bytes], frames: list[bytes]) -> None:
-    """After authentication: any byte stream yields whole frames or a ValueError, nothing else."""
+    """After authentication: any byte stream yields whole frames or a WireError, nothing else."""
     stream = b"".join(struct.pack("<I", len(f)) + f for f in frames) + b"".join(data)
     reader = FrameReader()
     got: list[bytes] = []
     try:
         for i in range(0, len(stream), 7):
             got += reader.feed(stream[i : i + 7])
-    except ValueError:
+    except WireError:
         return
     assert got[: len(frames)] == frames
     assert reader.buffered <= len(stream)
@@ -341,13 +360,13 @@ def test_huge_length_prefix_after_auth_is_refused_without_allocating(short_hub, 
     """A peer that knows the key (a buggy producer) announces a 4 GiB frame: it is cut off, counted."""
     hub, spy = short_hub
     s = _connect(hub.address)
-    s.sendall(digest(hub._key, _recv_exact(s, CHALLENGE_LEN)))
+    authenticate(s, hub._key)
     s.sendall(struct.pack("<I", 0xFFFFFFFF) + b"x" * 100)
     assert _closed_by_hub(s, 5)
     s.close()
     assert fw.hub_thread_alive()
     hyrax_tbhub.close_tensorboard_logger()
-    assert fw.fast_counters(logdir).get("hyrax_tbhub/transport_errors") == 1
+    assert fw.fast_counters(logdir).get("hyrax_tbhub/rejected") == 1
     assert spy.loads_calls == 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import socket
 import stat
 from pathlib import Path
@@ -56,9 +57,10 @@ def test_wrong_key_is_refused_before_anything_is_unpickled(hub: Path, tmp_path: 
         sock.connect(info.address)
         challenge = sock.recv(_wire.CHALLENGE_LEN)
         assert challenge.startswith(_wire.MAGIC)
-        sock.sendall(_wire.digest(b"\0" * 32, challenge))
+        sock.sendall(_wire.producer_answer(b"\0" * 32, challenge, secrets.token_bytes(32)))
         try:
-            sock.sendall(_wire.pack(("hello", {"name": "intruder"})) + _wire.pack([_Boom(str(marker))]))
+            boom = pickle.dumps([_Boom(str(marker))], 5)
+            sock.sendall(_wire.pack_hello("intruder", 1) + len(boom).to_bytes(4, "little") + boom)
         except OSError:
             pass  # the hub may already have hung up
         try:
@@ -80,13 +82,18 @@ def test_a_key_holder_is_served(hub: Path) -> None:
         sock.settimeout(10)
         sock.connect(info.address)
         challenge = sock.recv(_wire.CHALLENGE_LEN)
-        sock.sendall(_wire.digest(info.key, challenge))
-        sock.sendall(_wire.pack(("hello", {"name": "manual"})))
-        reader = _wire.FrameReader()
+        nonce = secrets.token_bytes(_wire.NONCE_LEN)
+        sock.sendall(_wire.producer_answer(info.key, challenge, nonce))
+        proof = b""
+        while len(proof) < _wire.PROOF_LEN:
+            proof += sock.recv(_wire.PROOF_LEN - len(proof))
+        _wire.check_proof(info.key, challenge, nonce, proof)  # the hub proved the key too
+        sock.sendall(_wire.pack_hello("manual", os.getpid()))
+        reader = _wire.FrameReader(_wire.MAX_HUB_FRAME)
         frames: list[bytes] = []
         while not frames:
             frames = reader.feed(sock.recv(4096))
-        kind, meta = pickle.loads(frames[0])
+        kind, meta = _wire.decode_hub_message(frames[0])
         assert kind == "hello" and meta["run"] == "manual"
 
 

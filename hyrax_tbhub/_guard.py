@@ -1,0 +1,89 @@
+"""What the hub refuses, even from peers that proved the key: counted, logged, said once.
+
+A key holder is anyone who can read the hub file (the same user) or, with ``serve_ranks()``
+and no launcher key, the torch.distributed store. It may write log events, and that is all: its
+bytes are parsed by :mod:`._wire` (bounded, nothing executable), and what it may make the hub
+keep is capped here. The counters are written to the root run with the hub's other counters:
+
+``hyrax_tbhub/rejected``
+    connections of authenticated peers cut for input that breaks the protocol;
+``hyrax_tbhub/strangers``
+    connections that did not prove the key (wrong key, silence, garbage);
+``hyrax_tbhub/over_cap``
+    events refused past a cap (a sub-run over ``max_subruns``; every event of a producer whose
+    hello came past ``max_runs``, as far as the hub saw them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._events import RESERVED_PREFIX
+from ._stderr import warn as _warn
+
+__all__ = ["Guard"]
+
+#: Distinct run names one hub keeps (folders, counters); beyond it a new producer is refused.
+MAX_RUNS = 16384
+#: Sub-runs (``add_scalars`` folders, each an open file) one run may open.
+MAX_SUBRUNS = 1024
+
+
+class Guard:
+    __slots__ = ("max_runs", "max_subruns", "rejected", "over_cap", "_reported", "_warned")
+
+    def __init__(self, max_runs: int = MAX_RUNS, max_subruns: int = MAX_SUBRUNS) -> None:
+        self.max_runs = max_runs
+        self.max_subruns = max_subruns
+        self.rejected = 0
+        self.over_cap = 0
+        self._reported: dict[str, int] = {}
+        self._warned: set[str] = set()
+
+    def reject(self, who: str, why: object) -> None:
+        """An authenticated peer broke the protocol: its connection is being closed."""
+        self.rejected += 1
+        self._once("rejected", f"hyrax_tbhub: closed the connection of {who}: {why} (counted under "
+                               f"{RESERVED_PREFIX}rejected)")
+
+    def run_allowed(self, known_runs: int, is_new: bool) -> bool:
+        if not is_new or known_runs < self.max_runs:
+            return True
+        self.over_cap += 1
+        self._once("runs", f"hyrax_tbhub: refused a producer: this hub already keeps {self.max_runs} "
+                           f"runs (counted under {RESERVED_PREFIX}over_cap)")
+        return False
+
+    def keep_items(
+        self, run_name: str, open_subruns: dict[str, Any], items: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """``items`` without the records of sub-runs past ``max_subruns`` (those are counted)."""
+        room = self.max_subruns - len(open_subruns)
+        new: set[str] = set()
+        kept: list[tuple[Any, ...]] = []
+        for item in items:
+            if item[0] == "r" and item[1] not in open_subruns and item[1] not in new:
+                if room <= len(new):
+                    self.over_cap += item[3]
+                    self._once("subruns", f"hyrax_tbhub: run {run_name!r} opened {self.max_subruns} "
+                                          f"sub-runs; the events of further ones are counted under "
+                                          f"{RESERVED_PREFIX}over_cap")
+                    continue
+                new.add(item[1])
+            kept.append(item)
+        return kept
+
+    def changed(self, strangers: int) -> list[tuple[str, int]]:
+        """The counters whose value changed since the last call, as (tag, value)."""
+        out = []
+        values = (("rejected", self.rejected), ("strangers", strangers), ("over_cap", self.over_cap))
+        for name, value in values:
+            if value != self._reported.get(name, 0):
+                self._reported[name] = value
+                out.append((f"{RESERVED_PREFIX}{name}", value))
+        return out
+
+    def _once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            _warn(message)
