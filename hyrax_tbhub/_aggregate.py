@@ -187,8 +187,9 @@ class Aggregator:
             now = time.monotonic_ns()
             by_tag = self._by_tag
             for item in items:
-                entry = by_tag.get(item[1], False)
-                if entry is False:
+                try:
+                    entry = by_tag[item[1]]
+                except KeyError:
                     entry = self._match(item[1])
                 if entry is not None:
                     self._add(entry[0], entry[1], float(item[2]), now)
@@ -241,8 +242,9 @@ class Aggregator:
             if pos >= stop or blob[pos] != 0x2A:
                 continue  # not a summary-only event (file version, session log, graph...)
             key = blob[pos:stop - 4]
-            entry = by_prefix.get(key, False)
-            if entry is False:
+            try:
+                entry = by_prefix[key]
+            except KeyError:
                 entry = self._decide(key)
             if entry is not None:
                 self._add(entry[0], entry[1], unpack_float(blob, stop - 4)[0], now)
