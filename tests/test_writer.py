@@ -68,7 +68,9 @@ def test_write_to_disk_false_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "log").exists()
 
 
-def test_the_default_log_dir_follows_torch_and_tensorboardx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_log_dir_follows_torch_and_tensorboardx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     with SummaryWriter(comment="_exp") as w:
         assert w.log_dir.startswith("runs" + os.sep) and w.log_dir.endswith("_exp")
@@ -139,7 +141,8 @@ def test_two_writers_train_and_val_keep_their_folders_apart_in_every_process(tmp
     train_logs, val_logs = read_logs(tmp_path / "train"), read_logs(tmp_path / "val")
     assert train_logs.scalars("loss", run=".") == [(0, 10.0)]
     assert sorted(v for _, v in train_logs.scalars("loss", run="*Process-*")) == [float(i) for i in range(N)]
-    assert sorted(v for _, v in val_logs.scalars("loss", run="*Process-*")) == sorted(-float(i) for i in range(N))
+    val_values = sorted(v for _, v in val_logs.scalars("loss", run="*Process-*"))
+    assert val_values == sorted(-float(i) for i in range(N))
 
 
 def test_writers_of_one_folder_share_its_hub_until_the_last_closes(tmp_path: Path) -> None:
