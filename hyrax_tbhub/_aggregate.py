@@ -43,6 +43,10 @@ STATS: Final = ("count", "mean", "min", "max", "p50", "p95")
 _QUANTILES: Final = (0.5, 0.95)
 _TAG_CACHE_MAX: Final = 65536
 
+_np: Any = None  # numpy, imported by attach() in the caller's thread, never by the hub thread:
+# an import running in the hub thread while the owner forks would leave numpy's import lock held
+# in the child (FACTS), and a DataLoader worker importing numpy would wait forever.
+
 _HEADER = struct.Struct("<QI")
 _FLOAT = struct.Struct("<f")
 
@@ -75,6 +79,26 @@ class QuantileSketch:
         else:
             self._zero += 1
 
+    def add_many(self, values: list[float]) -> None:
+        """``add`` for each value; vectorised for large batches (numpy is imported by ``attach``)."""
+        if len(values) < 64 or _np is None:
+            for x in values:
+                self.add(x)
+            return
+        np = _np
+        arr = np.asarray(values, dtype=np.float64)
+        self.count += len(arr)
+        mag = np.abs(arr)
+        big = mag > MIN_MAGNITUDE
+        self._zero += int(len(arr) - np.count_nonzero(big))
+        keys = np.ceil(np.log(mag[big]) / self._log_gamma).astype(np.int64)
+        negative = arr[big] < 0
+        for store, chosen in ((self._pos, keys[~negative]), (self._neg, keys[negative])):
+            if len(chosen):
+                uniq, counts = np.unique(chosen, return_counts=True)
+                for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+                    store[k] = store.get(k, 0) + c
+
     def _value(self, k: int) -> float:
         # The point of bucket (gamma^(k-1), gamma^k] whose relative distance to both ends is alpha.
         return 2.0 * self._gamma**k / (self._gamma + 1.0)
@@ -99,10 +123,9 @@ class QuantileSketch:
 class _Window:
     """One tag's statistics for the window that is open now."""
 
-    __slots__ = ("pattern", "index", "count", "total", "lo", "hi", "values", "sketch")
+    __slots__ = ("index", "count", "total", "lo", "hi", "values", "sketch")
 
-    def __init__(self, pattern: _Pattern, index: int) -> None:
-        self.pattern = pattern
+    def __init__(self, index: int) -> None:
         self.index = index
         self.count = 0
         self.total = 0.0
@@ -111,26 +134,29 @@ class _Window:
         self.values: list[float] | None = []
         self.sketch: QuantileSketch | None = None
 
-    def add(self, x: float) -> None:
-        if x - x != 0.0:  # NaN or an infinity: left out (it would make mean, min or max meaningless)
-            return
-        self.count += 1
-        self.total += x
-        if x < self.lo:
-            self.lo = x
-        if x > self.hi:
-            self.hi = x
-        values = self.values
-        if values is not None:
-            values.append(x)
-            if len(values) > EXACT_CAP:
-                sketch = self.sketch = QuantileSketch()
-                for v in values:
-                    sketch.add(v)
-                self.values = None
-        else:
-            assert self.sketch is not None
-            self.sketch.add(x)
+    def add_many(self, values: list[float]) -> None:
+        total = sum(values)
+        if total - total != 0.0:  # some NaN or infinity: left out, it would make every statistic meaningless
+            values = [v for v in values if v - v == 0.0]
+            if not values:
+                return
+            total = sum(values)
+        self.count += len(values)
+        self.total += total
+        lo, hi = min(values), max(values)
+        if lo < self.lo:
+            self.lo = lo
+        if hi > self.hi:
+            self.hi = hi
+        kept = self.values
+        if kept is not None:
+            kept.extend(values)
+            if len(kept) <= EXACT_CAP:
+                return
+            self.sketch = QuantileSketch()
+            self.values = None
+            values = kept
+        self.sketch.add_many(values)  # type: ignore[union-attr]
 
     def quantiles(self) -> list[float]:
         if self.values is not None:
@@ -149,6 +175,18 @@ class _Pattern:
         self.every_ns = max(1, int(every_s * 1e9))
 
 
+class _Tag:
+    """A matched tag: its pattern, its open window, and the values of the batch being read."""
+
+    __slots__ = ("tag", "pattern", "window", "pending")
+
+    def __init__(self, tag: str, pattern: _Pattern) -> None:
+        self.tag = tag
+        self.pattern = pattern
+        self.window: _Window | None = None
+        self.pending: list[float] = []
+
+
 class Aggregator:
     """The aggregates of one hub. Runs only on the hub thread, under the hub's lock."""
 
@@ -156,11 +194,12 @@ class Aggregator:
         self._hub = hub
         self._start_ns = hub.start_ns
         self._patterns: list[_Pattern] = []
-        # What a record's tag bytes (the record minus its head and value) decide: the tag and
-        # its pattern, or None for a tag no pattern matches (the common case costs a dict hit).
-        self._by_prefix: dict[bytes, tuple[str, _Pattern] | None] = {}
-        self._by_tag: dict[str, tuple[str, _Pattern] | None] = {}  # owner tags: stored tag, pattern
-        self._open: dict[str, _Window] = {}
+        # What a record's tag bytes (the record minus its head and value) decide: the matched tag,
+        # or None for a tag no pattern matches. A record costs one dict hit after the first.
+        self._by_prefix: dict[bytes, _Tag | None] = {}
+        self._by_name: dict[str, _Tag | None] = {}  # the owner's tags as logged
+        self._tags: dict[str, _Tag] = {}  # stored tag -> its state
+        self._open: list[_Tag] = []  # tags with an open window
         self._next_due = 1 << 62  # monotonic ns at which the first open window ends
         self._run: _Run | None = None
         self.points = 0  # values aggregated, for the benchmark
@@ -170,29 +209,35 @@ class Aggregator:
     def add_pattern(self, glob: str, every_s: float) -> None:
         self._patterns.append(_Pattern(glob, every_s))
         self._by_prefix.clear()
-        self._by_tag.clear()
+        self._by_name.clear()
 
     # -- hooks (hub thread) -------------------------------------------------------------------
 
     def records(self, blob: bytes) -> None:
         """A producer's batch of framed records (its main run only)."""
         try:
-            self._records(blob, time.monotonic_ns())
+            self._take(self._records(blob), time.monotonic_ns())
         except Exception:
             self.internal_errors += 1
 
     def scalars(self, items: list[tuple[Any, ...]]) -> None:
         """The owner's ``("s", tag, value, step, wall_time)`` items."""
         try:
-            now = time.monotonic_ns()
-            by_tag = self._by_tag
+            by_name = self._by_name
+            touched: list[_Tag] = []
             for item in items:
                 try:
-                    entry = by_tag[item[1]]
+                    t = by_name[item[1]]
                 except KeyError:
-                    entry = self._match(item[1])
-                if entry is not None:
-                    self._add(entry[0], entry[1], float(item[2]), now)
+                    if len(by_name) >= _TAG_CACHE_MAX:
+                        by_name.clear()
+                    t = by_name[item[1]] = self._match(item[1])
+                if t is not None:
+                    pending = t.pending
+                    if not pending:
+                        touched.append(t)
+                    pending.append(float(item[2]))
+            self._take(touched, time.monotonic_ns())
         except Exception:
             self.internal_errors += 1
 
@@ -205,87 +250,102 @@ class Aggregator:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _match(self, tag: str) -> tuple[str, _Pattern] | None:
-        """The stored tag and the first pattern matching it (as logged or as stored), or None."""
-        found = None
+    def _match(self, tag: str) -> _Tag | None:
+        """The state of ``tag`` (as logged or as stored) if a pattern matches it, else None."""
         stored = clean_tag(tag)
-        if not stored.startswith(RESERVED_PREFIX):
-            for pattern in self._patterns:
-                if pattern.regex.match(tag) or pattern.regex.match(stored):
-                    found = (stored, pattern)
-                    break
-        if len(self._by_tag) >= _TAG_CACHE_MAX:
-            self._by_tag.clear()
-        self._by_tag[tag] = found
-        return found
+        if stored.startswith(RESERVED_PREFIX):
+            return None
+        t = self._tags.get(stored)
+        if t is not None:
+            return t
+        for pattern in self._patterns:
+            if pattern.regex.match(tag) or pattern.regex.match(stored):
+                if len(self._tags) >= _TAG_CACHE_MAX:
+                    return None  # a tag per step would grow this without bound: stop adding
+                t = self._tags[stored] = _Tag(stored, pattern)
+                return t
+        return None
 
-    def _records(self, blob: bytes, now: int) -> None:
+    def _records(self, blob: bytes) -> list[_Tag]:
+        """Collect the values of matching records into their tags; return the tags touched."""
         by_prefix = self._by_prefix
         unpack_header = _HEADER.unpack_from
         unpack_float = _FLOAT.unpack_from
+        touched: list[_Tag] = []
         offset, end = 0, len(blob)
         while offset + 12 <= end:
-            length = unpack_header(blob, offset)[0]
-            start = offset + 12
-            stop = start + length
+            pos = offset + 12
+            stop = pos + unpack_header(blob, offset)[0]
             offset = stop + 4
             # Our scalar layout (_events.encode_scalar): [0x09 wall:8] [0x10 step:varint]
             # then the tag prefix (0x2a ...) and the 4-byte float. Skip the head to the prefix.
-            pos = start
-            if pos < stop and blob[pos] == 0x09:
+            if blob[pos] == 0x09:
                 pos += 9
-            if pos < stop and blob[pos] == 0x10:
-                pos += 1
-                while pos < stop and blob[pos] & 0x80:
+            if blob[pos] == 0x10:
+                pos += 2
+                while blob[pos - 1] & 0x80:
                     pos += 1
-                pos += 1
-            if pos >= stop or blob[pos] != 0x2A:
-                continue  # not a summary-only event (file version, session log, graph...)
-            key = blob[pos:stop - 4]
             try:
-                entry = by_prefix[key]
+                t = by_prefix[blob[pos:stop - 4]]
             except KeyError:
-                entry = self._decide(key)
-            if entry is not None:
-                self._add(entry[0], entry[1], unpack_float(blob, stop - 4)[0], now)
+                t = self._decide(blob[pos:stop - 4])
+            if t is not None:
+                pending = t.pending
+                if not pending:
+                    touched.append(t)
+                pending.append(unpack_float(blob, stop - 4)[0])
+        return touched
 
-    def _decide(self, key: bytes) -> tuple[str, _Pattern] | None:
-        tag = parse_scalar_tag(key)
-        entry = None if tag is None else self._match(tag)
+    def _decide(self, key: bytes) -> _Tag | None:
+        tag = parse_scalar_tag(key) if key[:1] == b"\x2a" else None
+        if tag is None:
+            return None  # not a simple scalar (text, histogram...): not cached, each is unique
+        t = self._match(tag)
         if len(self._by_prefix) >= _TAG_CACHE_MAX:
             self._by_prefix.clear()
-        self._by_prefix[key] = entry
-        return entry
+        self._by_prefix[key] = t
+        return t
 
-    def _add(self, tag: str, pattern: _Pattern, value: float, now: int) -> None:
-        index = (now - self._start_ns) // pattern.every_ns
-        window = self._open.get(tag)
-        if window is None or window.index != index:
-            if window is not None:
-                self._write(tag, window)
-            window = self._open[tag] = _Window(pattern, index)
-            end = self._start_ns + (index + 1) * pattern.every_ns
-            if end < self._next_due:
-                self._next_due = end
-        window.add(value)
-        self.points += 1
+    def _take(self, touched: list[_Tag], now: int) -> None:
+        since = now - self._start_ns
+        for t in touched:
+            values = t.pending
+            t.pending = []
+            index = since // t.pattern.every_ns
+            window = t.window
+            if window is None or window.index != index:
+                if window is not None:
+                    self._write(t.tag, t.pattern, window)
+                else:
+                    self._open.append(t)
+                window = t.window = _Window(index)
+                due = self._start_ns + (index + 1) * t.pattern.every_ns
+                if due < self._next_due:
+                    self._next_due = due
+            window.add_many(values)
+            self.points += len(values)
 
     def _tick(self, now: int | None) -> None:
         if now is not None and now < self._next_due:
             return  # most turns of a busy hub: nothing ended
         since = None if now is None else now - self._start_ns
-        done = [(tag, w) for tag, w in self._open.items()
-                if since is None or since // w.pattern.every_ns != w.index]
-        for tag, window in done:
-            del self._open[tag]
-            self._write(tag, window)
-        ends = (self._start_ns + (w.index + 1) * w.pattern.every_ns for w in self._open.values())
+        still: list[_Tag] = []
+        for t in self._open:
+            window = t.window
+            assert window is not None
+            if since is None or since // t.pattern.every_ns != window.index:
+                t.window = None
+                self._write(t.tag, t.pattern, window)
+            else:
+                still.append(t)
+        self._open = still
+        ends = (self._start_ns + (t.window.index + 1) * t.pattern.every_ns for t in still if t.window)
         self._next_due = min(ends, default=1 << 62)
 
-    def _write(self, tag: str, window: _Window) -> None:
+    def _write(self, tag: str, pattern: _Pattern, window: _Window) -> None:
         if not window.count:
             return  # only NaNs or infinities came: a window without data writes nothing
-        step = (window.index + 1) * window.pattern.every_ns // 1000
+        step = (window.index + 1) * pattern.every_ns // 1000
         wall = time.time()
         p50, p95 = window.quantiles()
         stats = (window.count, window.total / window.count, window.lo, window.hi, p50, p95)
@@ -356,6 +416,14 @@ def attach(hub: Hub, pattern: str, every_s: float) -> None:
         raise ValueError(f"every_s must be a positive number of seconds, not {every_s!r}")
     if not math.isfinite(every_s):
         raise ValueError(f"every_s must be finite, not {every_s!r}")
+    global _np
+    if _np is None:
+        try:
+            import numpy
+
+            _np = numpy
+        except ImportError:  # pragma: no cover - numpy is a dependency; the loop is the fallback
+            pass
     with hub._lock:
         agg = hub._aggregate
         if agg is None:

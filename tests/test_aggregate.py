@@ -39,7 +39,8 @@ def test_counts_min_max_and_sums_over_every_producer_and_the_owner_are_exact(tmp
     owner_values = [_float32(rng.uniform(-5, 5)) for _ in range(100)]
     with SummaryWriter(str(log_dir)).aggregate("read/*", every_s=0.2) as w:
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=writer_workers.log_values, args=(w, "read/time_s", vals)) for vals in per_child]
+        procs = [ctx.Process(target=writer_workers.log_values, args=(w, "read/time_s", vals))
+                 for vals in per_child]
         for p in procs:
             p.start()
         for i, v in enumerate(owner_values):
@@ -135,7 +136,8 @@ def test_the_parser_skips_what_is_not_a_simple_scalar() -> None:
 
     with_metadata = Summary(value=[Summary.Value(tag="t", simple_value=1.0,
                                                  metadata=SummaryMetadata(display_name="d"))])
-    two_values = Summary(value=[Summary.Value(tag="a", simple_value=1.0), Summary.Value(tag="b", simple_value=2.0)])
+    two_values = Summary(value=[Summary.Value(tag="a", simple_value=1.0),
+                                Summary.Value(tag="b", simple_value=2.0)])
     for summary in (with_metadata, two_values):
         key = b"\x2a" + bytes([summary.ByteSize()]) + summary.SerializeToString()
         assert _aggregate.parse_scalar_tag(key[:-4]) is None
@@ -146,11 +148,13 @@ def test_the_parser_skips_what_is_not_a_simple_scalar() -> None:
 @given(st.lists(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False), min_size=1, max_size=3000),
        st.sampled_from([0.5, 0.95]))
 def test_the_sketch_answers_within_its_relative_error(values: list[float], q: float) -> None:
-    sketch = _aggregate.QuantileSketch()
+    sketch, batched = _aggregate.QuantileSketch(), _aggregate.QuantileSketch()
     for v in values:
         sketch.add(v)
+    batched.add_many(values)  # the vectorised path gives the same buckets
     want = sorted(values)[math.floor(q * (len(values) - 1))]
     got = sketch.quantile(q)
+    assert batched.quantile(q) == got
     if abs(want) <= _aggregate.MIN_MAGNITUDE:
         assert abs(got) <= _aggregate.MIN_MAGNITUDE * (1 + _aggregate.RELATIVE_ERROR)
     else:
