@@ -42,7 +42,7 @@ else:
 __all__ = ["TensorBoardHubLogger"]
 
 
-class TensorBoardHubLogger(TensorBoardLogger):  # type: ignore[misc]
+class TensorBoardHubLogger(TensorBoardLogger):
     """Lightning's ``TensorBoardLogger``, logging from every rank and DataLoader worker.
 
     Args are Lightning's: ``save_dir``, ``name``, ``version``, ``log_graph``,
