@@ -22,12 +22,16 @@ from hyrax_tbhub.testing import read_logs
 TAG = "data/read_time_s"
 
 
-def read_files(writer: SummaryWriter, worker: int, items: int, slow: bool) -> int:
-    for _ in range(items):
+def read_files(writer: SummaryWriter, seconds: float, slow: bool) -> int:
+    """Read for ``seconds``; return how many reads were logged."""
+    deadline = time.perf_counter() + seconds
+    reads = 0
+    while time.perf_counter() < deadline:
         start = time.perf_counter()
         time.sleep(0.004 if slow else 0.001)  # the straggler's disk is slower
         writer.log_scalar_ts(TAG, time.perf_counter() - start)  # step: microseconds since the hub started
-    return worker
+        reads += 1
+    return reads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,16 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--logdir", help="log folder (default: a new temporary folder)")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--items", type=int, default=300, help="reads per worker")
+    parser.add_argument("--seconds", type=float, default=2.0, help="how long each worker reads")
     parser.add_argument("--every", type=float, default=0.25, help="aggregation window, seconds")
     args = parser.parse_args(argv)
     logdir = args.logdir or tempfile.mkdtemp(prefix="hyrax_tbhub-aggregates-")
 
     with SummaryWriter(logdir) as writer:
         writer.aggregate("data/*", every_s=args.every)
-        jobs = [(writer, w, args.items, w == args.workers - 1) for w in range(args.workers)]
+        jobs = [(writer, args.seconds, w == args.workers - 1) for w in range(args.workers)]
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            pool.starmap(read_files, jobs)
+            reads = sum(pool.starmap(read_files, jobs))
 
     logs = read_logs(logdir)
     print(f"{logdir}:")
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p50 = [v for _, v in logs.scalars(f"{TAG}/p50", run="all_producers")]
     total = sum(v for _, v in logs.scalars(f"{TAG}/count", run="all_producers"))
     mid50, mid95 = sorted(p50)[len(p50) // 2], sorted(p95)[len(p95) // 2]
-    print(f"{len(p95)} windows, {total:.0f} reads aggregated; median of window p50s "
+    print(f"{reads} reads logged, {total:.0f} aggregated in {len(p95)} windows; median of window p50s "
           f"{mid50 * 1e3:.2f} ms, of window p95s {mid95 * 1e3:.2f} ms")
     return 0
 
