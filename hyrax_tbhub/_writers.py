@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._hub import Hub, HubConfig
+from ._naming import process_name
 from ._owner import LocalChannel
+
+# Imported here, not in the first logging call: an import running in one thread while another
+# forks leaves the module's import lock held in the child (FACTS), and DataLoader workers fork
+# from processes whose threads log.
+from ._producer import Producer
 
 if TYPE_CHECKING:
     from ._channel import Channel
     from ._discovery import HubInfo
-    from ._producer import Producer
 
 __all__ = ["OwnedHub", "channel_for", "open_hub", "release_hub", "track"]
 
@@ -104,8 +110,6 @@ def channel_for(info: HubInfo) -> Channel | None:
         return producer
     if info.hub_id in _finished:
         return None
-    from ._producer import Producer
-
     with _lock:
         producer = _producers.get(info.hub_id)
         if producer is not None:
@@ -169,10 +173,7 @@ def _flush_on_pool_terminate() -> None:
     The same reasoning as ``_state._flush_on_pool_terminate``; this handler also runs that one's
     work (the process-wide producer), so whichever is installed first covers both.
     """
-    import signal
-
     from . import _state
-    from ._naming import process_name
 
     if threading.current_thread() is not threading.main_thread():
         return
@@ -187,8 +188,6 @@ def _flush_on_pool_terminate() -> None:
 
 
 def _flush_then_die(signum: int, frame: object) -> None:
-    import signal
-
     from . import _state
 
     try:
