@@ -263,3 +263,33 @@ def test_torch_add_tensor_and_tensor_scalars(tmp_path: Path) -> None:
     logs = read_logs(tmp_path / "log")
     assert logs.scalars("t") == [(1, 3.0)]
     logs.assert_logged("tensor", count=1)
+
+
+@pytest.mark.skipif("fork" not in METHODS, reason="needs fork")
+def test_a_forked_child_drops_its_copy_of_the_producer_socket(tmp_path: Path) -> None:
+    """A producer killed after forking an idle child: its connection must end at the hub at once,
+    not when the child exits (the child closed the socket it inherited)."""
+    import signal
+    import time
+
+    ctx = multiprocessing.get_context("spawn")
+    with SummaryWriter(str(tmp_path / "log")) as w:
+        assert w._owned is not None
+        hub = w._owned.hub
+        pid_file = tmp_path / "child.pid"
+        p = ctx.Process(target=writer_workers.fork_idle_child_then_die, args=(w, str(pid_file)))
+        p.start()
+        # Not p.join(): the idle grandchild inherited the sentinel pipe and would hold it open.
+        deadline = time.monotonic() + 60
+        while p.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling waitpid, bounded
+        assert p.exitcode == -signal.SIGKILL
+        child = int(pid_file.read_text())
+        try:
+            deadline = time.monotonic() + 20
+            while hub._conns and time.monotonic() < deadline:
+                time.sleep(0.05)  # polling the condition itself, bounded
+            assert not hub._conns, "the hub still holds the killed producer's connection"
+        finally:
+            os.kill(child, signal.SIGUSR1)
+    assert read_logs(tmp_path / "log").scalars("before_fork") == [(0, 1.0)]

@@ -73,3 +73,24 @@ class WriterDataset:
     def __getitem__(self, i: int) -> int:
         self.writer.add_scalar("item", float(i), i)
         return i
+
+
+def fork_idle_child_then_die(writer: Any, pid_file: str) -> None:
+    """Log, fork a child that only waits (up to 60 s, for SIGUSR1), then die by SIGKILL.
+
+    The hub sees this producer's connection end only if no process keeps a copy of its socket:
+    the forked child must have dropped the copy it inherited.
+    """
+    import signal
+
+    writer.add_scalar("before_fork", 1.0, 0)
+    writer.flush()
+    pid = os.fork()
+    if pid == 0:
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+        signal.sigtimedwait([signal.SIGUSR1], 60)
+        os._exit(0)
+    with open(pid_file + ".tmp", "w") as fh:
+        fh.write(str(pid))
+    os.replace(pid_file + ".tmp", pid_file)
+    os.kill(os.getpid(), signal.SIGKILL)
