@@ -26,11 +26,12 @@ class ItemDataset(Dataset):  # type: ignore[type-arg]
 
 
 class TinyModel(pl.LightningModule):
-    def __init__(self, writer: Any, size: int = 32, lr: float = 0.1) -> None:
+    def __init__(self, writer: Any, size: int = 32, lr: float = 0.1, num_workers: int = 2) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["writer"])
         self.writer = writer
         self.size = size
+        self.num_workers = num_workers
         self.layer = torch.nn.Linear(1, 1)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -39,9 +40,15 @@ class TinyModel(pl.LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=False)
         return loss
 
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("test_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+    def test_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        return DataLoader(ItemDataset(self.writer, 8), batch_size=4)
+
     def configure_optimizers(self) -> Any:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
     def train_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
-        return DataLoader(ItemDataset(self.writer, self.size), batch_size=4, num_workers=2,
-                          persistent_workers=False)
+        return DataLoader(ItemDataset(self.writer, self.size), batch_size=4, num_workers=self.num_workers)

@@ -70,3 +70,19 @@ def test_ddp_spawn_two_cpu_ranks_with_two_workers_each_log_everything(tmp_path: 
     assert {e.run for e in logs.select("hp_metric")} == {"rank_0"}
     logs.assert_logged("_hparams_/experiment", count=1, run="rank_0")
     assert (Path(logger.log_dir) / "hparams.yaml").is_file()
+
+
+def test_a_test_run_after_fit_still_logs_in_one_process(tmp_path: Path) -> None:
+    """finalize() after fit flushes but keeps the hub: trainer.test() afterwards lands too."""
+    logger = TensorBoardHubLogger(str(tmp_path), name="single")
+    model = lightning_workers.TinyModel(logger.experiment, size=8, num_workers=0)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=logger, log_every_n_steps=1,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model)
+    trainer.test(model, verbose=False)
+    logger.close()
+    logs = read_logs(logger.log_dir)
+    logs.assert_complete()
+    assert len(logs.scalars("train_loss", run=".")) == 2
+    assert len(logs.scalars("test_loss", run=".")) == 1
+    assert len(logs.scalars("data/read", run=".")) == 16
