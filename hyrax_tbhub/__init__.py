@@ -3,11 +3,14 @@
 ``init_tensorboard_logger`` starts a hub in the calling process; ``get_tensorboard_logger``
 returns a writer that works in that process and in every descendant (fork, spawn, forkserver,
 pools, DataLoader workers, subprocesses) with nothing handed to them; ``close_tensorboard_logger``
-returns once everything logged is on disk. See README.md and docs/how-it-works.md.
+returns once everything logged is on disk. ``SummaryWriter`` is a drop-in for tensorboardX's and
+torch's whose object can be handed to other processes; ``aggregate`` writes live cross-producer
+statistics. See README.md and docs/.
 """
 
 from __future__ import annotations
 
+from ._aggregate import aggregate
 from ._distributed import serve_ranks
 from .tensorboardx_logger import (
     HyraxSummaryWriter,
@@ -15,12 +18,15 @@ from .tensorboardx_logger import (
     get_tensorboard_logger,
     init_tensorboard_logger,
 )
+from .writer import SummaryWriter
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HyraxSummaryWriter",
+    "SummaryWriter",
     "__version__",
+    "aggregate",
     "close_tensorboard_logger",
     "get_tensorboard_logger",
     "init_tensorboard_logger",

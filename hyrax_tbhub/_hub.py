@@ -178,6 +178,7 @@ class Hub:
         self._next_housekeeping = 0.0
         self._hub_file: str | None = None
         self._close_callbacks: list[Callable[[], None]] = []
+        self._aggregate: Any = None  # an _aggregate.Aggregator once aggregate() is asked for
         _raise_fd_limit()
         _discovery.remove_stale_hub_files()
         self.address = str(_discovery.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
@@ -222,12 +223,19 @@ class Hub:
             hostname=socket.gethostname(),
         )
 
-    def start(self) -> str:
-        """Start serving and publish the hub file; return its path."""
-        self._hub_file = str(_discovery.write_hub_file(self.info()))
+    def start(self, publish: bool = True) -> str:
+        """Start serving and publish the hub file; return its path.
+
+        ``publish=False`` (a :class:`hyrax_tbhub.SummaryWriter`'s hub) writes no hub file and
+        bumps no generation: producers get its address handed to them, and the process-wide hub
+        file of this pid stays the one ``init_tensorboard_logger`` wrote. Returns "" then.
+        """
+        if publish:
+            self._hub_file = str(_discovery.write_hub_file(self.info()))
         self._thread.start()
-        _discovery.bump_generation()
-        return self._hub_file
+        if publish:
+            _discovery.bump_generation()
+        return self._hub_file or ""
 
     def close(self, timeout: float | None = None) -> None:
         """Drain every producer and the owner's queue, write counters, close all files."""
@@ -360,6 +368,8 @@ class Hub:
     def _turn(self, now: float) -> None:
         """The work of one loop turn after reading: the owner's queue, timers, writes, acks."""
         self._drain_local_locked()
+        if self._aggregate is not None:
+            self._aggregate.tick(self, now)
         if now >= self._next_housekeeping:
             self._expire_handshakes(now)
             self._write_counters()
@@ -542,6 +552,8 @@ class Hub:
         self._dirty.add(run)
 
     def _write_scalars(self, run: _Run, scalars: list[tuple[Any, ...]]) -> None:
+        if self._aggregate is not None:
+            self._aggregate.scalars(scalars)
         main = run.file("")
         try:
             main.add(encode_scalar_records(scalars), len(scalars))
@@ -554,6 +566,8 @@ class Hub:
                     self._count_error(run, exc)
 
     def _add_records(self, run: _Run, subrun: str, blob: bytes, count: int) -> None:
+        if self._aggregate is not None and not subrun:
+            self._aggregate.records(blob)
         try:
             run.file(subrun).add(blob, count)
             return
@@ -685,6 +699,8 @@ class Hub:
             else:
                 self._drop_conn(conn)
         self._drain_local_locked()
+        if self._aggregate is not None:
+            self._aggregate.tick(self, None)
         self._write_counters()
         self._write_dirty()
         for run in [self._root, *self._counters.values()]:

@@ -1,0 +1,219 @@
+"""Per-process registry of :class:`hyrax_tbhub.SummaryWriter` hubs and producers.
+
+Kept apart from ``_state`` (the process-wide hub of ``init_tensorboard_logger``): a writer's hub
+is reached only through the writer object handed to a process, never through discovery, so the
+two never meet. The same three facts shape it (FACTS):
+- a process has at most one producer per writer hub (one run per producer process), shared by
+  every writer object of that hub in the process;
+- fork and forkserver children end with ``os._exit``: atexit does not run there, only the
+  finalizers of the multiprocessing library that started them, so exit is hooked with all three;
+- a forked child inherits the parent's hubs, producers and writer objects but not their threads:
+  ``os.register_at_fork`` drops the inherited sockets and files and turns every writer object
+  into one that connects as a producer on its next call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ._hub import Hub, HubConfig
+from ._naming import process_name
+from ._owner import LocalChannel
+
+# Imported here, not in the first logging call: an import running in one thread while another
+# forks leaves the module's import lock held in the child (FACTS), and DataLoader workers fork
+# from processes whose threads log.
+from ._producer import Producer
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+    from ._discovery import HubInfo
+
+__all__ = ["OwnedHub", "channel_for", "open_hub", "release_hub", "track"]
+
+
+class OwnedHub:
+    """A hub this process runs for one log folder, shared by its writers of that folder."""
+
+    __slots__ = ("hub", "channel", "users", "key")
+
+    def __init__(self, hub: Hub, channel: LocalChannel, key: str) -> None:
+        self.hub = hub
+        self.channel = channel
+        self.users = 1
+        self.key = key
+
+
+_pid = os.getpid()
+_lock = threading.Lock()
+_owned: dict[str, OwnedHub] = {}  # absolute log folder -> its hub
+_owned_by_id: dict[str, OwnedHub] = {}
+_producers: dict[str, Producer] = {}  # hub id -> this process's producer for it
+_finished: set[str] = set()  # hubs whose producer here ended: a dead hub is not asked again
+_writers: weakref.WeakSet[Any] = weakref.WeakSet()  # every live writer object, for fork
+_exit_hooked = False
+
+
+def track(writer: Any) -> None:
+    """Remember ``writer`` so a fork can reset it (it must have ``_after_fork()``)."""
+    _writers.add(writer)
+
+
+def open_hub(logdir: str, suffix: str, purge_step: int | None, writer_kwargs: dict[str, Any]) -> OwnedHub:
+    """The hub of ``logdir`` in this process: started now, or shared with an earlier writer.
+
+    Two writers of one folder must share it: two hubs would both write the folder's runs (the
+    root run and ``dataloader_worker_0`` twice), and TensorBoard drops points of a run whose
+    steps go back.
+    """
+    key = os.path.abspath(logdir)
+    with _lock:
+        owned = _owned.get(key)
+        if owned is not None:
+            owned.users += 1
+            return owned
+        hub = Hub(logdir, HubConfig(filename_suffix=suffix), purge_step=purge_step)
+        channel = LocalChannel(hub, writer_kwargs)
+        hub.start(publish=False)
+        owned = OwnedHub(hub, channel, key)
+        _owned[key] = owned
+        _owned_by_id[hub.hub_id] = owned
+    _hook_exit()
+    return owned
+
+
+def release_hub(owned: OwnedHub) -> None:
+    """One writer of ``owned`` closed; the last one closes the hub (everything on disk)."""
+    with _lock:
+        owned.users -= 1
+        if owned.users > 0:
+            return
+        if _owned.get(owned.key) is owned:
+            del _owned[owned.key]
+        _owned_by_id.pop(owned.hub.hub_id, None)
+    owned.hub.close()
+
+
+def channel_for(info: HubInfo) -> Channel | None:
+    """Where a writer of the hub ``info`` logs from this process; None if that hub is gone."""
+    if info.owner_pid == os.getpid():
+        owned = _owned_by_id.get(info.hub_id)
+        return None if owned is None else owned.channel
+    producer = _producers.get(info.hub_id)
+    if producer is not None:
+        return producer
+    if info.hub_id in _finished:
+        return None
+    with _lock:
+        producer = _producers.get(info.hub_id)
+        if producer is not None:
+            return producer
+        producer = Producer(info, _on_producer_gone)
+        _producers[info.hub_id] = producer
+        producer.start()
+    _hook_exit()
+    _flush_on_pool_terminate()
+    return producer
+
+
+def _on_producer_gone(producer: Producer) -> None:
+    # Called from the producer's sender thread when it said goodbye or lost the hub.
+    _finished.add(producer.info.hub_id)
+    if _producers.get(producer.info.hub_id) is producer:
+        del _producers[producer.info.hub_id]
+
+
+def close_producers(timeout: float | None = None) -> None:
+    """Send what this process's writer producers queued and leave their hubs."""
+    for producer in list(_producers.values()):
+        if producer.pid == os.getpid():
+            producer.close(timeout)
+
+
+def _at_exit() -> None:
+    if _pid != os.getpid():
+        return
+    try:
+        close_producers()
+        for owned in list(_owned.values()):
+            owned.users = 1
+            release_hub(owned)
+    except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
+        from ._stderr import warn
+
+        warn(f"hyrax_tbhub: error while flushing SummaryWriter events at exit: {exc!r}")
+
+
+def _hook_exit() -> None:
+    global _exit_hooked
+    if _exit_hooked:
+        return
+    _exit_hooked = True
+    atexit.register(_at_exit)
+    for modname in ("multiprocessing.util", "multiprocess.util"):
+        if modname.split(".")[0] not in sys.modules:
+            continue
+        try:
+            util = __import__(modname, fromlist=["Finalize"])
+            # exitpriority >= 0 runs in a fork/forkserver child's _exit_function, before os._exit.
+            util.Finalize(None, _at_exit, exitpriority=100)
+        except Exception:
+            pass
+
+
+def _flush_on_pool_terminate() -> None:
+    """In a pool worker, send what writers queued before SIGTERM (``Pool.terminate()``) ends it.
+
+    The same reasoning as ``_state._flush_on_pool_terminate``; this handler also runs that one's
+    work (the process-wide producer), so whichever is installed first covers both.
+    """
+    from . import _state
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if "PoolWorker" not in (process_name() or ""):
+        return
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is signal.SIG_DFL or current is _state._flush_then_die:
+            signal.signal(signal.SIGTERM, _flush_then_die)
+    except (ValueError, OSError):
+        pass
+
+
+def _flush_then_die(signum: int, frame: object) -> None:
+    from . import _state
+
+    try:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(3)  # whatever the flush meets, the process ends within 3 s
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        close_producers(timeout=1.5)
+    finally:
+        _state._flush_then_die(signum, frame)  # the process-wide producer, then die of SIGTERM
+
+
+def _after_fork_in_child() -> None:
+    global _pid, _lock, _owned, _owned_by_id, _producers, _finished, _exit_hooked
+    for owned in _owned.values():
+        owned.hub.abandon_in_child()
+    for producer in _producers.values():
+        producer.abandon_in_child()
+    _pid = os.getpid()
+    _lock = threading.Lock()
+    _owned, _owned_by_id, _producers, _finished = {}, {}, {}, set()
+    _exit_hooked = False
+    for writer in list(_writers):
+        writer._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,451 @@
+"""``hyrax_tbhub.SummaryWriter``: a drop-in for tensorboardX's and torch.utils.tensorboard's.
+
+Created in a process, it owns a hub for its log folder (the same hub as
+``init_tensorboard_logger`` starts, but private to the writer). The object can then be handed to
+any other process: pickled into a spawn pool's arguments, carried by a Dataset into DataLoader
+workers (fork, spawn, forkserver), passed to ``mp.Process`` or ``torch.multiprocessing.spawn``.
+There it connects to the hub as a producer and logs into the same log folder, one run per
+process, as the process-wide logger does.
+
+What travels is a small reference (the hub's address and key, and the writer's options), never
+a socket or a file. Under fork nothing is pickled: the child's copy notices it was forked and
+connects on its first call.
+
+The migration from ``torch.utils.tensorboard`` is one line::
+
+    from hyrax_tbhub import SummaryWriter      # was: from torch.utils.tensorboard import SummaryWriter
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import _writers
+from ._aggregate import attach as _attach_aggregate
+from ._discovery import HubInfo
+from ._events import encode_text_event
+from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, WRITER_METHODS, _is_fast_value, _resolve_logdir
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+
+__all__ = ["SummaryWriter"]
+
+_time = time.time
+_monotonic_ns = time.monotonic_ns
+
+
+class _Ref:
+    """What a pickled writer is: where its hub is and how it was built. Never a socket."""
+
+    __slots__ = ("info", "log_dir", "options", "closed")
+
+    def __init__(self, info: HubInfo | None, log_dir: str, options: dict[str, Any], closed: bool) -> None:
+        self.info = info
+        self.log_dir = log_dir
+        self.options = options
+        self.closed = closed
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.info, self.log_dir, self.options, self.closed)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.info, self.log_dir, self.options, self.closed = state
+
+
+def _rebuild(ref: _Ref) -> SummaryWriter:
+    writer = SummaryWriter.__new__(SummaryWriter)
+    writer._init_from_ref(ref)
+    return writer
+
+
+class SummaryWriter:
+    """A ``SummaryWriter`` whose object works in every process it is handed to.
+
+    Same constructor as ``torch.utils.tensorboard.SummaryWriter`` and ``tensorboardX.SummaryWriter``:
+    ``log_dir`` (or ``logdir``; default ``runs/<date>_<host><comment>``), ``comment``,
+    ``purge_step``, ``filename_suffix``; ``max_queue`` and ``flush_secs`` are accepted and unused
+    (events reach the OS within a loop turn of the hub). ``write_to_disk=False`` makes every call
+    a no-op, as in tensorboardX. Every method of both libraries is here; tensorboardX's code builds
+    the events in the calling process, so bad arguments raise there.
+
+    - In the process that created it (the *owner*), ``close()`` returns once every event logged
+      by the owner and by every process it was handed to is on disk; later calls are no-ops.
+    - In any other process, ``flush()`` and ``close()`` wait until what this process logged is on
+      disk; the writer stays usable, and what is queued is sent when the process exits.
+    - Several writers of different folders each run their own hub; writers of one folder in one
+      process share a hub (the first one's ``purge_step`` and ``filename_suffix`` apply).
+    """
+
+    _channel: Channel | None
+    _ref: _Ref
+    _owned: _writers.OwnedHub | None
+    _pid: int
+
+    __slots__ = ("_channel", "_ref", "_owned", "_pid", "_closed", "_last_ts", "__weakref__")
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str] | None = None,
+        comment: str = "",
+        purge_step: int | None = None,
+        max_queue: int = 10,
+        flush_secs: int = 120,
+        filename_suffix: str = "",
+        write_to_disk: bool = True,
+        *,
+        logdir: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if log_dir is not None and logdir is not None and os.fspath(log_dir) != os.fspath(logdir):
+            raise ValueError("give log_dir or logdir, not both")
+        chosen = log_dir if log_dir is not None else logdir
+        chosen = None if chosen is None else os.fspath(chosen)
+        resolved = _resolve_logdir({"logdir": chosen, "comment": comment})
+        if purge_step is not None:
+            purge_step = int(purge_step)
+        kwargs.pop("comet_config", None)  # tensorboardX's Comet mirror: not carried to other processes
+        options = {
+            "comment": comment, "purge_step": purge_step, "max_queue": max_queue, "flush_secs": flush_secs,
+            "filename_suffix": filename_suffix or "", "write_to_disk": bool(write_to_disk), **kwargs,
+        }
+        self._pid = os.getpid()
+        self._last_ts: dict[str, int] = {}
+        self._owned = None
+        self._channel = None
+        if not write_to_disk:
+            self._ref = _Ref(None, resolved, options, closed=True)
+            self._closed = True
+            return
+        writer_kwargs = {"logdir": resolved, "comment": comment, "max_queue": max_queue,
+                         "flush_secs": flush_secs, "filename_suffix": filename_suffix or "", **kwargs}
+        owned = _writers.open_hub(resolved, str(filename_suffix or ""), purge_step, writer_kwargs)
+        self._owned = owned
+        self._channel = owned.channel
+        self._ref = _Ref(owned.hub.info(), resolved, options, closed=False)
+        self._closed = False
+        _writers.track(self)
+
+    def _init_from_ref(self, ref: _Ref) -> None:
+        self._ref = ref
+        self._pid = os.getpid()
+        self._last_ts = {}
+        self._owned = None
+        self._channel = None
+        self._closed = ref.closed or ref.info is None
+        if not self._closed:
+            _writers.track(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A small reference: the hub's address and key, and the options. The key gives whoever
+        # holds the bytes the right to log here: do not store them or send them to others.
+        ref = _Ref(self._ref.info, self._ref.log_dir, self._ref.options, self._closed)
+        return (_rebuild, (ref,))
+
+    def _after_fork(self) -> None:
+        # A forked child's copy: the parent's hub and producer are not ours; connect on next call.
+        self._pid = os.getpid()
+        self._owned = None
+        self._channel = None
+
+    def _attach(self) -> Channel | None:
+        """The channel of this writer in this process, connecting as a producer if need be."""
+        if self._closed:
+            return None
+        if self._pid != os.getpid():  # forked without the at-fork hook (it always runs on POSIX)
+            self._after_fork()
+        info = self._ref.info
+        if info is None:
+            return None
+        ch = _writers.channel_for(info)
+        if ch is None:
+            self._closed = True  # its hub closed: calls from here on are no-ops
+        self._channel = ch
+        return ch
+
+    # -- attributes both libraries have ---------------------------------------------------------
+
+    @property
+    def log_dir(self) -> str:
+        """The writer's log folder (the same in every process it is handed to)."""
+        return self._ref.log_dir
+
+    @property
+    def logdir(self) -> str:
+        """tensorboardX's name of :attr:`log_dir`."""
+        return self._ref.log_dir
+
+    @property
+    def purge_step(self) -> int | None:
+        return self._ref.options.get("purge_step")
+
+    @property
+    def max_queue(self) -> int:
+        return int(self._ref.options.get("max_queue", 10))
+
+    @property
+    def flush_secs(self) -> int:
+        return int(self._ref.options.get("flush_secs", 120))
+
+    @property
+    def filename_suffix(self) -> str:
+        return str(self._ref.options.get("filename_suffix", ""))
+
+    def get_logdir(self) -> str:
+        """As torch's: the log folder given to the constructor."""
+        return self._ref.log_dir
+
+    @property
+    def run_folder(self) -> str | None:
+        """Where this process's events land: ``log_dir`` in the owner, ``log_dir/<run>`` elsewhere."""
+        ch = self._channel if self._channel is not None else self._attach()
+        return None if ch is None else ch.folder()
+
+    # -- logging ---------------------------------------------------------------------------------
+
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any,
+        global_step: Any = None,
+        walltime: float | None = None,
+        new_style: Any = False,
+        double_precision: bool = False,
+        *,
+        display_name: str = "",
+        summary_description: str = "",
+    ) -> None:
+        """As both libraries' ``add_scalar``; plain numbers take a fast path to the hub.
+
+        torch's ``new_style`` and ``double_precision`` are accepted; the value is stored as
+        tensorboardX stores it (a float32 ``simple_value``), which TensorBoard shows the same
+        way. A string in the fifth position is tensorboardX's ``display_name``.
+        """
+        ch = self._channel
+        if ch is None:
+            ch = self._attach()
+            if ch is None:
+                return
+        if type(new_style) is str:  # tensorboardX's positional order: display_name, summary_description
+            display_name, summary_description = new_style, (double_precision or "")  # type: ignore[assignment]
+        if (
+            (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
+            and type(tag) is str
+            and not display_name
+            and not summary_description
+            and (walltime is None or type(walltime) is float or type(walltime) is int)
+        ):
+            if global_step is not None:
+                if type(global_step) is not int:
+                    global_step = int(global_step)
+                if not -_INT64 <= global_step < _INT64:
+                    raise ValueError(f"Value out of range: {global_step}")  # protobuf's own words
+            ch.put_scalar(tag, float(scalar_value), global_step, _time() if walltime is None else walltime)
+        else:
+            ch.writer().add_scalar(
+                tag, scalar_value, global_step, walltime, display_name, summary_description
+            )
+
+    def add_text(
+        self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None
+    ) -> None:
+        """As ``add_text``; plain strings skip tensorboardX (and its torch import)."""
+        ch = self._channel
+        if ch is None:
+            ch = self._attach()
+            if ch is None:
+                return
+        if type(tag) is str and type(text_string) is str:
+            step = None if global_step is None else int(global_step)
+            wall = _time() if walltime is None else walltime
+            ch.put_event("", encode_text_event(tag, text_string, step, wall))
+        else:
+            ch.writer().add_text(tag, text_string, global_step, walltime)
+
+    def add_hparams(
+        self,
+        hparam_dict: dict[str, Any],
+        metric_dict: dict[str, Any],
+        hparam_domain_discrete: Any = None,
+        run_name: str | None = None,
+        global_step: int | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        """As torch's ``add_hparams`` (tensorboardX's ``name`` is torch's ``run_name``).
+
+        A string in the third position is tensorboardX's ``name`` (and then the fourth is its
+        ``global_step``). ``hparam_domain_discrete`` is not written (tensorboardX has no field for it).
+        """
+        if isinstance(hparam_domain_discrete, str):
+            name, global_step = hparam_domain_discrete, run_name if isinstance(run_name, int) else global_step
+            run_name = None
+        ch = self._channel
+        if ch is None:
+            ch = self._attach()
+            if ch is None:
+                return
+        ch.writer().add_hparams(hparam_dict, metric_dict, name=run_name or name, global_step=global_step)
+
+    def add_tensor(
+        self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None
+    ) -> None:
+        """As torch's ``add_tensor``: a tensor summary (tensorboardX has no such method)."""
+        ch = self._channel
+        if ch is None:
+            ch = self._attach()
+            if ch is None:
+                return
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboardX.x2num import make_np
+
+        array = make_np(tensor)
+        shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=int(d)) for d in array.shape])
+        proto = TensorProto(dtype=1, tensor_shape=shape, float_val=[float(v) for v in array.reshape(-1)])
+        summary = Summary(value=[Summary.Value(tag=tag, tensor=proto)])
+        ch.writer()._get_file_writer().add_summary(summary, global_step, walltime)
+
+    def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
+        """hyrax's helper: step = whole microseconds since the hub started (never repeating per tag)."""
+        ch = self._channel if self._channel is not None else self._attach()
+        if ch is None:
+            return
+        if since_tensorboard_start_ns is None:
+            step = self._ts_step(name, (_monotonic_ns() - ch.start_ns) // 1000)
+        else:
+            step = int(since_tensorboard_start_ns) // 1000
+        self.add_scalar(name, scalar, step)
+
+    def log_duration_ts(self, name: str, start_time: int) -> None:
+        """hyrax's helper: seconds since ``start_time`` (``time.monotonic_ns()``), microsecond step."""
+        ch = self._channel if self._channel is not None else self._attach()
+        if ch is None:
+            return
+        now = _monotonic_ns()
+        self.add_scalar(name, (now - start_time) / 1e9, self._ts_step(name, (now - ch.start_ns) // 1000))
+
+    def _ts_step(self, tag: str, step: int) -> int:
+        last = self._last_ts.get(tag)
+        if last is not None and step <= last:
+            step = last + 1
+        if len(self._last_ts) > 65536:
+            self._last_ts.clear()
+        self._last_ts[tag] = step
+        return step
+
+    def _get_file_writer(self) -> Any:
+        """The tensorboardX FileWriter of this process's run (Lightning's hparams use it).
+
+        Its ``add_summary`` also takes the ``Summary`` messages of ``torch.utils.tensorboard``.
+        """
+        ch = self._channel if self._channel is not None else self._attach()
+        if ch is None:
+            return _NullFileWriter()
+        return _AnySummaryFileWriter(ch.writer()._get_file_writer())
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def aggregate(self, pattern: str, every_s: float = 1.0) -> SummaryWriter:
+        """Write live aggregates of tags matching ``pattern`` into the run ``all_producers``.
+
+        Only in the owner (the process that created the writer). See
+        :func:`hyrax_tbhub.aggregate` and docs/aggregates.md. Returns the writer, for chaining.
+        """
+        owned = self._owned
+        if owned is None or self._closed or owned.hub.owner_pid != os.getpid():
+            raise RuntimeError("aggregate() configures the writer's hub: call it in the process that "
+                               "created the SummaryWriter, before close()")
+        _attach_aggregate(owned.hub, pattern, every_s)
+        return self
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """A barrier: True once everything this process logged with the writer is on disk."""
+        ch = self._channel
+        if ch is None:
+            return True
+        try:
+            return ch.flush(timeout)
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        """In the owner: close the hub once every process's events are on disk. Elsewhere: flush."""
+        owned = self._owned
+        if owned is not None and owned.hub.owner_pid == os.getpid():
+            if not self._closed:
+                self._closed = True
+                self._channel = None
+                self._owned = None
+                _writers.release_hub(owned)
+            return
+        self.flush()
+
+    def __enter__(self) -> SummaryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        role = "closed" if self._closed else ("owner" if self._owned is not None else "producer")
+        return f"<hyrax_tbhub.SummaryWriter log_dir={self._ref.log_dir!r} {role}>"
+
+    if TYPE_CHECKING:  # the methods set below by name return Any
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
+class _NullFileWriter:
+    def add_summary(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def add_event(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+    def get_logdir(self) -> str:
+        return ""
+
+
+class _AnySummaryFileWriter:
+    """tensorboardX's FileWriter, taking torch.utils.tensorboard's ``Summary`` as well."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def add_summary(
+        self, summary: Any, global_step: int | None = None, walltime: float | None = None
+    ) -> None:
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        if not isinstance(summary, Summary):
+            summary = Summary.FromString(summary.SerializeToString())
+        self._inner.add_summary(summary, global_step, walltime)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _forwarder(name: str) -> Any:
+    def method(self: SummaryWriter, *args: Any, **kwargs: Any) -> Any:
+        ch = self._channel
+        if ch is None:
+            ch = self._attach()
+            if ch is None:
+                return None
+        return getattr(ch.writer(), name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``SummaryWriter.{name}``: built by tensorboardX in this process, written by the hub."
+    return method
+
+
+for _name in sorted(WRITER_METHODS - set(SummaryWriter.__dict__) - {"close", "flush"}):
+    setattr(SummaryWriter, _name, _forwarder(_name))
+del _name
