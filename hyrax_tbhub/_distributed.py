@@ -10,6 +10,7 @@ join the job's store can log, as whoever can join it can already run collectives
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
+from . import _naming
 from ._discovery import HubInfo
 
 __all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks"]
@@ -43,13 +45,17 @@ def _default_store(dist: Any) -> Any:
     return dist.distributed_c10d._get_default_store()
 
 
-def serve_ranks(host: str | None = None, store: Any = None) -> str:
+def serve_ranks(host: str | None = None, store: Any = None, *, rank_hubs: bool | None = None) -> str:
     """Let ranks on other machines log to this process's hub; return the address they use.
 
     Call it in the process that called ``init_tensorboard_logger`` (rank 0), once
     ``torch.distributed`` is initialised. ``host`` is the interface to listen on (default:
     ``MASTER_ADDR``, which every rank already reaches); ``store`` defaults to the default process
     group's store. The address is withdrawn when the hub closes.
+
+    ``rank_hubs``: None (default) lets every rank that sees this hub's log folder (a shared
+    file system) run a hub of its own that writes its runs there, so this process pays nothing
+    for other ranks' events; False sends every rank's events to this hub over TCP.
     """
     from ._state import STATE
 
@@ -69,7 +75,8 @@ def serve_ranks(host: str | None = None, store: Any = None) -> str:
     resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
     bound_host, port = hub.listen_tcp(resolved)
     address = f"tcp:{bound_host}:{port}"
-    info = hub.info(address)
+    info = dataclasses.replace(hub.info(address), rank_hubs=rank_hubs is not False)
+    _naming.mark_rank()  # this rank's descendants log as rank_<n>/...
     store.set(STORE_KEY, json.dumps(asdict(info)))
     # An empty value, not a deleted key: a rank's get() on a missing key would block until the
     # store's timeout.

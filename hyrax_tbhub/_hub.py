@@ -103,13 +103,20 @@ def _safe_subpath(subrun: str) -> str:
 
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+# The one nesting a run name may have: the rank a producer descends from (``rank_3/...``).
+_RANK_PREFIX = re.compile(r"rank_[0-9]{1,9}/")
 
 
 def _clean_run_name(name: str) -> str:
+    """A run folder name that stays one level (or ``rank_<n>/`` plus one) below the log folder."""
+    prefix = ""
+    match = _RANK_PREFIX.match(name)
+    if match is not None:
+        prefix, name = match.group(0), name[match.end():]
     name = _NAME_BAD.sub("_", name)[:80].lstrip(".")
     if not name or name.startswith(RESERVED_PREFIX.rstrip("/")):
         name = "producer"
-    return name
+    return prefix + name
 
 
 _AUTH, _LIVE = 0, 1

@@ -98,8 +98,9 @@ def rediscover() -> Channel | None:
                     pass
         found = _discovery.find_hub()
         info = found[0] if found is not None else None
+        found_at = found[1] if found is not None else None
         if info is None or info.hub_id in STATE.finished_hubs:
-            info = _find_distributed()
+            info, found_at = _find_distributed(), None
         if info is None or info.hub_id in STATE.finished_hubs:
             STATE.idle = not may_gain  # notifies
             return None
@@ -109,6 +110,7 @@ def rediscover() -> Channel | None:
         STATE.channel = producer
         STATE.lost_hub = False
         producer.start()
+        _discovery.publish_for_descendants(info, found_at)  # issue 10: children of ranks
         STATE.notify()
         hook_exit()
         _flush_on_pool_terminate()
@@ -155,6 +157,7 @@ def _may_gain_hub() -> bool:
 
 def _on_producer_gone(producer: Producer) -> None:
     STATE.finished_hubs.add(producer.info.hub_id)
+    _discovery.withdraw_published()
     if producer.lost:
         STATE.lost_hub = True
     if STATE.channel is producer:
@@ -170,6 +173,7 @@ def close_producer(timeout: float | None = None) -> None:
     if isinstance(ch, Producer) and ch.pid == os.getpid():
         ch.close(timeout)
         STATE.finished_hubs.add(ch.info.hub_id)
+        _discovery.withdraw_published()
         if STATE.channel is ch:
             STATE.channel = None
             STATE.notify()
