@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["ENV_RANK", "job_rank", "mark_rank", "process_name", "producer_name"]
+__all__ = ["ENV_RANK", "job_rank", "mark_rank", "process_name", "producer_name", "unmark_rank"]
 
 ENV_RANK = "HYRAX_TBHUB_RANK"
 
@@ -65,8 +65,6 @@ def job_rank() -> tuple[int, bool] | None:
     rank = _torch_rank()
     if rank is not None:
         return rank, True
-    if marker is not None:
-        return marker[0], True
     rank = _env_rank()
     if rank is not None:
         # A launcher's rank before init_process_group. (A descendant of a rank that never
@@ -83,8 +81,17 @@ def mark_rank() -> None:
             value = f"{found[0]}:{os.getpid()}"
             if os.environ.get(ENV_RANK) != value:
                 os.environ[ENV_RANK] = value
+        elif found is None:
+            unmark_rank()  # no longer a rank (its process group was destroyed)
     except Exception:
         pass
+
+
+def unmark_rank() -> None:
+    """Withdraw this process's own marker: children it starts from now on are no rank's."""
+    marker = _marker()
+    if marker is not None and marker[1] == os.getpid():
+        os.environ.pop(ENV_RANK, None)
 
 
 def process_name() -> str | None:
