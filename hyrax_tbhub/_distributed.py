@@ -78,6 +78,10 @@ def serve_ranks(host: str | None = None, store: Any = None, *, rank_hubs: bool |
     info = dataclasses.replace(hub.info(address), rank_hubs=rank_hubs is not False)
     _naming.mark_rank()  # this rank's descendants log as rank_<n>/...
     hub.on_close(_naming.unmark_rank)
+    if info.rank_hubs:
+        from ._rank_hub import publish_marker
+
+        publish_marker(hub)
     store.set(STORE_KEY, json.dumps(asdict(info)))
     # An empty value, not a deleted key: a rank's get() on a missing key would block until the
     # store's timeout.

@@ -141,9 +141,15 @@ class _Conn:
 class Hub:
     """Owns the event files under ``logdir`` and the endpoint producers connect to."""
 
-    def __init__(self, logdir: str, config: HubConfig | None = None, purge_step: int | None = None) -> None:
+    def __init__(
+        self, logdir: str, config: HubConfig | None = None, purge_step: int | None = None,
+        root_folder: str | None = None,
+    ) -> None:
         self.config = config or HubConfig()
         self.logdir = logdir
+        # The owner's own run: ``logdir`` itself, or a rank's run when the hub serves one rank of
+        # a job whose log folder is shared (_rank_hub.py).
+        self.root_folder = logdir if root_folder is None else root_folder
         self.start_ns = time.monotonic_ns()
         self.start_wall_ns = time.time_ns()
         self.hub_id = secrets.token_hex(8)
@@ -151,7 +157,7 @@ class Hub:
         self._key = secrets.token_bytes(32)
         self._lock = threading.RLock()
         self._local: deque[tuple[Any, ...]] = deque()
-        self._root = _Run("root", logdir, self.config.filename_suffix)
+        self._root = _Run("root", self.root_folder, self.config.filename_suffix)
         root_file = self._root.file("")  # tensorboardX opens the file at construction; so do we
         if purge_step is not None:
             # As SummaryWriter: tells TensorBoard to hide earlier data at steps >= purge_step.

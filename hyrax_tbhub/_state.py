@@ -101,6 +101,8 @@ def rediscover() -> Channel | None:
         found_at = found[1] if found is not None else None
         if info is None or info.hub_id in STATE.finished_hubs:
             info, found_at = _find_distributed(), None
+            if STATE.channel is not None:  # this rank now runs its own hub (_rank_hub.py)
+                return STATE.channel
         if info is None or info.hub_id in STATE.finished_hubs:
             STATE.idle = not may_gain  # notifies
             return None
@@ -125,7 +127,13 @@ def _find_distributed() -> _discovery.HubInfo | None:
     if in_distributed_job() and STATE.watch is not None:
         watch = STATE.watch
         watch_store(watch.poke, lambda: STATE.finished_hubs)
-    return find_distributed_hub()
+    info = find_distributed_hub()
+    if info is not None and info.hub_id not in STATE.finished_hubs:
+        from ._rank_hub import start_rank_hub
+
+        if start_rank_hub(info):
+            return None
+    return info
 
 
 def _may_gain_hub() -> bool:

@@ -56,7 +56,7 @@ def check_rank(logs, rank: int, run: str, scalars: int, items: int, child_events
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("rank_hubs", ["off"])
+@pytest.mark.parametrize("rank_hubs", ["off", "auto"])
 def test_descendants_of_a_rank_that_found_the_hub_in_the_store_log(
         logdir: Path, tmp_path: Path, rank_hubs: str) -> None:
     """Rank 1 (own runtime folder, no hub of its own) and its DataLoader workers, spawn child and
@@ -85,3 +85,12 @@ def test_descendants_of_a_rank_that_found_the_hub_in_the_store_log(
     logs = read_logs(logdir)
     check_rank(logs, 1, "rank_1", 200, 6, 5)
     assert not list((tmp_path / "rt-node1").glob("*.json")), "rank 1 left its hub file behind"
+    # Who wrote rank 1's runs: rank 0's hub (over TCP), or rank 1's own hub (shared folder).
+    writer = rank1.pid if rank_hubs == "auto" else os.getpid()
+    assert writers(logdir / "rank_1") == {writer}
+    assert not list(logdir.glob(".hyrax_tbhub-*")), "the shared-folder marker outlived the hub"
+
+
+def writers(folder: Path) -> set[int]:
+    """The pids of the hubs that wrote the event files below ``folder`` (their names hold it)."""
+    return {int(f.name.split(".")[-2]) for f in folder.rglob("events.out.tfevents.*")}
