@@ -94,3 +94,191 @@ def test_descendants_of_a_rank_that_found_the_hub_in_the_store_log(
 def writers(folder: Path) -> set[int]:
     """The pids of the hubs that wrote the event files below ``folder`` (their names hold it)."""
     return {int(f.name.split(".")[-2]) for f in folder.rglob("events.out.tfevents.*")}
+
+
+# -- torchrun: 2 nodes x 2 ranks ------------------------------------------------------------------
+
+SCALARS, ITEMS, CHILD_EVENTS = 500, 12, 5
+JOB_TIMEOUT = 400  # s for a whole job: 4 ranks, 8 DataLoader workers, 8 children on 2 shared cores
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _torchrun(node_rank: int, master: str, port: int, logdir: Path, mode: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+            "--node-rank", str(node_rank), "--master-addr", master, "--master-port", str(port),
+            "--max-restarts", "0", str(JOB), "--logdir", str(logdir), "--scalars", str(SCALARS),
+            "--items", str(ITEMS), "--child-events", str(CHILD_EVENTS), "--rank-hubs", mode]
+
+
+def _run_nodes(commands: list[list[str]], envs: list[dict[str, str]], out: Path) -> None:
+    """Run one launcher per node to its end (bounded); on failure, show what they printed."""
+    import time
+
+    logs = [out / f"node{k}.log" for k in range(len(commands))]
+    procs = []
+    try:
+        for cmd, env, log in zip(commands, envs, logs, strict=True):
+            with open(log, "wb") as fh:
+                procs.append(subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+        deadline = time.monotonic() + JOB_TIMEOUT
+        codes = [p.wait(max(1.0, deadline - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                _kill_group(p)
+    if codes != [0] * len(commands):
+        text = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-6000:]}" for log in logs)
+        pytest.fail(f"the job failed (exit codes {codes}):\n{text}")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
+
+
+def check_job(logdir: Path, mode: str) -> None:
+    """Every event of every rank and every descendant, each under its run name, nothing lost."""
+    logs = read_logs(logdir)
+    check_rank(logs, 0, ".", SCALARS, ITEMS, CHILD_EVENTS)  # rank 0 is the owner: the root run
+    for rank in (1, 2, 3):
+        check_rank(logs, rank, f"rank_{rank}", SCALARS, ITEMS, CHILD_EVENTS)
+    expected = {"."} | {f"rank_{r}" for r in (1, 2, 3)}
+    for r in range(4):
+        expected |= {f"rank_{r}/dataloader_worker_0", f"rank_{r}/dataloader_worker_1"}
+    named = {run for run in logs.runs if "SpawnProcess-" not in run and "/python-" not in run}
+    assert named == expected, logs.runs
+    assert (logs.dropped, logs.errors, logs.transport_errors) == (0, 0, 0)
+    assert logs.problems == []
+    owner = {int(f.name.split(".")[-2]) for f in logdir.glob("events.out.tfevents.*")}
+    if mode == "off":  # every run written by rank 0's hub
+        assert writers(logdir) == owner
+    if mode == "auto":  # each rank's runs written by that rank's own hub: none by rank 0's
+        assert not writers(logdir / "rank_1") & owner
+        for rank in (1, 2, 3):
+            assert len(writers(logdir / f"rank_{rank}")) == 1
+        assert not writers(logdir / "rank_1") & writers(logdir / "rank_2")
+
+
+@pytest.mark.timeout(JOB_TIMEOUT + 60)
+@pytest.mark.parametrize("mode", ["off", "auto"], ids=["tcp-to-rank0", "hub-per-rank"])
+def test_torchrun_two_nodes_on_loopback(tmp_path: Path, mode: str) -> None:
+    """torchrun, 2 nodes x 2 ranks on 127.0.0.1, each node with its own runtime folder."""
+    logdir = tmp_path / "log"
+    port = _free_port()
+    envs = []
+    for k in range(2):
+        env = _env(tmp_path / f"rt-node{k}")
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+        envs.append(env)
+    _run_nodes([_torchrun(k, "127.0.0.1", port, logdir, mode) for k in range(2)], envs, tmp_path)
+    check_job(logdir, mode)
+    for k in range(2):
+        assert not list((tmp_path / f"rt-node{k}").glob("*.json")), "a hub file outlived its process"
+
+
+# -- two hosts: network namespaces joined by a veth pair ------------------------------------------
+
+
+class _Netns:
+    """Two network namespaces ``a`` (10.231.0.1) and ``b`` (10.231.0.2) joined by a veth pair.
+
+    The addresses exist only inside these namespaces: nothing reaches or leaves the machine.
+    Names are unique per test run, and everything is deleted on exit, whatever happened.
+    """
+
+    ADDRS = ("10.231.0.1", "10.231.0.2")
+
+    def __init__(self) -> None:
+        import secrets
+
+        tag = secrets.token_hex(3)
+        self.names = (f"hxtb-{tag}-a", f"hxtb-{tag}-b")
+        self.ifaces = (f"hxa{tag}", f"hxb{tag}")
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    def __enter__(self) -> _Netns:
+        try:
+            for ns in self.names:
+                self._ip("netns", "add", ns)
+            self._ip("link", "add", self.ifaces[0], "type", "veth", "peer", "name", self.ifaces[1])
+            for ns, iface, addr in zip(self.names, self.ifaces, self.ADDRS, strict=True):
+                self._ip("link", "set", iface, "netns", ns)
+                self._ip("-n", ns, "addr", "add", f"{addr}/24", "dev", iface)
+                self._ip("-n", ns, "link", "set", iface, "up")
+                self._ip("-n", ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def cut(self) -> None:
+        """Take the link down: whatever the other side sends is never answered."""
+        self._ip("-n", self.names[1], "link", "set", self.ifaces[1], "down")
+
+    def __exit__(self, *exc: object) -> None:
+        for ns in self.names:
+            # Deleting a namespace deletes its end of the veth pair, and with it the other end.
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", self.ifaces[0]], capture_output=True, timeout=30)
+
+    def command(self, k: int, hostname: str, cmd: list[str]) -> list[str]:
+        """``cmd`` run as host ``hostname`` (own UTS namespace) in namespace ``k``."""
+        import shlex
+
+        script = f"hostname {shlex.quote(hostname)} && exec {shlex.join(cmd)}"
+        return ["ip", "netns", "exec", self.names[k], "unshare", "--uts", "sh", "-c", script]
+
+
+def _netns_or_skip() -> _Netns:
+    import shutil
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if shutil.which("ip") is None or shutil.which("unshare") is None:
+        pytest.skip("needs the ip and unshare commands")
+    net = _Netns()
+    try:
+        net.__enter__()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"cannot create network namespaces here: {exc}")
+    return net
+
+
+@pytest.mark.timeout(JOB_TIMEOUT + 60)
+@pytest.mark.parametrize("mode", ["off", "auto"], ids=["tcp-to-rank0", "hub-per-rank"])
+def test_torchrun_two_hosts_in_network_namespaces(tmp_path: Path, mode: str) -> None:
+    """torchrun, 2 hosts x 2 ranks: own network namespace, hostname and runtime folder per
+    host, the log folder shared; every event of every rank and every worker arrives."""
+    logdir = tmp_path / "log"
+    net = _netns_or_skip()
+    try:
+        port = 29_500 + int.from_bytes(os.urandom(2), "little") % 5000  # inside fresh namespaces
+        commands, envs = [], []
+        for k in range(2):
+            env = _env(tmp_path / f"rt-host{k}")
+            env["GLOO_SOCKET_IFNAME"] = net.ifaces[k]
+            envs.append(env)
+            commands.append(net.command(k, f"h{k}", _torchrun(k, net.ADDRS[0], port, logdir, mode)))
+        _run_nodes(commands, envs, tmp_path)
+    finally:
+        net.__exit__()
+    check_job(logdir, mode)
+    hosts = {f.name.split(".")[4] for f in logdir.rglob("events.out.tfevents.*")}
+    assert hosts == ({"h0"} if mode == "off" else {"h0", "h1"})
