@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _discovery
+from ._distributed import tune_tcp
 from ._events import (
     RESERVED_PREFIX,
     encode_scalar,
@@ -384,7 +385,7 @@ class Hub:
                 return
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
-                conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                tune_tcp(conn_sock)  # issue 10: a dead node must not hold a close up
             conn = _Conn(conn_sock, deadline)
             try:
                 conn_sock.send(conn.challenge)

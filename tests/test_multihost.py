@@ -282,3 +282,235 @@ def test_torchrun_two_hosts_in_network_namespaces(tmp_path: Path, mode: str) -> 
     check_job(logdir, mode)
     hosts = {f.name.split(".")[4] for f in logdir.rglob("events.out.tfevents.*")}
     assert hosts == ({"h0"} if mode == "off" else {"h0", "h1"})
+
+
+# -- faults across hosts ---------------------------------------------------------------------------
+
+EARLY_RANK = """
+import sys, time
+import torch.distributed as dist
+import hyrax_tbhub
+from hyrax_tbhub import _state
+
+dist.init_process_group("gloo", init_method=sys.argv[1], rank=1, world_size=2)
+w = hyrax_tbhub.get_tensorboard_logger()
+for s in range(10):
+    w.add_scalar("early", float(s), s)  # no hub served yet: a no-op, as without init
+assert w.flush() is False or True  # returns, never hangs or raises
+dist.barrier()  # rank 0 serves after this barrier...
+dist.barrier()  # ...and before this one
+deadline = time.monotonic() + 30
+step = 0
+while _state.STATE.channel is None and time.monotonic() < deadline:
+    w.add_scalar("probe", 0.0, step)  # each call looks again once the store watch saw the hub
+    step += 1
+    time.sleep(0.05)  # polling a condition, bounded by the deadline
+assert _state.STATE.channel is not None, "the rank never found the hub"
+for s in range(int(sys.argv[2])):
+    w.add_scalar("late", float(s), s)
+hyrax_tbhub.close_tensorboard_logger()
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+LATE_RANK = """
+import sys
+import torch.distributed as dist
+import hyrax_tbhub
+
+dist.init_process_group("gloo", init_method=sys.argv[1], rank=1, world_size=2)
+dist.barrier()  # rank 0 has served and closed its hub
+w = hyrax_tbhub.get_tensorboard_logger()
+for s in range(int(sys.argv[2])):
+    w.add_scalar("after_close", float(s), s)
+w.add_text("note", "nobody listens")
+w.flush()
+hyrax_tbhub.close_tensorboard_logger()
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def _rank1(tmp_path: Path, code: str, *args: str) -> subprocess.Popen[bytes]:
+    script = tmp_path / "rank1.py"
+    script.write_text(code)
+    return subprocess.Popen([sys.executable, str(script), *args], env=_env(tmp_path / "rt-node1"))
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("rank_hubs", ["off", "auto"])
+def test_a_rank_that_logs_before_rank0_serves_joins_once_it_does(
+        logdir: Path, tmp_path: Path, rank_hubs: str) -> None:
+    """Before serve_ranks() a rank's calls are no-ops (as without init: no hang, no raise); the
+    store watch finds the hub within about a second of it being served, and from then on every
+    event lands."""
+    rendezvous = "file://" + str(tmp_path / "store")
+    rank1 = _rank1(tmp_path, EARLY_RANK, rendezvous, "300")
+    try:
+        dist.init_process_group("gloo", init_method=rendezvous, rank=0, world_size=2)
+        dist.barrier()
+        hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+        hyrax_tbhub.serve_ranks(host="127.0.0.1", rank_hubs=None if rank_hubs == "auto" else False)
+        dist.barrier()
+        dist.barrier()  # rank 1 logged and closed
+        hyrax_tbhub.close_tensorboard_logger()
+        dist.destroy_process_group()
+    finally:
+        code = _finish(rank1)
+    assert code == 0
+    logs = read_logs(logdir)
+    assert logs.scalars("late", run="rank_1") == [(s, float(s)) for s in range(300)]
+    assert logs.select("early") == []
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("rank_hubs", ["off", "auto"])
+def test_a_rank_that_logs_after_rank0_closed_logs_nothing_and_never_hangs(
+        logdir: Path, tmp_path: Path, rank_hubs: str) -> None:
+    """Once rank 0 closed, the store holds no hub (and the folder no marker): a rank's calls,
+    flush and close return at once and write nothing."""
+    rendezvous = "file://" + str(tmp_path / "store")
+    rank1 = _rank1(tmp_path, LATE_RANK, rendezvous, "200")
+    try:
+        dist.init_process_group("gloo", init_method=rendezvous, rank=0, world_size=2)
+        hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+        hyrax_tbhub.serve_ranks(host="127.0.0.1", rank_hubs=None if rank_hubs == "auto" else False)
+        hyrax_tbhub.get_tensorboard_logger().add_scalar("owner", 1.0, 0)
+        hyrax_tbhub.close_tensorboard_logger()
+        dist.barrier()
+        dist.barrier()
+        dist.destroy_process_group()
+    finally:
+        code = _finish(rank1)
+    assert code == 0
+    logs = read_logs(logdir)
+    assert logs.runs == ["."]
+    assert logs.scalars("owner") == [(0, 1.0)]
+
+
+DEAD_NODE_RANK0 = """
+import os, sys, time
+import torch.distributed as dist
+import hyrax_tbhub
+from hyrax_tbhub import _state
+
+signals = sys.argv[2]
+def wait_for(name):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.path.join(signals, name)):
+        assert time.monotonic() < deadline, name
+        time.sleep(0.05)
+def say(name, text=""):
+    with open(os.path.join(signals, name), "w") as fh:
+        fh.write(text)
+
+dist.init_process_group("gloo", init_method=sys.argv[1], rank=0, world_size=2)
+hyrax_tbhub.init_tensorboard_logger(log_dir=sys.argv[3])
+# Far beyond the test's timeout: only noticing the dead node makes this close return in time.
+_state.STATE.hub.config.close_timeout = 3600
+hyrax_tbhub.serve_ranks(host=sys.argv[4], rank_hubs=False)
+say("served")
+w = hyrax_tbhub.get_tensorboard_logger()
+for s in range(100):
+    w.add_scalar("before", float(s), s)
+wait_for("go")  # host b was killed and its link cut
+for s in range(100):
+    w.add_scalar("after", float(s), s)
+start = time.monotonic()
+hyrax_tbhub.close_tensorboard_logger()
+say("closed", repr(time.monotonic() - start))
+os._exit(0)  # the process group's peer is gone: skip its teardown
+"""
+
+DEAD_NODE_RANK1 = """
+import multiprocessing, os, sys, time
+import torch.distributed as dist
+import hyrax_tbhub
+
+signals = sys.argv[2]
+def wait_for(name):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.path.join(signals, name)):
+        assert time.monotonic() < deadline, name
+        time.sleep(0.05)
+
+def child(signals):
+    w = hyrax_tbhub.get_tensorboard_logger()
+    for s in range(50):
+        w.add_scalar("child", float(s), s)
+    assert w.flush(60)
+    open(os.path.join(signals, "child-ready"), "w").close()
+    time.sleep(600)  # alive (and connected) until the node is killed
+
+if __name__ == "__main__":
+    dist.init_process_group("gloo", init_method=sys.argv[1], rank=1, world_size=2)
+    wait_for("served")
+    w = hyrax_tbhub.get_tensorboard_logger()
+    for s in range(100):
+        w.add_scalar("r1", float(s), s)
+    assert w.flush(60)
+    p = multiprocessing.get_context("spawn").Process(target=child, args=(signals,))
+    p.start()
+    wait_for("child-ready")
+    open(os.path.join(signals, "ready"), "w").close()
+    time.sleep(600)  # alive (and connected) until the node is killed
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_dead_host_costs_rank0_nothing_and_its_close_stays_prompt(tmp_path: Path) -> None:
+    """Host b (rank 1 and a child of it, both connected to rank 0 over TCP) is killed and its
+    link cut, so no FIN or RST ever reaches rank 0. Rank 0 keeps logging, and its close returns
+    without waiting out its close timeout: the dead connections are noticed within seconds.
+    Everything host b flushed before it died is on disk."""
+    import time
+
+    logdir = tmp_path / "log"
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    net = _netns_or_skip()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        rendezvous = "file://" + str(tmp_path / "store")
+        for k, code in enumerate((DEAD_NODE_RANK0, DEAD_NODE_RANK1)):
+            script = tmp_path / f"rank{k}.py"
+            script.write_text(code)
+            env = _env(tmp_path / f"rt-host{k}")
+            env["GLOO_SOCKET_IFNAME"] = net.ifaces[k]
+            cmd = [sys.executable, str(script), rendezvous, str(signals), str(logdir), net.ADDRS[0]]
+            with open(tmp_path / f"host{k}.log", "wb") as fh:
+                procs.append(subprocess.Popen(net.command(k, f"h{k}", cmd), env=env, stdout=fh,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 180
+        while not (signals / "ready").exists():
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                pytest.fail("the job did not start: " + (tmp_path / "host1.log").read_text()
+                            + (tmp_path / "host0.log").read_text())
+            time.sleep(0.05)  # polling a condition, bounded by the deadline
+        net.cut()
+        _kill_group(procs[1])
+        (signals / "go").write_text("")
+        assert procs[0].wait(120) == 0, (tmp_path / "host0.log").read_text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                _kill_group(p)
+        net.__exit__()
+    print("rank 0's close took", (signals / "closed").read_text(), "s")
+    logs = read_logs(logdir)
+    assert logs.scalars("before", run=".") == [(s, float(s)) for s in range(100)]
+    assert logs.scalars("after", run=".") == [(s, float(s)) for s in range(100)]
+    assert logs.scalars("r1", run="rank_1") == [(s, float(s)) for s in range(100)]
+    children = [r for r in logs.runs if r.startswith("rank_1/SpawnProcess-")]
+    assert len(children) == 1 and logs.scalars("child", run=children[0]) == [(s, float(s)) for s in range(50)]
