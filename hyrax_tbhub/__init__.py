@@ -18,6 +18,10 @@ from .tensorboardx_logger import (
 
 __version__ = "0.1.0"
 
+from . import _distributed  # noqa: E402
+
+_distributed.watch_as_rank()  # in a torchrun rank only: find a served hub before any call logs
+
 __all__ = [
     "HyraxSummaryWriter",
     "__version__",

@@ -167,3 +167,48 @@ def watch_store(poke: Any, known: Any) -> None:
 
     _poller = threading.Thread(target=run, name="hyrax_tbhub-store-watch", daemon=True)
     _poller.start()
+
+
+_eager: threading.Thread | None = None
+
+
+def watch_as_rank() -> None:
+    """In a launcher's rank (torchrun), find a served hub without waiting for a logging call.
+
+    A rank's DataLoader workers log from the first batch on, often before the rank itself logs
+    anything: were the rank to look only in its own first call, it would not yet have published
+    the route its workers need (every event they logged meanwhile would be lost). So a rank polls
+    the store once a second, from when its process group exists until it has a channel. Started
+    once, at import, only in the rank itself; a fork or spawn child never inherits it.
+    """
+    global _eager
+    if _eager is not None or os.environ.get("WORLD_SIZE") is None:
+        return
+    rank = _naming.job_rank()
+    if rank is None or not rank[1]:
+        return
+    # Imported here, in the importing thread: an import on the poller's thread could leave its
+    # module lock held in a child forked at that moment (FACTS).
+    import multiprocessing.util  # noqa: F401  (the exit hooks register there)
+    import resource  # noqa: F401  (a hub raises its descriptor limit)
+
+    from . import _producer, _rank_hub, _state, _stderr, tensorboardx_logger  # noqa: F401
+
+    def run() -> None:
+        stop = threading.Event()
+        state = _state.STATE
+        while not stop.wait(_POLL_S):
+            if state.channel is not None or state.hub is not None:
+                return  # found (by this thread or a logging call), or this rank owns the hub
+            try:
+                info = find_distributed_hub()
+                if info is None or info.hub_id in state.finished_hubs:
+                    continue
+                if state.watch is not None:
+                    state.watch.poke()
+                _state.channel()
+            except Exception:
+                continue  # a store that went away: the job is ending
+
+    _eager = threading.Thread(target=run, name="hyrax_tbhub-rank-watch", daemon=True)
+    _eager.start()

@@ -160,7 +160,8 @@ def _job(results: dict[str, Any], nodes: int, args: argparse.Namespace) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--producers", type=int, default=256, help="producers in all")
     parser.add_argument("--procs", type=int, default=4, help="processes the producers live in")
     parser.add_argument("--rates", type=lambda t: [float(x) for x in t.split(",")], default=[20.0, 200.0],
@@ -187,7 +188,7 @@ def main() -> None:
 
     def sample() -> dict[str, Any]:
         hub_conn.send("sample")
-        return hub_conn.recv()  # type: ignore[no-any-return]
+        return hub_conn.recv()
 
     per_proc = [args.producers // args.procs + (i < args.producers % args.procs) for i in range(args.procs)]
     pipes, procs = [], []

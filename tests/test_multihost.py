@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub.testing import read_logs
+from hyrax_tbhub.testing import CapturedLogs, read_logs
 
 torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
@@ -36,7 +36,7 @@ def _env(runtime: Path) -> dict[str, str]:
     return env
 
 
-def check_rank(logs, rank: int, run: str, scalars: int, items: int, child_events: int) -> None:
+def check_rank(logs: CapturedLogs, rank: int, run: str, scalars: int, items: int, child_events: int) -> None:
     """Every event of rank ``rank`` (own run ``run``) and of each of its descendants arrived."""
     assert logs.scalars("job/value", run=run) == [(s, float(rank * 100_000 + s)) for s in range(scalars)]
     assert len(logs.select("job/hist", run=run, kind="histogram")) == 1
@@ -514,3 +514,84 @@ def test_a_dead_host_costs_rank0_nothing_and_its_close_stays_prompt(tmp_path: Pa
     assert logs.scalars("r1", run="rank_1") == [(s, float(s)) for s in range(100)]
     children = [r for r in logs.runs if r.startswith("rank_1/SpawnProcess-")]
     assert len(children) == 1 and logs.scalars("child", run=children[0]) == [(s, float(s)) for s in range(50)]
+
+
+SILENT_RANK = """
+import multiprocessing, sys, time
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+import hyrax_tbhub
+from hyrax_tbhub import _state
+from multihost_job import TimedReads
+
+
+TAG = ["pool"]
+
+
+def task(i):
+    hyrax_tbhub.get_tensorboard_logger().add_scalar(TAG[0], float(i), i)
+    return i
+
+
+def early(i):
+    TAG[0] = "early"
+    task(i)
+    TAG[0] = "pool"
+    return i
+
+
+if __name__ == "__main__":
+    dist.init_process_group("gloo", init_method=sys.argv[1], rank=1, world_size=2)
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(2)  # started before any hub exists
+    assert pool.map(early, range(4), chunksize=1) == list(range(4))  # no hub yet: no-ops
+    dist.barrier()  # rank 0 serves after this barrier...
+    dist.barrier()  # ...and before this one
+    deadline = time.monotonic() + 30
+    while _state.STATE.channel is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a condition, bounded: the rank's store watch, not a call
+    assert _state.STATE.channel is not None, "the rank did not find the hub by itself"
+    assert pool.map(task, range(20), chunksize=1) == list(range(20))
+    pool.close()
+    pool.join()
+    loader = DataLoader(TimedReads(int(sys.argv[2])), batch_size=None, num_workers=2,
+                        multiprocessing_context=ctx)
+    assert sorted(loader) == list(range(int(sys.argv[2])))
+    hyrax_tbhub.close_tensorboard_logger()
+    dist.barrier()
+    dist.destroy_process_group()
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("rank_hubs", ["off", "auto"])
+def test_descendants_of_a_rank_that_never_logs_itself_log(
+        logdir: Path, tmp_path: Path, rank_hubs: str) -> None:
+    """A torchrun rank finds a served hub by itself (no call of its own logs) and publishes it:
+    its DataLoader workers log from their first item, and workers of a pool it started before
+    the hub existed look again and find it too."""
+    rendezvous = "file://" + str(tmp_path / "store")
+    script = tmp_path / "rank1.py"
+    script.write_text(SILENT_RANK)
+    env = _env(tmp_path / "rt-node1")
+    env.update(RANK="1", WORLD_SIZE="2", LOCAL_RANK="0")  # as torchrun sets them
+    rank1 = subprocess.Popen([sys.executable, str(script), rendezvous, "6"], env=env)
+    try:
+        dist.init_process_group("gloo", init_method=rendezvous, rank=0, world_size=2)
+        dist.barrier()
+        hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+        hyrax_tbhub.serve_ranks(host="127.0.0.1", rank_hubs=None if rank_hubs == "auto" else False)
+        dist.barrier()
+        dist.barrier()
+        hyrax_tbhub.close_tensorboard_logger()
+        dist.destroy_process_group()
+    finally:
+        code = _finish(rank1)
+    assert code == 0
+    logs = read_logs(logdir)
+    pool_runs = [r for r in logs.runs if r.startswith("rank_1/SpawnPoolWorker-")]
+    assert sorted(s for r in pool_runs for s, _ in logs.scalars("pool", run=r)) == list(range(20))
+    assert logs.select("early") == []
+    workers = sorted(r for r in logs.runs if r.startswith("rank_1/dataloader_worker_"))
+    assert workers == ["rank_1/dataloader_worker_0", "rank_1/dataloader_worker_1"]
+    assert sorted(s for w in workers for s, _ in logs.scalars("data/item", run=w)) == list(range(6))
