@@ -89,12 +89,13 @@ def _start(info: _discovery.HubInfo, rank: int) -> bool:
     hub_file = hub.start()
     # Once this hub closes the rank is done: it must not then join rank 0's hub instead.
     hub.on_close(lambda: state.finished_hubs.add(info.hub_id))
-    state.hub = hub
-    state.channel = channel
-    state.idle = False  # notifies
-    # As init_tensorboard_logger: close_tensorboard_logger() restores the environment.
+    # As init_tensorboard_logger: close_tensorboard_logger() restores the environment. Published
+    # before the channel is visible, so a child started as soon as it is finds this hub.
     tensorboardx_logger._saved_env.append(os.environ.get(_discovery.ENV_INFO))
     os.environ[_discovery.ENV_INFO] = hub_file
     _naming.mark_rank()
+    state.hub = hub
+    state.channel = channel
+    state.idle = False  # notifies
     _state.hook_exit()
     return True

@@ -109,10 +109,12 @@ def rediscover() -> Channel | None:
         from ._producer import Producer
 
         producer = Producer(info, _on_producer_gone)
+        # Issue 10: children of ranks. Before the channel is visible: whoever sees it may start
+        # a child at once, and that child must find the hub.
+        _discovery.publish_for_descendants(info, found_at)
         STATE.channel = producer
         STATE.lost_hub = False
         producer.start()
-        _discovery.publish_for_descendants(info, found_at)  # issue 10: children of ranks
         STATE.notify()
         hook_exit()
         _flush_on_pool_terminate()
