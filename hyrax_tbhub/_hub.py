@@ -158,7 +158,9 @@ class Hub:
         self._key = secrets.token_bytes(32)
         self._lock = threading.RLock()
         self._local: deque[tuple[Any, ...]] = deque()
-        self._root = _Run("root", self.root_folder, self.config.filename_suffix)
+        # A rank's hub names its root run after its folder (rank_<n>): its counters then say whose.
+        root_name = "root" if root_folder is None else os.path.basename(root_folder.rstrip("/"))
+        self._root = _Run(root_name, self.root_folder, self.config.filename_suffix)
         root_file = self._root.file("")  # tensorboardX opens the file at construction; so do we
         if purge_step is not None:
             # As SummaryWriter: tells TensorBoard to hide earlier data at steps >= purge_step.

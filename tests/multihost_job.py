@@ -70,7 +70,7 @@ def run_rank(args: argparse.Namespace) -> None:
     for s in range(args.scalars):
         w.add_scalar("job/value", float(rank * 100_000 + s), s)
     w.add_histogram("job/hist", np.arange(100, dtype=np.float64) + rank, 0)
-    loader = DataLoader(TimedReads(args.items), batch_size=None, num_workers=2,
+    loader: DataLoader[int] = DataLoader(TimedReads(args.items), batch_size=None, num_workers=2,  # type: ignore[arg-type]
                         multiprocessing_context=multiprocessing.get_context("spawn"))
     assert sorted(loader) == list(range(args.items))
     proc = multiprocessing.get_context("spawn").Process(target=child, args=(args.child_events,))

@@ -163,6 +163,8 @@ def check_job(logdir: Path, mode: str) -> None:
     named = {run for run in logs.runs if "SpawnProcess-" not in run and "/python-" not in run}
     assert named == expected, logs.runs
     assert (logs.dropped, logs.errors, logs.transport_errors) == (0, 0, 0)
+    # A rank's own hub keeps its counters in its own run (read_logs reads only the root's).
+    assert [e for e in logs.entries if e.tag.startswith("hyrax_tbhub/") and e.value] == []
     assert logs.problems == []
     owner = {int(f.name.split(".")[-2]) for f in logdir.glob("events.out.tfevents.*")}
     if mode == "off":  # every run written by rank 0's hub
