@@ -8,6 +8,7 @@ returns once everything logged is on disk. See README.md and docs/how-it-works.m
 
 from __future__ import annotations
 
+from . import _distributed
 from ._distributed import serve_ranks
 from .tensorboardx_logger import (
     HyraxSummaryWriter,
@@ -17,8 +18,6 @@ from .tensorboardx_logger import (
 )
 
 __version__ = "0.1.0"
-
-from . import _distributed  # noqa: E402
 
 _distributed.watch_as_rank()  # in a torchrun rank only: find a served hub before any call logs
 
