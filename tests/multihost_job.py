@@ -70,10 +70,11 @@ def run_rank(args: argparse.Namespace) -> None:
     for s in range(args.scalars):
         w.add_scalar("job/value", float(rank * 100_000 + s), s)
     w.add_histogram("job/hist", np.arange(100, dtype=np.float64) + rank, 0)
+    ctx = multiprocessing.get_context(args.context)
     loader: DataLoader[int] = DataLoader(TimedReads(args.items), batch_size=None, num_workers=2,  # type: ignore[arg-type]
-                        multiprocessing_context=multiprocessing.get_context("spawn"))
+                                         multiprocessing_context=ctx)
     assert sorted(loader) == list(range(args.items))
-    proc = multiprocessing.get_context("spawn").Process(target=child, args=(args.child_events,))
+    proc = ctx.Process(target=child, args=(args.child_events,))
     proc.start()
     proc.join(120)
     assert proc.exitcode == 0, proc.exitcode
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=12)
     parser.add_argument("--child-events", type=int, default=5)
     parser.add_argument("--rank-hubs", choices=["auto", "off"], default="auto")
+    parser.add_argument("--context", choices=["spawn", "fork", "forkserver"], default="spawn",
+                        help="start method of the DataLoader workers and of the child")
     parser.add_argument("--init-method", default="")
     parser.add_argument("--rank", type=int, default=-1)
     parser.add_argument("--world-size", type=int, default=-1)

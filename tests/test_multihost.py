@@ -36,7 +36,8 @@ def _env(runtime: Path) -> dict[str, str]:
     return env
 
 
-def check_rank(logs: CapturedLogs, rank: int, run: str, scalars: int, items: int, child_events: int) -> None:
+def check_rank(logs: CapturedLogs, rank: int, run: str, scalars: int, items: int, child_events: int,
+               context: str = "spawn") -> None:
     """Every event of rank ``rank`` (own run ``run``) and of each of its descendants arrived."""
     assert logs.scalars("job/value", run=run) == [(s, float(rank * 100_000 + s)) for s in range(scalars)]
     assert len(logs.select("job/hist", run=run, kind="histogram")) == 1
@@ -47,7 +48,7 @@ def check_rank(logs: CapturedLogs, rank: int, run: str, scalars: int, items: int
     assert got == list(range(items))
     reads = [v for w in workers for _, v in logs.scalars("data/read_s", run=w)]
     assert len(reads) == items and all(0 <= v < 60 for v in reads)
-    children = [r for r in logs.runs if r.startswith(prefix + "SpawnProcess-")]
+    children = [r for r in logs.runs if r.startswith(prefix + context.capitalize() + "Process-")]
     assert len(children) == 1, logs.runs
     assert [s for s, _ in logs.scalars("job/child", run=children[0])] == list(range(child_events))
     subs = [r for r in logs.runs if r.startswith(prefix + "python-")]
@@ -56,15 +57,18 @@ def check_rank(logs: CapturedLogs, rank: int, run: str, scalars: int, items: int
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("context", ["spawn", "fork"])
 @pytest.mark.parametrize("rank_hubs", ["off", "auto"])
 def test_descendants_of_a_rank_that_found_the_hub_in_the_store_log(
-        logdir: Path, tmp_path: Path, rank_hubs: str) -> None:
-    """Rank 1 (own runtime folder, no hub of its own) and its DataLoader workers, spawn child and
-    subprocess all log; every event lands under rank_1 and rank_1/<name>."""
+        logdir: Path, tmp_path: Path, rank_hubs: str, context: str) -> None:
+    """Rank 1 (own runtime folder, no hub of its own) and its DataLoader workers, child process
+    and subprocess all log; every event lands under rank_1 and rank_1/<name>. A forked child
+    inherits an initialised process group, yet is named below the rank, not as the rank."""
     rendezvous = "file://" + str(tmp_path / "store")
     rank1 = subprocess.Popen(
         [sys.executable, str(JOB), "--logdir", str(logdir), "--init-method", rendezvous, "--rank", "1",
-         "--world-size", "2", "--scalars", "200", "--items", "6", "--rank-hubs", rank_hubs],
+         "--world-size", "2", "--scalars", "200", "--items", "6", "--rank-hubs", rank_hubs,
+         "--context", context],
         env=_env(tmp_path / "rt-node1"))
     try:
         dist.init_process_group("gloo", init_method=rendezvous, rank=0, world_size=2)
@@ -83,7 +87,7 @@ def test_descendants_of_a_rank_that_found_the_hub_in_the_store_log(
         if dist.is_initialized():
             dist.destroy_process_group()
     logs = read_logs(logdir)
-    check_rank(logs, 1, "rank_1", 200, 6, 5)
+    check_rank(logs, 1, "rank_1", 200, 6, 5, context)
     assert not list((tmp_path / "rt-node1").glob("*.json")), "rank 1 left its hub file behind"
     # Who wrote rank 1's runs: rank 0's hub (over TCP), or rank 1's own hub (shared folder).
     writer = rank1.pid if rank_hubs == "auto" else os.getpid()
@@ -421,7 +425,7 @@ dist.init_process_group("gloo", init_method=sys.argv[1], rank=0, world_size=2)
 hyrax_tbhub.init_tensorboard_logger(log_dir=sys.argv[3])
 # Far beyond the test's timeout: only noticing the dead node makes this close return in time.
 _state.STATE.hub.config.close_timeout = 3600
-hyrax_tbhub.serve_ranks(host=sys.argv[4], rank_hubs=False)
+hyrax_tbhub.serve_ranks(host=sys.argv[4], rank_hubs=sys.argv[5] == "auto")
 say("served")
 w = hyrax_tbhub.get_tensorboard_logger()
 for s in range(100):
@@ -471,11 +475,12 @@ if __name__ == "__main__":
 
 
 @pytest.mark.timeout(300)
-def test_a_dead_host_costs_rank0_nothing_and_its_close_stays_prompt(tmp_path: Path) -> None:
-    """Host b (rank 1 and a child of it, both connected to rank 0 over TCP) is killed and its
-    link cut, so no FIN or RST ever reaches rank 0. Rank 0 keeps logging, and its close returns
-    without waiting out its close timeout: the dead connections are noticed within seconds.
-    Everything host b flushed before it died is on disk."""
+@pytest.mark.parametrize("mode", ["off", "auto"], ids=["tcp-to-rank0", "hub-per-rank"])
+def test_a_dead_host_costs_rank0_nothing_and_its_close_stays_prompt(tmp_path: Path, mode: str) -> None:
+    """Host b (rank 1 and a child of it) is killed and its link cut, so no FIN or RST ever
+    reaches rank 0. Rank 0 keeps logging, and its close returns without waiting out its close
+    timeout: connections over TCP are noticed dead within seconds, and with a hub per rank
+    there are none. Everything host b flushed before it died is on disk."""
     import time
 
     logdir = tmp_path / "log"
@@ -490,7 +495,7 @@ def test_a_dead_host_costs_rank0_nothing_and_its_close_stays_prompt(tmp_path: Pa
             script.write_text(code)
             env = _env(tmp_path / f"rt-host{k}")
             env["GLOO_SOCKET_IFNAME"] = net.ifaces[k]
-            cmd = [sys.executable, str(script), rendezvous, str(signals), str(logdir), net.ADDRS[0]]
+            cmd = [sys.executable, str(script), rendezvous, str(signals), str(logdir), net.ADDRS[0], mode]
             with open(tmp_path / f"host{k}.log", "wb") as fh:
                 procs.append(subprocess.Popen(net.command(k, f"h{k}", cmd), env=env, stdout=fh,
                                               stderr=subprocess.STDOUT, start_new_session=True))
