@@ -123,6 +123,7 @@ def test_grandchildren_of_a_forkserver_child_started_before_init_log(tmp_path: P
     import multiprocessing
 
     import hyrax_tbhub
+
     import workers
     from readback import read_log
 
