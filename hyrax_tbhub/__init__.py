@@ -10,6 +10,7 @@ statistics. See README.md and docs/.
 
 from __future__ import annotations
 
+from . import _distributed
 from ._aggregate import aggregate
 from ._distributed import serve_ranks
 from .tensorboardx_logger import (
@@ -21,6 +22,8 @@ from .tensorboardx_logger import (
 from .writer import SummaryWriter
 
 __version__ = "0.1.0"
+
+_distributed.watch_as_rank()  # in a torchrun rank only: find a served hub before any call logs
 
 __all__ = [
     "HyraxSummaryWriter",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import socket
 import stat
 import struct
 import sys
@@ -32,7 +33,9 @@ __all__ = [
     "HubInfo",
     "bump_generation",
     "find_hub",
+    "publish_for_descendants",
     "runtime_dir",
+    "withdraw_published",
     "write_hub_file",
 ]
 
@@ -54,6 +57,8 @@ class HubInfo:
     version: int = _FORMAT_VERSION
     start_wall_ns: int = 0  # time.time_ns() when the hub started: the *_ts origin on other hosts
     hostname: str = ""
+    # Published by serve_ranks(): ranks that see ``logdir`` run hubs of their own (_rank_hub.py).
+    rank_hubs: bool = False
 
     @property
     def key(self) -> bytes:
@@ -119,12 +124,16 @@ def hub_file_for(pid: int) -> Path:
 def write_hub_file(info: HubInfo) -> Path:
     """Atomically publish ``info`` as the hub file of its owner pid."""
     path = hub_file_for(info.owner_pid)
+    _write_private(path, info)
+    return path
+
+
+def _write_private(path: Path, info: HubInfo) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(asdict(info), fh)
     os.replace(tmp, path)
-    return path
 
 
 def read_hub_file(path: str | os.PathLike[str]) -> HubInfo | None:
@@ -167,9 +176,65 @@ def find_hub() -> tuple[HubInfo, str] | None:
         pass
     for cand in candidates:
         info = read_hub_file(cand)
-        if info is not None and info.owner_pid != os.getpid():
+        if info is not None and not _is_own_hub(info):
             return info, cand
     return None
+
+
+def _is_own_hub(info: HubInfo) -> bool:
+    # A hub file a producer republished may name a hub on another machine, whose owner pid
+    # can be any number here.
+    if info.owner_pid != os.getpid():
+        return False
+    return not info.hostname or info.hostname == socket.gethostname()
+
+
+# What this process published for its descendants: (pid, hub file, previous HYRAX_TBHUB_INFO).
+_published: tuple[int, Path, str | None] | None = None
+
+
+def publish_for_descendants(info: HubInfo, found_at: str | None) -> None:
+    """Make the hub a producer found reachable for the descendants it starts from now on.
+
+    The owner's descendants inherit ``HYRAX_TBHUB_INFO`` or read the owner's hub file. A producer
+    that found its hub another way (a rank through the process-group store; a forkserver child
+    through its parent's hub file) has nothing its own children could inherit: it publishes the
+    same route as the owner does, a hub file for its own pid (0600, holding the key, in the
+    0700 runtime folder) and the environment variable. Never raises.
+    """
+    global _published
+    if found_at is not None and os.environ.get(ENV_INFO) == found_at:
+        return  # inherited already: every descendant inherits it too
+    try:
+        republished = HubInfo(**{**asdict(info), "version": _FORMAT_VERSION})
+        withdraw_published()
+        remove_stale_hub_files()  # files of producers that were killed on this machine
+        path = hub_file_for(os.getpid())
+        _write_private(path, republished)
+        _published = (os.getpid(), path, os.environ.get(ENV_INFO))
+        os.environ[ENV_INFO] = str(path)
+        bump_generation()  # children started earlier (pools) look again and find the file
+    except Exception:
+        pass
+
+
+def withdraw_published() -> None:
+    """Remove what :func:`publish_for_descendants` published in this process (never raises)."""
+    global _published
+    published = _published
+    if published is None or published[0] != os.getpid():
+        return  # nothing, or a forked child's copy of its parent's record: not ours to remove
+    _published = None
+    pid, path, previous = published
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    if os.environ.get(ENV_INFO) == str(path):
+        if previous is None:
+            os.environ.pop(ENV_INFO, None)
+        else:
+            os.environ[ENV_INFO] = previous
 
 
 def remove_stale_hub_files() -> None:

@@ -15,6 +15,7 @@ events into this run; that is all it can do (docs/threat-model.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -23,11 +24,11 @@ import threading
 from dataclasses import asdict, replace
 from typing import Any
 
-from . import _wire
+from . import _naming, _wire
 from ._discovery import HubInfo
 from ._stderr import warn
 
-__all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks"]
+__all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks", "tune_tcp"]
 
 STORE_KEY = "hyrax_tbhub/hub"
 #: The environment variable ``serve_ranks()`` and the ranks read the launcher's shared key from.
@@ -35,6 +36,34 @@ KEY_ENV = "HYRAX_TBHUB_KEY"
 _MIN_KEY_BYTES = 16
 _warned_no_key: set[str] = set()
 _POLL_S = 1.0
+#: ms a TCP peer may leave sent data unacknowledged before the connection counts as dead. ACKs
+#: come from the peer's kernel, not its (possibly busy) Python, so only a dead host or a cut link
+#: goes this long without one; without the bound Linux retransmits for ~15 minutes, and a closing
+#: hub would wait its whole close timeout for a node that died.
+TCP_USER_TIMEOUT_MS = 5_000
+_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 2))  # s, s, probes
+
+
+def tune_tcp(sock: socket.socket) -> None:
+    """Options of every producer<->hub TCP connection, on both ends (never raises).
+
+    No Nagle delay; a peer whose host died or whose link was cut is detected within seconds,
+    both while data is in flight (``TCP_USER_TIMEOUT``) and while idle (keepalive), so its file
+    descriptor, run and close-time wait are released.
+    """
+    for level, name, value in (
+        (socket.IPPROTO_TCP, "TCP_NODELAY", 1),
+        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+        *((socket.IPPROTO_TCP, n, v) for n, v in _KEEPALIVE),
+        (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_MS),
+    ):
+        option = getattr(socket, name, None)
+        if option is None:
+            continue  # not on this platform
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:
+            pass
 
 
 def _dist() -> Any:
@@ -61,7 +90,13 @@ def _shared_key(key_env: str) -> bytes | None:
     return value.encode("utf-8")
 
 
-def serve_ranks(host: str | None = None, store: Any = None, key_env: str | None = KEY_ENV) -> str:
+def serve_ranks(
+    host: str | None = None,
+    store: Any = None,
+    key_env: str | None = KEY_ENV,
+    *,
+    rank_hubs: bool | None = None,
+) -> str:
     """Let ranks on other machines log to this process's hub; return the address they use.
 
     Call it in the process that called ``init_tensorboard_logger`` (rank 0), once
@@ -74,6 +109,10 @@ def serve_ranks(host: str | None = None, store: Any = None, key_env: str | None 
     script). When it is set, ranks prove that key and the store carries no secret. When it is not
     (or ``key_env=None``), the hub's own random key is published in the store: whoever can read
     the store can then write log events into this run, and nothing more.
+
+    ``rank_hubs``: None (default) lets every rank that sees this hub's log folder (a shared
+    file system) run a hub of its own that writes its runs there, so this process pays nothing
+    for other ranks' events; False sends every rank's events to this hub over TCP.
     """
     from ._state import STATE
 
@@ -105,7 +144,14 @@ def serve_ranks(host: str | None = None, store: Any = None, key_env: str | None 
                  "docs/threat-model.md)")
     bound_host, port = hub.listen_tcp(resolved, key, checker)
     address = f"tcp:{bound_host}:{port}"
-    published: dict[str, Any] = asdict(hub.info(address))
+    info = dataclasses.replace(hub.info(address), rank_hubs=rank_hubs is not False)
+    _naming.mark_rank()  # this rank's descendants log as rank_<n>/...
+    hub.on_close(_naming.unmark_rank)
+    if info.rank_hubs:
+        from ._rank_hub import publish_marker
+
+        publish_marker(hub)
+    published: dict[str, Any] = asdict(info)
     if key is not None:
         published["authkey"] = ""  # the ranks have it from their launcher
         published["key_env"] = key_env
@@ -177,3 +223,48 @@ def watch_store(poke: Any, known: Any) -> None:
 
     _poller = threading.Thread(target=run, name="hyrax_tbhub-store-watch", daemon=True)
     _poller.start()
+
+
+_eager: threading.Thread | None = None
+
+
+def watch_as_rank() -> None:
+    """In a launcher's rank (torchrun), find a served hub without waiting for a logging call.
+
+    A rank's DataLoader workers log from the first batch on, often before the rank itself logs
+    anything: were the rank to look only in its own first call, it would not yet have published
+    the route its workers need (every event they logged meanwhile would be lost). So a rank polls
+    the store once a second, from when its process group exists until it has a channel. Started
+    once, at import, only in the rank itself; a fork or spawn child never inherits it.
+    """
+    global _eager
+    if _eager is not None or os.environ.get("WORLD_SIZE") is None:
+        return
+    rank = _naming.job_rank()
+    if rank is None or not rank[1]:
+        return
+    # Imported here, in the importing thread: an import on the poller's thread could leave its
+    # module lock held in a child forked at that moment (FACTS).
+    import multiprocessing.util  # noqa: F401  (the exit hooks register there)
+    import resource  # noqa: F401  (a hub raises its descriptor limit)
+
+    from . import _producer, _rank_hub, _state, _stderr, tensorboardx_logger  # noqa: F401
+
+    def run() -> None:
+        stop = threading.Event()
+        state = _state.STATE
+        while not stop.wait(_POLL_S):
+            if state.channel is not None or state.hub is not None:
+                return  # found (by this thread or a logging call), or this rank owns the hub
+            try:
+                info = find_distributed_hub()
+                if info is None or info.hub_id in state.finished_hubs:
+                    continue
+                if state.watch is not None:
+                    state.watch.poke()
+                _state.channel()
+            except Exception:
+                continue  # a store that went away: the job is ending
+
+    _eager = threading.Thread(target=run, name="hyrax_tbhub-rank-watch", daemon=True)
+    _eager.start()

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _discovery, _wire
+from ._distributed import tune_tcp
 from ._events import (
     RESERVED_PREFIX,
     encode_scalar,
@@ -103,13 +104,20 @@ def _safe_subpath(subrun: str) -> str:
 
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+# The one nesting a run name may have: the rank a producer descends from (``rank_3/...``).
+_RANK_PREFIX = re.compile(r"rank_[0-9]{1,9}/")
 
 
 def _clean_run_name(name: str) -> str:
+    """A run folder name that stays one level (or ``rank_<n>/`` plus one) below the log folder."""
+    prefix = ""
+    match = _RANK_PREFIX.match(name)
+    if match is not None:
+        prefix, name = match.group(0), name[match.end():]
     name = _NAME_BAD.sub("_", name)[:80].lstrip(".")
     if not name or name.startswith(RESERVED_PREFIX.rstrip("/")):
         name = "producer"
-    return name
+    return prefix + name
 
 
 _AUTH, _LIVE = 0, 1
@@ -141,9 +149,15 @@ class _Conn:
 class Hub:
     """Owns the event files under ``logdir`` and the endpoint producers connect to."""
 
-    def __init__(self, logdir: str, config: HubConfig | None = None, purge_step: int | None = None) -> None:
+    def __init__(
+        self, logdir: str, config: HubConfig | None = None, purge_step: int | None = None,
+        root_folder: str | None = None,
+    ) -> None:
         self.config = config or HubConfig()
         self.logdir = logdir
+        # The owner's own run: ``logdir`` itself, or a rank's run when the hub serves one rank of
+        # a job whose log folder is shared (_rank_hub.py).
+        self.root_folder = logdir if root_folder is None else root_folder
         self.start_ns = time.monotonic_ns()
         self.start_wall_ns = time.time_ns()
         self.hub_id = secrets.token_hex(8)
@@ -154,7 +168,9 @@ class Hub:
         self._guard = Guard()
         self._lock = threading.RLock()
         self._local: deque[tuple[Any, ...]] = deque()
-        self._root = _Run("root", logdir, self.config.filename_suffix)
+        # A rank's hub names its root run after its folder (rank_<n>): its counters then say whose.
+        root_name = "root" if root_folder is None else os.path.basename(root_folder.rstrip("/"))
+        self._root = _Run(root_name, self.root_folder, self.config.filename_suffix)
         root_file = self._root.file("")  # tensorboardX opens the file at construction; so do we
         if purge_step is not None:
             # As SummaryWriter: tells TensorBoard to hide earlier data at steps >= purge_step.
@@ -399,7 +415,7 @@ class Hub:
                 return
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
-                conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                tune_tcp(conn_sock)  # a dead node must not hold a close up
             key = self._listener_keys.get(listener, self._key)
             conn = _Conn(conn_sock, deadline, key, self._checkers.get(listener))
             try:

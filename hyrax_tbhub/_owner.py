@@ -33,7 +33,7 @@ class LocalChannel:
         return self.hub.flush_local(30.0 if timeout is None else timeout)
 
     def folder(self) -> str:
-        return os.path.abspath(self.hub.logdir)
+        return os.path.abspath(self.hub.root_folder)
 
     def writer(self) -> CaptureWriter:
         # Built on first use: tensorboardX (and through it torch) is imported only when a

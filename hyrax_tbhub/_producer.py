@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _wire
 from ._discovery import HubInfo
+from ._distributed import tune_tcp
 from ._events import encode_batch
 from ._forksafe import import_capture_writer
 from ._naming import producer_name
@@ -503,7 +504,7 @@ def _connect(address: str, timeout: float) -> socket.socket:
     if address.startswith("tcp:"):
         host, port = address[4:].rsplit(":", 1)
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tune_tcp(sock)  # issue 10: a dead rank 0 host is noticed within seconds
         return sock
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -116,14 +116,20 @@ def rediscover() -> Channel | None:
         generation = watch.current() if watch is not None else 0
         found = _discovery.find_hub()
         info = found[0] if found is not None else None
+        found_at = found[1] if found is not None else None
         if info is None or info.hub_id in STATE.finished_hubs:
-            info = _find_distributed()
+            info, found_at = _find_distributed(), None
+            if STATE.channel is not None:  # this rank now runs its own hub (_rank_hub.py)
+                return STATE.channel
         if info is None or info.hub_id in STATE.finished_hubs:
             if watch is not None:
                 watch.settle(generation)
             STATE.idle = not may_gain  # notifies
             return None
         producer = Producer(info, _on_producer_gone)
+        # Issue 10: children of ranks. Before the channel is visible: whoever sees it may start
+        # a child at once, and that child must find the hub.
+        _discovery.publish_for_descendants(info, found_at)
         STATE.channel = producer
         STATE.lost_hub = False
         if watch is not None:
@@ -141,7 +147,13 @@ def _find_distributed() -> _discovery.HubInfo | None:
     if in_distributed_job() and STATE.watch is not None:
         watch = STATE.watch
         watch_store(watch.poke, lambda: STATE.finished_hubs)
-    return find_distributed_hub()
+    info = find_distributed_hub()
+    if info is not None and info.hub_id not in STATE.finished_hubs:
+        from ._rank_hub import start_rank_hub
+
+        if start_rank_hub(info):
+            return None
+    return info
 
 
 def _may_gain_hub() -> bool:
@@ -170,6 +182,7 @@ def _may_gain_hub() -> bool:
 
 def _on_producer_gone(producer: Producer) -> None:
     STATE.finished_hubs.add(producer.info.hub_id)
+    _discovery.withdraw_published()
     if producer.lost:
         STATE.lost_hub = True
     if STATE.channel is producer:
@@ -183,6 +196,7 @@ def close_producer(timeout: float | None = None) -> None:
     if isinstance(ch, Producer) and ch.pid == os.getpid():
         ch.close(timeout)
         STATE.finished_hubs.add(ch.info.hub_id)
+        _discovery.withdraw_published()
         if STATE.channel is ch:
             STATE.channel = None
             STATE.notify()
