@@ -209,8 +209,12 @@ class Producer:
         """
         self._state = _GONE
         self._max_events = -1
-        self._dq.clear()
-        for sock in (self._sock, self._wake_r, self._wake_w):
+        dq = getattr(self, "_dq", None)
+        if dq is not None:
+            dq.clear()
+        # getattr: the fork may have come while another thread was still in __init__.
+        for name in ("_sock", "_wake_r", "_wake_w"):
+            sock = getattr(self, name, None)
             if sock is not None:
                 try:
                     sock.close()
@@ -246,6 +250,8 @@ class Producer:
             # A caller that outruns the hub spins here holding the GIL, and the sender thread,
             # the one that could empty the queue, waits for it: hand it over now and then.
             time.sleep(0)
+        if self._state == _GONE:
+            return  # the hub is gone, which was said once already ("lost the hub", ...)
         reason = why or "it logs faster than the hub writes (its queue is full)"
         key = reason.split("(")[0]
         if key not in self._warned:
