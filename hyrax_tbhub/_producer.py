@@ -62,6 +62,8 @@ class ProducerLimits:
 
 _CONNECTING, _LIVE, _GONE = 0, 1, 2
 _FRAME_BYTES = 4 * 1024 * 1024
+_SEND_BYTES = 4 * 1024 * 1024  # bytes of frames handed to one sendall
+_FINAL_WAIT_S = 0.02  # at most this long a call waits while the final batch is being sent
 
 # poll(2) where there is one: no descriptor of its own (nothing to leak into a fork child) and,
 # unlike select(2), no limit on descriptor numbers (FACTS: select.select raises ValueError for a
@@ -114,6 +116,7 @@ class Producer:
         self._warned: set[str] = set()
         self.lost = False  # True when the hub went away without a clean drain
         self._closed_for_puts = False
+        self._final_sent = threading.Event()  # set once this producer sends nothing more
         self._urgent = False
         self.after_close = 0  # calls that arrived after this producer's final batch
         self._name = producer_name()
@@ -220,8 +223,12 @@ class Producer:
         """
         self._state = _GONE
         self._max_events = -1
-        self._dq.clear()
-        for sock in (self._sock, self._wake_r, self._wake_w):
+        dq = getattr(self, "_dq", None)
+        if dq is not None:
+            dq.clear()
+        # getattr: the fork may have come while another thread was still in __init__.
+        for name in ("_sock", "_wake_r", "_wake_w"):
+            sock = getattr(self, name, None)
             if sock is not None:
                 try:
                     sock.close()
@@ -244,12 +251,21 @@ class Producer:
     def _drop(self, n: int = 1, why: str = "") -> None:
         if self._closed_for_puts:
             self.after_close += n  # logged after close: a no-op by design, not a loss to report
+            if not self._final_sent.is_set():
+                # The sender is sending the final batch, which a close waits for. A caller that
+                # logs flat out holds the GIL that the sender needs: each time it takes the GIL
+                # back, the sender waits for the OS to run it again (on a loaded machine, many
+                # milliseconds each time). So a call made in that window waits, letting go of
+                # the GIL, until the final batch is out; bounded by _FINAL_WAIT_S per call.
+                self._final_sent.wait(_FINAL_WAIT_S)
             return
         self.dropped += n
         if not self.dropped & 1023:
             # A caller that outruns the hub spins here holding the GIL, and the sender thread,
             # the one that could empty the queue, waits for it: hand it over now and then.
             time.sleep(0)
+        if self._state == _GONE:
+            return  # the hub is gone, which was said once already ("lost the hub", ...)
         reason = why or "it logs faster than the hub writes (its queue is full)"
         key = reason.split("(")[0]
         if key not in self._warned:
@@ -374,6 +390,7 @@ class Producer:
                     last_send = now
             if finishing:
                 self._state = _GONE
+                self._final_sent.set()
                 with self._cond:
                     self._cond.notify_all()
                 self._on_gone(self)
@@ -391,6 +408,8 @@ class Producer:
             # Bounded, so the loop soon looks at the hub's messages again (a drain request must
             # not wait behind a whole backlog of a flooding caller).
             remaining = min(remaining, batch_max * 16)
+        frames: list[bytes] = []
+        size_out = 0
         while True:
             # Up to batch_max events and about _FRAME_BYTES of pre-encoded events per frame: the
             # hub holds a frame whole while reading it, so large events must not make it huge.
@@ -416,9 +435,17 @@ class Producer:
                 batch.append(("d", self.dropped))
             if final and remaining == 0:
                 batch.append(("b",))
-            if not batch:
-                return
-            sock.sendall(self._encode(batch))
+            if batch:
+                frames.append(self._encode(batch))
+                size_out += len(frames[-1])
+            # Frames go out several at a time: each sendall lets go of the GIL, and a thread that
+            # logs flat out takes it at once, so each one costs this thread a whole switch
+            # interval (5 ms, far more on a loaded machine) before it runs again. One sendall per
+            # few MiB, not per frame, is what keeps a drain of a full queue short.
+            if frames and (remaining == 0 or size_out >= _SEND_BYTES):
+                sock.sendall(b"".join(frames) if len(frames) > 1 else frames[0])
+                frames.clear()
+                size_out = 0
             if remaining == 0:
                 return
 
@@ -485,6 +512,7 @@ class Producer:
     def _finish_gone(self) -> None:
         self.lost = True
         self._state = _GONE
+        self._final_sent.set()
         with self._cond:
             self._cond.notify_all()
         self._hello.set()

@@ -270,28 +270,33 @@ def _flush_then_die(signum: int, frame: object) -> None:
 
 
 def _after_fork_in_child() -> None:
-    hub = STATE.hub
-    if hub is not None:
-        hub.abandon_in_child()
-    # Every producer object of the parent, not only the published one: a fork while another
-    # thread was still building one (its socket connected, not yet published) must not leave our
-    # copy of that socket open, or the parent's connection outlives the parent.
-    for producer in list(Producer.instances):
-        if producer.pid != os.getpid():
-            producer.abandon_in_child()
+    hub, inherited = STATE.hub, list(Producer.instances)
+    # The state first: a thread of the parent may have held the lock at the fork (in a look the
+    # child never sees finish), and whatever goes wrong below must not leave the child with it.
+    STATE.lock = threading.Lock()
     STATE.pid = os.getpid()
     STATE.channel = None
     STATE.hub = None
     STATE.watch = None
     STATE.finished_hubs = set()
     STATE.lost_hub = False
-    # A thread of the parent may have held it at the fork (in a look that the child never sees
-    # finish): the child starts with a new one, and with the state reset below it.
-    STATE.lock = threading.Lock()
-    STATE.idle = False  # notifies
     # The parent's finalizer entries are cleared by multiprocessing in its children but not by a
     # bare os.fork(); either way this process registers its own when it first logs.
     STATE.exit_hooked = False
+    if hub is not None:
+        try:
+            hub.abandon_in_child()
+        except Exception as exc:
+            warn(f"hyrax_tbhub: after fork, while letting go of the parent's hub: {exc!r}")
+    # Every producer object of the parent, not only the published one: a fork while another
+    # thread was still building one (its socket connected, not yet published) must not leave our
+    # copy of that socket open, or the parent's connection outlives the parent.
+    for producer in inherited:
+        try:
+            producer.abandon_in_child()
+        except Exception as exc:
+            warn(f"hyrax_tbhub: after fork, while letting go of the parent's producer: {exc!r}")
+    STATE.idle = False  # notifies
 
 
 if hasattr(os, "register_at_fork"):

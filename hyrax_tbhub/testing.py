@@ -115,7 +115,7 @@ class CapturedLogs:
     """Everything one log folder holds, with helpers for assertions.
 
     ``entries`` excludes the hub's reserved ``hyrax_tbhub/...`` counters; those are in
-    ``counters`` (and summed in ``dropped``, ``errors``, ``transport_errors``).
+    ``counters`` (and summed in ``dropped``, ``errors``, ``transport_errors``, ``internal_errors``).
     """
 
     log_dir: str
@@ -152,7 +152,8 @@ class CapturedLogs:
 
     @property
     def dropped(self) -> int:
-        """Events producers dropped because their buffer was full (all runs)."""
+        """Events producers logged but never sent (all runs): a full queue, an event over the
+        size limit, one that could not be encoded, or a queue lost to an internal error."""
         return self._sum_counters(RESERVED_PREFIX + "dropped/")
 
     @property
@@ -164,6 +165,11 @@ class CapturedLogs:
     def transport_errors(self) -> int:
         """Broken producer connections the hub saw (e.g. a producer killed mid-send)."""
         return int(self.counters.get(RESERVED_PREFIX + "transport_errors", 0))
+
+    @property
+    def internal_errors(self) -> int:
+        """Bugs of hyrax_tbhub's hub thread (each also said on stderr with its traceback)."""
+        return int(self.counters.get(RESERVED_PREFIX + "internal_errors", 0))
 
     @property
     def problems(self) -> list[str]:
@@ -269,7 +275,8 @@ class CapturedLogs:
             raise AssertionError(f"tag {tag!r} was logged {len(found)} times (runs {runs})")
 
     def assert_complete(self) -> None:
-        """Assert nothing was lost: no drops, no write or transport errors, every file read to its end."""
+        """Assert nothing was lost: no drops, no write, transport or internal errors, every file
+        read to its end."""
         bad = {t: v for t, v in self.counters.items() if v}
         if bad or self._problems:
             raise AssertionError(f"the log is not complete: counters {bad}, problems {self._problems}")

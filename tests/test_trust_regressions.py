@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+from collections.abc import Iterator
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,21 @@ def test_fork_while_another_thread_logs_never_hangs_the_child(hub: Path, tmp_pat
     _check_fork_children(hub, tmp_path, fw.read_report(result), children)
 
 
+@pytest.fixture
+def _own_forkserver() -> Iterator[None]:
+    """A forkserver started for this test and stopped after it.
+
+    The server keeps the environment of the moment it starts, here this test's private runtime
+    folder: one left running would send later tests' forkserver children to a folder that is gone.
+    """
+    forkserver._forkserver._stop()
+    try:
+        yield
+    finally:
+        forkserver._forkserver._stop()
+
+
+@pytest.mark.usefixtures("_own_forkserver")
 def test_forkserver_child_whose_threads_log_forks_a_grandchild(hub: Path, tmp_path: Path) -> None:
     """A forkserver child with two threads logging flat out forks grandchildren: they all finish."""
     children = 4

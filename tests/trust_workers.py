@@ -214,19 +214,21 @@ def sender_bug(result: str, stderr: str, events: int) -> None:
     w.add_scalar("before", 1.0, 0)
     first = w.flush(30)
     p = _producer()
-    original = producer_module.Producer._send_queued
-    armed = threading.Event()
+    armed, queued = threading.Event(), threading.Event()
 
     def broken(self: Any, sock: Any, final: bool) -> None:
+        # Fails only once every event is queued, so that all of them meet the bug.
         if armed.is_set():
+            queued.wait(30)
             raise RuntimeError("a bug in the sender")
         original(self, sock, final)
 
+    original = producer_module.Producer._send_queued
     producer_module.Producer._send_queued = broken  # type: ignore[method-assign]
-    # Queue the events before the sender may look, so all of them meet the bug.
     armed.set()
     for step in range(events):
         w.add_scalar("after", float(step), step)
+    queued.set()
     if p is not None:
         p._thread.join(30)
     gone = p is not None and not p._thread.is_alive()
