@@ -1,0 +1,11 @@
+"""``python tests/ledger --seed N``: run one ledger seed in this (fresh) process and judge it."""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run as a folder, so that the repro command works from a checkout: tests/ is the import root.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from ledger.runner import main
+
+    sys.exit(main())
