@@ -149,7 +149,7 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
                 for i, d in enumerate(r["dt"]):
                     timed[int(r["lo"]) + i] = (t, t + int(d))
                     t += int(d)
-            elif k == "flush" and r.get("ok"):
+            elif k == "flush" and r.get("ok") and (kill_t is None or int(r["t1"]) <= kill_t):
                 confirmed = max(confirmed, int(r["upto"]) - 1)
         totals["logged"] += len(timed)
         where = occ.get(tag, {})
@@ -179,7 +179,7 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
                 totals["owed"] += 1
             for g in landed:
                 if g not in allowed:
-                    why = "logged while no hub existed" if not allowed else f"logged for gens {sorted(allowed)}"
+                    why = f"logged for gens {sorted(allowed)}" if allowed else "logged while no hub existed"
                     failures.append(f"{tag} ({kind}): step {s} landed in gen {g} but was {why}")
             if owed is not None and owed.g not in landed:
                 miss_by_gen[owed.g].append(s)
@@ -190,8 +190,9 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
             run = run_of.get((g, tag))
             missing[g][run] += len(steps)
             owed_here = sum(1 for s in timed if s not in where or g not in where[s])
-            whole = " (every one of them: the whole stream)" if not any(g in v for v in where.values()) else ""
-            missing_detail.append((g, run, f"{tag} ({kind}, pid {start['pid']}{', SIGKILLed' if kill_t else ''}): "
+            whole = "" if any(g in v for v in where.values()) else " (every one of them: the whole stream)"
+            killed = ", SIGKILLed" if kill_t else ""
+            missing_detail.append((g, run, f"{tag} ({kind}, pid {start['pid']}{killed}): "
                                            f"{len(steps)} owed events missing from gen {g}{whole}, steps "
                                            f"{_ranges(steps)} [{owed_here} of {len(timed)} not in gen {g}]"))
     for tag in occ:

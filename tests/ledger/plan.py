@@ -194,7 +194,8 @@ def describe(plan: dict[str, Any]) -> str:
             extra.append(f"pause {u['pause']}")
         if u["flush_every"]:
             extra.append(f"flush/{u['flush_every']}")
-        lines.append(f"{indent}{u['uid']} {u['kind']} gen {u.get('start_gen', '-')}: {u['threads']} thread(s) "
+        gen = u.get("start_gen", "-")
+        lines.append(f"{indent}{u['uid']} {u['kind']} gen {gen}: {u['threads']} thread(s) "
                      f"{'/'.join(u['apis'])} x {u['chunks']}x{u['chunk']} {' '.join(extra)}")
         for c in u["forks"]:
             one(c, indent + "  fork> ")
@@ -204,7 +205,8 @@ def describe(plan: dict[str, Any]) -> str:
     for u in plan["units"]:
         one(u, "  ")
     for g in plan["groups"]:
-        lines.append(f"  {g['kind']} x{g['workers']} gen {g['start_gen']} early={g['early']} exit={g['exit']}")
+        lines.append(f"  {g['kind']} x{g['workers']} gen {g['start_gen']} early={g['early']} "
+                     f"exit={g['exit']}")
         for t in g["tasks"]:
             one(t, "    task> ")
     if plan["owner"] is not None:

@@ -10,6 +10,7 @@ before it is killed.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import select
 import signal
@@ -19,7 +20,6 @@ import time
 from typing import Any
 
 import multiprocess
-import multiprocessing
 
 #: Kinds that start one process running :func:`ledger.producer.run_unit`.
 PROCESS_KINDS = (
@@ -29,6 +29,52 @@ PROCESS_KINDS = (
 )
 #: Kinds a producer may use to fork a child while its other threads log.
 FORK_KINDS = ("os.fork", "mp-fork", "mpx-fork")
+
+# Imported before any fork: the runner forks while its own threads run pools and executors, and
+# producers fork while their streams log; a module imported lazily by a harness thread would be
+# left locked in the child (FACTS). The harness must expose such hazards in hyrax_tbhub only.
+_PRELOAD = (
+    "concurrent.futures.process", "multiprocessing.connection", "multiprocessing.pool",
+    "multiprocessing.popen_fork", "multiprocessing.popen_forkserver", "multiprocessing.popen_spawn_posix",
+    "multiprocessing.forkserver", "multiprocessing.queues", "multiprocessing.synchronize",
+    "multiprocessing.resource_tracker", "multiprocess.connection", "multiprocess.pool",
+    "multiprocess.popen_fork", "multiprocess.popen_forkserver", "multiprocess.popen_spawn_posix",
+    "multiprocess.forkserver", "multiprocess.queues", "multiprocess.synchronize",
+    "multiprocess.resource_tracker", "subprocess", "selectors",
+)
+
+
+def preload(torch_too: bool) -> None:
+    import importlib
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    if torch_too:
+        try:
+            import torch.utils.data  # noqa: F401
+        except Exception:
+            pass
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import torch.utils.data  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def walk(unit: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [unit]
+    for c in unit["forks"] + unit["children"]:
+        out.extend(walk(c))
+    return out
+
+
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 

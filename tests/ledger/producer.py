@@ -97,7 +97,7 @@ def log_stream(spec: dict[str, Any], j: int, barrier: threading.Barrier | None,
                 add(tag, float(s), s)
                 ts.append(mono())
         # Deltas keep the ledger small: ts[i] was read before event lo+i, ts[i+1] after it.
-        out.put(k="chunk", lo=step, hi=hi, t0=ts[0], dt=[b - a for a, b in zip(ts, ts[1:])])
+        out.put(k="chunk", lo=step, hi=hi, t0=ts[0], dt=[b - a for a, b in zip(ts, ts[1:], strict=False)])
         step = hi
         if first_chunk is not None:
             first_chunk.set()
@@ -116,6 +116,10 @@ def run_unit(spec: dict[str, Any]) -> int:
     _arm_stack_dump(spec["ledger"])
     unit = _Lines(unit_file(spec["ledger"], spec["uid"]))
     unit.put(k="start", pid=os.getpid(), ppid=os.getppid(), kind=spec["kind"], t=_mono())
+    if spec["forks"] or spec["children"]:
+        procs.preload(False)
+    if spec.get("warm"):
+        hyrax_tbhub.get_tensorboard_logger().flush(spec["timeout"])  # connected before any stream
     n = spec["threads"]
     barrier = threading.Barrier(n) if spec["barrier"] and n > 1 else None
     first_chunk = threading.Event()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import multiprocess
-import multiprocessing
 
 import hyrax_tbhub
 
@@ -29,25 +29,9 @@ from ledger.plan import _all_units, describe, make_plan, plan_events, plan_proce
 
 _mono = time.monotonic_ns
 
-
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-        import torch.utils.data  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def _walk(unit: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [unit]
-    for c in unit["forks"] + unit["children"]:
-        out.extend(_walk(c))
-    return out
-
-
 class Run:
-    def __init__(self, seed: int, start_method: str | None, bound: float, work: Path) -> None:
+    def __init__(self, seed: int, start_method: str | None, bound: float, work: Path,
+                 warm: bool = False) -> None:
         self.seed = seed
         self.start_method = start_method
         self.bound = bound
@@ -65,9 +49,10 @@ class Run:
         self.lock = threading.Lock()
         inner = max(5.0, bound * 0.5)  # producers report their children's hangs before we give up
         for unit in _all_units(self.plan):
-            for u in _walk(unit):
+            for u in procs.walk(unit):
                 u["ledger"] = str(self.ledger)
                 u["timeout"] = inner
+                u["warm"] = warm
                 if u["kind"] in ("pool-task", "ppe-task", "torch-item"):
                     u["close_at_end"] = False  # a worker that left a hub never rejoins it
         self.skipped: list[str] = []
@@ -128,7 +113,7 @@ class Run:
 
     def _run_pool(self, group: dict[str, Any], pool: Any) -> None:
         results = [pool.apply_async(producer.pool_task, (t,)) for t in group["tasks"]]
-        for task, r in zip(group["tasks"], results):
+        for task, r in zip(group["tasks"], results, strict=True):
             try:
                 r.get(self.remaining())
             except multiprocessing.TimeoutError:
@@ -145,7 +130,7 @@ class Run:
     def _run_executor(self, group: dict[str, Any]) -> None:
         ex = concurrent.futures.ProcessPoolExecutor(group["workers"], mp_context=self._group_context(group))
         futures = [ex.submit(producer.pool_task, t) for t in group["tasks"]]
-        for task, f in zip(group["tasks"], futures):
+        for task, f in zip(group["tasks"], futures, strict=True):
             try:
                 f.result(self.remaining())
             except concurrent.futures.TimeoutError:
@@ -196,9 +181,10 @@ class Run:
 
     def execute(self) -> None:
         plan = self.plan
-        if any(g["kind"].startswith("torch-") for g in plan["groups"]) and not torch_available():
+        if any(g["kind"].startswith("torch-") for g in plan["groups"]) and not procs.torch_available():
             self.skipped.append("torch DataLoader (torch does not import)")
             plan["groups"] = [g for g in plan["groups"] if not g["kind"].startswith("torch-")]
+        procs.preload(any(g["kind"].startswith("torch-") for g in plan["groups"]))
         early = {id(g): self.make_pool(g) for g in plan["groups"] if g.get("early")}
         last = len(plan["gens"]) - 1
         for g, gen in enumerate(plan["gens"]):
@@ -269,7 +255,7 @@ def repro_command(seed: int, start_method: str | None) -> str:
 
 
 def run_seed(seed: int, start_method: str | None = None, bound: float = 60.0,
-             keep: bool = False, base: str | None = None) -> dict[str, Any]:
+             keep: bool = False, base: str | None = None, warm: bool = False) -> dict[str, Any]:
     """Run one seed in this process (which must be a fresh one: it becomes the owner)."""
     if start_method:
         multiprocessing.set_start_method(start_method, force=True)
@@ -281,7 +267,7 @@ def run_seed(seed: int, start_method: str | None = None, bound: float = 60.0,
     os.environ.pop("HYRAX_TBHUB_INFO", None)
     work = Path(tempfile.mkdtemp(prefix=f"ledger-{seed}-", dir=base))
     t0 = time.monotonic()
-    run = Run(seed, start_method, bound, work)
+    run = Run(seed, start_method, bound, work, warm)
     producer._arm_stack_dump(str(run.ledger))
     try:
         run.execute()
@@ -347,15 +333,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--start-method", choices=["fork", "spawn", "forkserver"], default=None,
                     help="the default start method of multiprocessing and multiprocess for the mix")
-    ap.add_argument("--bound", type=float, default=60.0, help="seconds before anything still running is a hang")
+    ap.add_argument("--bound", type=float, default=60.0,
+                    help="seconds before anything still running is a hang")
     ap.add_argument("--keep", action="store_true", help="keep the ledger and logs even when the seed passes")
+    ap.add_argument("--warm", action="store_true",
+                    help="diagnosis: every producer connects (flush) before its streams start, so "
+                         "no two first calls of a process race each other")
     ap.add_argument("--describe", action="store_true", help="print the mix and exit")
     ap.add_argument("--json", action="store_true", help="also print the verdict as one JSON line")
     args = ap.parse_args(argv)
     if args.describe:
         print(describe(make_plan(args.seed)))
         return 0
-    verdict = run_seed(args.seed, args.start_method, args.bound, args.keep)
+    verdict = run_seed(args.seed, args.start_method, args.bound, args.keep, warm=args.warm)
     print(format_verdict(verdict), flush=True)
     if args.json:
         print("LEDGER-JSON " + json.dumps(verdict), flush=True)
