@@ -66,15 +66,15 @@ def run_ledger_seed(seed: int) -> dict[str, Any]:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=30)
         text = f"the owner of seed {seed} overran its bound\n{out}\n{err}"
-        return {"ok": False, "hang": True, "text": text, "repro": _repro(seed)}
+        return {"ok": False, "hang": True, "seed": seed, "text": text, "repro": _repro(seed)}
     for line in out.splitlines():
         if line.startswith("LEDGER-JSON "):
             verdict = json.loads(line[len("LEDGER-JSON "):])
             verdict["text"] = "\n".join(ln for ln in out.splitlines() if not ln.startswith("LEDGER-JSON "))
             verdict["stderr"] = err[-4000:]
             return verdict
-    return {"ok": False, "text": f"seed {seed}: the owner exited with {proc.returncode}\n{out}\n{err}",
-            "repro": _repro(seed)}
+    text = f"seed {seed}: the owner exited with {proc.returncode}\n{out}\n{err}"
+    return {"ok": False, "seed": seed, "text": text, "repro": _repro(seed)}
 
 
 def _repro(seed: int) -> str:
@@ -82,7 +82,24 @@ def _repro(seed: int) -> str:
     return f"python tests/ledger --seed {seed}" + (f" --start-method {method}" if method else "")
 
 
+RECORD_ENV = "HYRAX_TBHUB_LEDGER_RECORD"
+
+
+def _record(verdict: dict[str, Any]) -> None:
+    """Append the seed's figures to $HYRAX_TBHUB_LEDGER_RECORD (``tests/ledger --summary`` sums them)."""
+    path = os.environ.get(RECORD_ENV)
+    if not path:
+        return
+    keep = {k: v for k, v in verdict.items() if k not in ("text", "stderr", "plan", "problems")}
+    keep["problems"] = [p[:400] for p in verdict.get("problems", []) if p.startswith("LOST")][:10]
+    keep["hangs"] = [{"what": h.get("what"), "stack": (h.get("stack") or "")[-1500:]}
+                     for h in verdict.get("hangs", [])] if isinstance(verdict.get("hangs"), list) else []
+    with open(path, "a") as fh:
+        fh.write(json.dumps(keep) + "\n")
+
+
 def _assert_accounted(verdict: dict[str, Any]) -> None:
+    _record(verdict)
     if not verdict["ok"]:
         pytest.fail(f"{verdict['text']}\n\nreproduce with: {verdict['repro']}", pytrace=False)
 

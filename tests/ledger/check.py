@@ -75,6 +75,7 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
     generations = [_Gen(r) for r in gens]
     failures: list[str] = []
     problems: list[str] = []
+    hangs: list[dict[str, Any]] = []
 
     # -- what is on disk, per generation ---------------------------------------------------------
     occ: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -113,10 +114,9 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
             units.setdefault(parts[0], {}).update(kind=start.get("kind"), pids=[r["pid"] for r in recs
                                                                               if r.get("k") == "start"])
             for r in recs:
-                if r.get("k") == "hang":
-                    failures.append(f"{parts[0]} saw a hang: {r.get('what')}")
-                    if r.get("stack"):
-                        problems.append(f"stack of {r.get('what')}:\n{r['stack']}")
+                if r.get("k") == "hang":  # seen by a producer, about its own thread or child
+                    hangs.append({"what": f"{r.get('what')}, seen by {parts[0]}", "uid": r.get("uid"),
+                                  "stack": r.get("stack", "")})
                 if r.get("k") == "exit" and r.get("rc") != 0:
                     failures.append(f"child {r.get('uid')} of {parts[0]} exited with {r.get('rc')}")
 
@@ -242,4 +242,5 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
         "transport_errors": transport_errors,
         "failures": failures,
         "problems": problems,
+        "hangs": hangs,
     }

@@ -77,6 +77,10 @@ def _unit(rng: random.Random, ids: _Ids, kind: str, switching: bool, *, threads:
     return unit
 
 
+def _walk(unit: dict[str, Any]) -> list[dict[str, Any]]:
+    return [unit, *(d for c in unit["forks"] + unit["children"] for d in _walk(c))]
+
+
 def _processes(unit: dict[str, Any]) -> int:
     return 1 + sum(_processes(c) for c in unit["forks"] + unit["children"])
 
@@ -144,6 +148,20 @@ def make_plan(seed: int, torch_ok: bool = True) -> dict[str, Any]:
         owner = _unit(rng, ids, "owner", switching, leaf=True, threads=rng.choice([1, 2]))
         owner["barrier"] = False
         owner["start_gen"] = 0
+    # Features added later draw from their own generator, so that every seed keeps its mix.
+    extra = random.Random(seed * 1_000_003 + 1)
+    leaves = [u for top in units for u in _walk(top) if u["kind"] in PROCESS_KINDS]
+    if leaves and extra.random() < 0.12:
+        # A producer holding more than 1024 descriptors (DataLoader workers sharing tensors do):
+        # select() fails on such numbers (issue 8, symptom 3).
+        extra.choice(leaves)["fds"] = 1100
+    for unit in units:
+        if unit.get("kill_after") is not None:
+            # Alive and confirming when the kill comes: paced, flushing, and killed once it runs.
+            unit["pause"] = max(unit["pause"], 0.01)
+            unit["chunks"] = max(unit["chunks"], 6)
+            unit["flush_every"] = unit["flush_every"] or 1
+            unit["kill_after"] = round(extra.uniform(0.15, 0.9), 3)
     plan = {"seed": seed, "gens": gens, "units": units, "groups": groups, "owner": owner}
     total = plan_events(plan)
     if total > MAX_EVENTS:
@@ -188,6 +206,8 @@ def describe(plan: dict[str, Any]) -> str:
             extra.append(f"SIGKILL after {u['kill_after']} s")
         if u["forks"]:
             extra.append(f"forks {u['fork_when']}")
+        if u.get("fds"):
+            extra.append(f"{u['fds']} fds")
         if u.get("close_at_end"):
             extra.append("closes")
         if u["pause"]:

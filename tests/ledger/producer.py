@@ -13,6 +13,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import resource
 import signal
 import sys
 import threading
@@ -118,6 +119,7 @@ def run_unit(spec: dict[str, Any]) -> int:
     unit.put(k="start", pid=os.getpid(), ppid=os.getppid(), kind=spec["kind"], t=_mono())
     if spec["forks"] or spec["children"]:
         procs.preload(False)
+    held = _hold_descriptors(spec.get("fds", 0))
     if spec.get("warm"):
         hyrax_tbhub.get_tensorboard_logger().flush(spec["timeout"])  # connected before any stream
     n = spec["threads"]
@@ -165,9 +167,29 @@ def run_unit(spec: dict[str, Any]) -> int:
             unit.put(k="exit", uid=child["uid"], pid=h.pid, rc=rc, t=_mono())
     if spec.get("close_at_end"):
         hyrax_tbhub.close_tensorboard_logger()  # a producer leaves its hub (flush + goodbye)
-    unit.put(k="end", rc=code, t=_mono())
+    unit.put(k="end", rc=code, t=_mono(), fds=len(held))
     unit.close()
+    for fd in held:
+        os.close(fd)
     return code
+
+
+def _hold_descriptors(n: int) -> list[int]:
+    """Open ``n`` descriptors (so that every later one is numbered above them) and keep them."""
+    if not n:
+        return []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 256
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    base = os.open(os.devnull, os.O_RDONLY)
+    held = [base]
+    try:
+        while len(held) < n:
+            held.append(os.dup(base))
+    except OSError:
+        pass  # the hard limit is lower: as many as allowed
+    return held
 
 
 def forked_main(spec: dict[str, Any]) -> None:

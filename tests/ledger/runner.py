@@ -284,7 +284,7 @@ def run_seed(seed: int, start_method: str | None = None, bound: float = 60.0,
     verdict["start_method"] = start_method or multiprocessing.get_start_method()
     verdict["planned_processes"] = plan_processes(run.plan)
     verdict["planned_events"] = plan_events(run.plan)
-    verdict["hangs"] = run.hangs
+    verdict["hangs"] = verdict["hangs"] + run.hangs
     verdict["failures"] = verdict["failures"] + run.failures
     verdict["skipped"] = run.skipped
     verdict["close_s"] = [g.get("close_s") for g in run.gens]
@@ -326,11 +326,50 @@ def format_verdict(v: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summarize(path: str) -> str:
+    """Totals over the verdicts recorded in ``path``, one JSON object a line."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not rows:
+        return "no seeds recorded"
+    failed = [r for r in rows if not r.get("ok")]
+    hangs = [r for r in rows if r.get("hangs") or r.get("hang")]
+    lossy = [r for r in rows if r.get("unexplained")]
+
+    def total(key: str) -> int:
+        return sum(int(r.get(key) or 0) for r in rows)
+
+    closes = [c for r in rows for c in (r.get("close_s") or []) if c is not None]
+    methods = sorted({str(r.get("start_method")) for r in rows})
+    lines = [
+        f"{len(rows)} seeds ({', '.join(methods)}): {len(rows) - len(failed)} passed, {len(failed)} failed",
+        f"processes {total('processes')}, streams {total('streams')}, events logged {total('logged')}, "
+        f"owed {total('owed')}, on disk {total('landed')}, logged with no hub {total('no_hub')}, "
+        f"during a switch {total('maybe')}",
+        f"unexplained losses {total('unexplained')} in {len(lossy)} seeds; explained by drop counters "
+        f"{total('explained')}; hangs in {len(hangs)} seeds; SIGKILLs {total('kills')}; "
+        f"transport errors {total('transport_errors')}; slowest close {max(closes, default=0)} s; "
+        f"wall time {round(sum(float(r.get('seconds') or 0) for r in rows), 1)} s",
+    ]
+    for r in failed:
+        why = []
+        if r.get("unexplained"):
+            why.append(f"{r['unexplained']} events lost")
+        for h in r.get("hangs") or []:
+            why.append(f"hang: {h.get('what')}")
+        if r.get("hang"):
+            why.append("the owner overran its bound")
+        why.extend(str(f)[:160] for f in (r.get("failures") or [])[:3])
+        lines.append(f"  seed {r.get('seed')}: {'; '.join(why)}  ->  {r.get('repro')}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python tests/ledger", description=__doc__)
-    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--summary", metavar="FILE",
+                    help="sum up the seeds recorded in FILE ($HYRAX_TBHUB_LEDGER_RECORD of a pytest run)")
     ap.add_argument("--start-method", choices=["fork", "spawn", "forkserver"], default=None,
                     help="the default start method of multiprocessing and multiprocess for the mix")
     ap.add_argument("--bound", type=float, default=60.0,
@@ -342,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--describe", action="store_true", help="print the mix and exit")
     ap.add_argument("--json", action="store_true", help="also print the verdict as one JSON line")
     args = ap.parse_args(argv)
+    if args.summary:
+        print(summarize(args.summary))
+        return 0
+    if args.seed is None:
+        ap.error("--seed is required")
     if args.describe:
         print(describe(make_plan(args.seed)))
         return 0
