@@ -21,7 +21,7 @@ _INF = math.inf
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         text = path.read_text()
     except OSError:
@@ -110,8 +110,8 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
         parts = f.name.split(".")
         if len(parts) == 2:  # u3.jsonl: the unit's own lines
             recs = _lines(f)
-            start = next((r for r in recs if r.get("k") == "start"), {})
-            units.setdefault(parts[0], {}).update(kind=start.get("kind"), pids=[r["pid"] for r in recs
+            first = next((r for r in recs if r.get("k") == "start"), {})
+            units.setdefault(parts[0], {}).update(kind=first.get("kind"), pids=[r["pid"] for r in recs
                                                                               if r.get("k") == "start"])
             for r in recs:
                 if r.get("k") == "hang":  # seen by a producer, about its own thread or child
@@ -120,7 +120,7 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
                 if r.get("k") == "exit" and r.get("rc") != 0:
                     failures.append(f"child {r.get('uid')} of {parts[0]} exited with {r.get('rc')}")
 
-    totals = defaultdict(int)
+    totals: defaultdict[str, int] = defaultdict(int)
     missing: dict[int, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
     missing_detail: list[tuple[int, str | None, str]] = []
     seen_tags: set[str] = set()
@@ -128,7 +128,7 @@ def check(ledger: Path, gens: list[dict[str, Any]], kills: dict[str, int]) -> di
     for f in sorted(ledger.glob("*.t*.jsonl")):
         uid, tpart = f.name.split(".")[:2]
         recs = _lines(f)
-        start = next((r for r in recs if r.get("k") == "start"), None)
+        start: dict[str, Any] | None = next((r for r in recs if r.get("k") == "start"), None)
         if start is None:
             continue
         tag = start["tag"]

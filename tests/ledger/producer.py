@@ -79,7 +79,7 @@ def log_stream(spec: dict[str, Any], j: int, barrier: threading.Barrier | None,
     out = _Lines(stream_file(ledger, uid, j))
     out.put(k="start", pid=os.getpid(), api=api, tag=tag)
     w = hyrax_tbhub.get_tensorboard_logger()
-    add = w.add_text if api == "text" else w.add_scalar
+    add_text, add_scalar = w.add_text, w.add_scalar
     mono = _mono
     flush_every, pause, chunk = spec["flush_every"], spec["pause"], spec["chunk"]
     if barrier is not None:
@@ -91,11 +91,11 @@ def log_stream(spec: dict[str, Any], j: int, barrier: threading.Barrier | None,
         ts = [mono()]
         if api == "text":
             for s in range(step, hi):
-                add(tag, str(s), s)
+                add_text(tag, str(s), s)
                 ts.append(mono())
         else:
             for s in range(step, hi):
-                add(tag, float(s), s)
+                add_scalar(tag, float(s), s)
                 ts.append(mono())
         # Deltas keep the ledger small: ts[i] was read before event lo+i, ts[i+1] after it.
         out.put(k="chunk", lo=step, hi=hi, t0=ts[0], dt=[b - a for a, b in zip(ts, ts[1:], strict=False)])

@@ -140,8 +140,9 @@ class Run:
     def _run_loader(self, group: dict[str, Any]) -> None:
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(
-            producer.LedgerDataset(group["tasks"]), batch_size=1, num_workers=group["workers"],
+        dataset: Any = producer.LedgerDataset(group["tasks"])
+        loader: Any = DataLoader(
+            dataset, batch_size=1, num_workers=group["workers"],
             multiprocessing_context=self._group_context(group),
             persistent_workers=group["persistent"], timeout=max(1.0, self.remaining() * 0.8),
         )
