@@ -34,7 +34,7 @@ BOUND = 45.0  # s for one seed's processes; what runs longer is a hang
 # grandchildren of every kind, hub switches (close/init) while producers log, SIGKILLs, stdlib
 # and multiprocess pools started before and after init, ProcessPoolExecutor, a DataLoader, a
 # subprocess, and the owner's own threads.
-DEFAULT_SEEDS = (5, 10, 11, 16, 26, 37)
+DEFAULT_SEEDS = (5, 10, 11, 16, 26, 37, 62, 88)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

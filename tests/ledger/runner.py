@@ -291,6 +291,7 @@ def run_seed(seed: int, start_method: str | None = None, bound: float = 60.0,
     verdict["close_s"] = [g.get("close_s") for g in run.gens]
     verdict["seconds"] = round(time.monotonic() - t0, 2)
     verdict["repro"] = repro_command(seed, start_method)
+    verdict["code"] = os.path.dirname(os.path.abspath(hyrax_tbhub.__file__))
     verdict["ok"] = not verdict["failures"] and not run.hangs and not verdict["unexplained"]
     verdict["work"] = str(work)
     verdict["plan"] = describe(run.plan)
@@ -322,6 +323,8 @@ def format_verdict(v: dict[str, Any]) -> str:
             lines.append(f"  {p}")
         lines.append(f"  ledger and logs kept in {v['work']}")
         lines.append(f"  reproduce: {v['repro']}")
+    if not v["ok"]:
+        lines.append(f"  (hyrax_tbhub from {v['code']})")
     for s in v["skipped"]:
         lines.append(f"  skipped: {s}")
     return "\n".join(lines)
