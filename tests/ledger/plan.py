@@ -166,12 +166,12 @@ def make_plan(seed: int, torch_ok: bool = True) -> dict[str, Any]:
     total = plan_events(plan)
     if total > MAX_EVENTS:
         factor = MAX_EVENTS / total
-        for unit in _all_units(plan):
+        for unit in all_units(plan):
             _shrink(unit, factor)
     return plan
 
 
-def _all_units(plan: dict[str, Any]) -> list[dict[str, Any]]:
+def all_units(plan: dict[str, Any]) -> list[dict[str, Any]]:
     out = [*plan["units"]]
     for g in plan["groups"]:
         out.extend(g["tasks"])
@@ -182,7 +182,7 @@ def _all_units(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 def plan_events(plan: dict[str, Any]) -> int:
     total = 0
-    for unit in _all_units(plan):
+    for unit in all_units(plan):
         total += unit["threads"] * unit["chunks"] * unit["chunk"]
     for unit in plan["units"]:
         total += _events(unit) - unit["threads"] * unit["chunks"] * unit["chunk"]

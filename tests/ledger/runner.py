@@ -25,11 +25,14 @@ import multiprocess
 import hyrax_tbhub
 
 from ledger import check, procs, producer
-from ledger.plan import _all_units, describe, make_plan, plan_events, plan_processes
+from ledger.plan import all_units, describe, make_plan, plan_events, plan_processes
 
 _mono = time.monotonic_ns
 
+
 class Run:
+    """One seed's mix, run by this process as the owner of every hub generation."""
+
     def __init__(self, seed: int, start_method: str | None, bound: float, work: Path,
                  warm: bool = False) -> None:
         self.seed = seed
@@ -48,7 +51,7 @@ class Run:
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
         inner = max(5.0, bound * 0.5)  # producers report their children's hangs before we give up
-        for unit in _all_units(self.plan):
+        for unit in all_units(self.plan):
             for u in procs.walk(unit):
                 u["ledger"] = str(self.ledger)
                 u["timeout"] = inner
