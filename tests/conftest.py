@@ -59,7 +59,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     import multiprocessing
 
-    return f"default start method: {multiprocessing.get_start_method()}"
+    # allow_none: asking without it would fix the default for the session, as set_start_method does.
+    method = multiprocessing.get_start_method(allow_none=True)
+    return f"default start method: {method or 'the platform default (no --start-method)'}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
