@@ -295,7 +295,7 @@ def run_seed(seed: int, start_method: str | None = None, bound: float = 60.0,
     verdict["seconds"] = round(time.monotonic() - t0, 2)
     verdict["repro"] = repro_command(seed, start_method)
     verdict["code"] = os.path.dirname(os.path.abspath(hyrax_tbhub.__file__))
-    verdict["ok"] = not verdict["failures"] and not run.hangs and not verdict["unexplained"]
+    verdict["ok"] = not verdict["failures"] and not verdict["hangs"] and not verdict["unexplained"]
     verdict["work"] = str(work)
     verdict["plan"] = describe(run.plan)
     if verdict["ok"] and not keep:
