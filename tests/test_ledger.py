@@ -101,7 +101,9 @@ def _record(verdict: dict[str, Any]) -> None:
 def _assert_accounted(verdict: dict[str, Any]) -> None:
     _record(verdict)
     if not verdict["ok"]:
-        pytest.fail(f"{verdict['text']}\n\nreproduce with: {verdict['repro']}", pytrace=False)
+        stderr = verdict.get("stderr", "").strip()
+        tail = f"\n\nstderr of the mix (last lines):\n{stderr}" if stderr else ""
+        pytest.fail(f"{verdict['text']}{tail}\n\nreproduce with: {verdict['repro']}", pytrace=False)
 
 
 @pytest.mark.timeout(BOUND + 150)
