@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import multiprocessing.process
 import os
 import resource
 import signal
@@ -19,6 +20,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+import multiprocess.process
 
 import hyrax_tbhub
 
@@ -115,6 +118,7 @@ def log_stream(spec: dict[str, Any], j: int, barrier: threading.Barrier | None,
 def run_unit(spec: dict[str, Any]) -> int:
     """The body of every producer process (and of pool tasks and DataLoader items)."""
     _arm_stack_dump(spec["ledger"])
+    _forget_inherited_children()
     unit = _Lines(unit_file(spec["ledger"], spec["uid"]))
     unit.put(k="start", pid=os.getpid(), ppid=os.getppid(), kind=spec["kind"], t=_mono())
     if spec["forks"] or spec["children"]:
@@ -190,6 +194,18 @@ def _hold_descriptors(n: int) -> list[int]:
     except OSError:
         pass  # the hard limit is lower: as many as allowed
     return held
+
+
+def _forget_inherited_children() -> None:
+    """Drop the parent's process handles that a fork by another library (or a bare os.fork) left.
+
+    stdlib multiprocessing clears its list of children only in processes it started itself, and
+    ``multiprocess`` only its own. A ``multiprocess`` fork child of the owner kept the owner's stdlib
+    children, and its first stdlib ``Process.start()`` polled them: it read the exit status a
+    finished forkserver child's server wrote for the owner, which then saw exit code 255 (seed 3029).
+    """
+    for mod in (multiprocessing.process, multiprocess.process):
+        mod._children.clear()
 
 
 def forked_main(spec: dict[str, Any]) -> None:
