@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -140,6 +141,8 @@ def test_subprocess_with_a_scrubbed_environment_finds_its_parents_hub(hub: Path,
     script = tmp_path / "scrubbed.py"
     script.write_text("import hyrax_tbhub\nhyrax_tbhub.get_tensorboard_logger().add_scalar('x', 1.0, 1)\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    if os.environ.get("HYRAX_TBHUB_RUNTIME_DIR"):  # a private runtime folder is not part of what is scrubbed
+        env["HYRAX_TBHUB_RUNTIME_DIR"] = os.environ["HYRAX_TBHUB_RUNTIME_DIR"]
     subprocess.run([sys.executable, str(script)], check=True, timeout=60, env=env)
     hyrax_tbhub.close_tensorboard_logger()
     assert list(_runs_with(read_log(hub), "x").values()) == [[(1, 1.0)]]
