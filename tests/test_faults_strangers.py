@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wire_peers import authenticate
 
 import hyrax_tbhub
 from hyrax_tbhub import _hub, _state, _wire
@@ -30,6 +29,7 @@ from hyrax_tbhub._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, Wir
 
 import fault_workers as fw
 from readback import read_log
+from wire_peers import authenticate
 
 pytestmark = [
     pytest.mark.faults,

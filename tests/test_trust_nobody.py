@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from wire_peers import Boom, RogueHub, authenticate, closed_by_peer, raw_frame, recv_exact
 
 import hyrax_tbhub
 from hyrax_tbhub import _discovery, _distributed, _state, _wire
 from hyrax_tbhub._producer import Producer
 
 from readback import counters, read_log
+from wire_peers import Boom, RogueHub, authenticate, closed_by_peer, raw_frame, recv_exact
 
 pytestmark = pytest.mark.timeout(60)
 

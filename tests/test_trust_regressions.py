@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trust_workers as tw
 
 import hyrax_tbhub
 from hyrax_tbhub import _hub
 
 import fault_workers as fw
+import trust_workers as tw
 
 pytestmark = [
     pytest.mark.timeout(180),

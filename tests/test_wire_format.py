@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wire_peers import authenticate, closed_by_peer
 
 import hyrax_tbhub
 from hyrax_tbhub import _discovery, _state, _wire
@@ -26,6 +25,7 @@ from hyrax_tbhub._events import encode_scalar, frame
 from hyrax_tbhub._wire import WireError
 
 from fault_workers import fast_counters
+from wire_peers import authenticate, closed_by_peer
 
 FUZZ = settings(max_examples=3000, deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
