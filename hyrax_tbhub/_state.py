@@ -14,6 +14,7 @@ Three facts shape this module (FACTS):
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -301,3 +302,25 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _install_pool_terminate_flush(_obj: object = None) -> None:
+    try:
+        _flush_on_pool_terminate()
+    except Exception:  # a hook at import or in a child's bootstrap must never fail it
+        pass
+
+
+# The flush on terminate needs the main thread, but a pool worker's first logging call may come
+# from another thread (the ledger's seed 3032 lost a task's last events that way). So it is also
+# installed where the main thread is sure to pass: at our import (spawn and forkserver workers
+# import us on their main thread while unpickling a task) and in multiprocessing's own after-fork
+# hook, which fork workers run on their main thread once their process name is set.
+_install_pool_terminate_flush()
+# stdlib's registry is imported for it (~20 ms, once): a pool made after our import must see it.
+# The registry holds its key object weakly: this module-level function lives as long as we do.
+multiprocessing.util.register_after_fork(_install_pool_terminate_flush, _install_pool_terminate_flush)
+if "multiprocess.util" in sys.modules:
+    sys.modules["multiprocess.util"].register_after_fork(
+        _install_pool_terminate_flush, _install_pool_terminate_flush
+    )

@@ -225,3 +225,19 @@ def test_leaving_a_with_pool_block_loses_nothing(hub: Path, lib, method: str) ->
     hyrax_tbhub.close_tensorboard_logger()
     merged = sorted(p for points in _runs_with(read_log(hub), "task").values() for p in points)
     assert merged == [(k, k * 0.5) for k in range(8)]
+
+
+@pytest.mark.parametrize("lib", [multiprocessing, multiprocess], ids=["stdlib", "multiprocess"])
+@pytest.mark.parametrize("method", METHODS)
+def test_leaving_a_with_pool_block_loses_nothing_when_a_thread_logged_first(
+    hub: Path, lib, method: str
+) -> None:
+    """The SIGTERM flush of pool workers needs the main thread: it must not depend on the main
+    thread making the worker's first call (ledger seed 3032 lost a task's events that way)."""
+    ctx = lib.get_context(method)
+    with ctx.Pool(2) as pool:
+        pool.map(workers.log_from_a_thread_first_task, [("tfirst", 1, k) for k in range(8)])
+    hyrax_tbhub.close_tensorboard_logger()
+    log = read_log(hub)
+    merged = sorted(p for points in _runs_with(log, "tfirst").values() for p in points)
+    assert merged == [(k, k * 0.5) for k in range(8)]

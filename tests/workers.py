@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import hyrax_tbhub
 
@@ -100,3 +101,12 @@ def log_ts_points(tags: list[str], n: int, ready: object, go: object) -> int:
         for tag in tags:
             w.log_scalar_ts(tag, float(i))
     return os.getpid()
+
+
+def log_from_a_thread_first_task(args: tuple[str, int, int]) -> int:
+    """A task whose worker's first logging call comes from a thread, not the main thread."""
+    tag, n, start = args
+    first = threading.Thread(target=log_scalars, args=(tag + "_thread", 1, start))
+    first.start()
+    first.join()
+    return log_scalars(tag, n, start)
