@@ -43,10 +43,6 @@ TEXT_PRODUCER_BOUND_KIB = ProducerLimits.max_bytes // 1024 + 32 * MIB
 N_FLOODERS = 3
 HUB_BOUND_KIB = (N_FLOODERS + 4) * ProducerLimits.max_bytes // 1024 + 64 * MIB
 
-MAX_CALL_MS = 50.0
-P999_CALL_MS = 5.0
-
-
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
     yield from fw.private_runtime(monkeypatch)
@@ -130,9 +126,9 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
         bound = TEXT_PRODUCER_BOUND_KIB if text_bytes else SCALAR_PRODUCER_BOUND_KIB
         assert rep["rss_growth_kib"] < bound, rep
         assert landed + rep["dropped"] == n, (name, landed, rep["dropped"])
-        # A 1 MiB add_text spends milliseconds serialising its own event; the queue never waits.
-        assert rep["calls"]["max_ms"] < MAX_CALL_MS, rep["calls"]
-        assert text_bytes or rep["calls"]["p999_ms"] < P999_CALL_MS, rep["calls"]
+        # No call waited for the hub: every producer reported "logged" while the hub was still
+        # frozen (SIGCONT comes only after). Call latencies go to the fault table, not into an
+        # assertion: they measure the machine's load, not a property of the code.
         assert len(_warnings(tmp_path / f"{name}.err", "dropped")) == 1, name
         assert len(_warnings(owner_err, f"producer {run!r} dropped")) == 1, run
     fw.record(
