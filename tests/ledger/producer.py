@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import multiprocessing.forkserver
 import multiprocessing.process
 import os
 import resource
@@ -21,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+import multiprocess.forkserver
 import multiprocess.process
 
 import hyrax_tbhub
@@ -206,6 +208,29 @@ def _forget_inherited_children() -> None:
     """
     for mod in (multiprocessing.process, multiprocess.process):
         mod._children.clear()
+    # The same for the forkserver singletons: a fork child inherits its parent's server pid (not
+    # its child: waitpid raises ChildProcessError, seeds 1138, 1194, 1257) and, when another thread
+    # of the parent was starting a forkserver child at the fork, its lock held (seed 1237 hung in
+    # ensure_running). A child that wants a forkserver must start its own.
+    for fsmod in (multiprocessing.forkserver, multiprocess.forkserver):
+        server = fsmod._forkserver
+        if _inherited_server(server) or server._lock.locked():
+            server._forkserver_address = None
+            server._forkserver_alive_fd = None
+            server._forkserver_pid = None
+            server._inherited_fds = None
+            server._lock = threading.Lock()
+
+
+def _inherited_server(server: Any) -> bool:
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return False
+    try:
+        os.waitpid(pid, os.WNOHANG)  # our own server (alive, or its status stays for it to see)
+    except ChildProcessError:
+        return True  # the parent's: not ours to wait for
+    return False
 
 
 def forked_main(spec: dict[str, Any]) -> None:
