@@ -28,6 +28,7 @@ from . import _discovery
 from ._distributed import find_distributed_hub, in_distributed_job, watch_store
 from ._naming import process_name
 from ._producer import Producer
+from ._rank_hub import start_rank_hub  # at import: no import on the logging path (fork safety)
 from ._stderr import warn
 
 if TYPE_CHECKING:
@@ -150,8 +151,6 @@ def _find_distributed() -> _discovery.HubInfo | None:
         watch_store(watch.poke, lambda: STATE.finished_hubs)
     info = find_distributed_hub()
     if info is not None and info.hub_id not in STATE.finished_hubs:
-        from ._rank_hub import start_rank_hub
-
         if start_rank_hub(info):
             return None
     return info

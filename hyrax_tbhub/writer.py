@@ -26,6 +26,7 @@ from . import _writers
 from ._aggregate import attach as _attach_aggregate
 from ._discovery import HubInfo
 from ._events import encode_text_event
+from ._forksafe import IMPORT_LOCK
 from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, WRITER_METHODS, _is_fast_value, _resolve_logdir
 
 if TYPE_CHECKING:
@@ -244,9 +245,10 @@ class SummaryWriter:
                     raise ValueError(f"Value out of range: {global_step}")  # protobuf's own words
             ch.put_scalar(tag, float(scalar_value), global_step, _time() if walltime is None else walltime)
         else:
-            ch.writer().add_scalar(
-                tag, scalar_value, global_step, walltime, display_name, summary_description
-            )
+            with IMPORT_LOCK:  # tensorboardX's code imports lazily: a fork must not cut that in half
+                ch.writer().add_scalar(
+                    tag, scalar_value, global_step, walltime, display_name, summary_description
+                )
 
     def add_text(
         self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None
@@ -262,7 +264,8 @@ class SummaryWriter:
             wall = _time() if walltime is None else walltime
             ch.put_event("", encode_text_event(tag, text_string, step, wall))
         else:
-            ch.writer().add_text(tag, text_string, global_step, walltime)
+            with IMPORT_LOCK:
+                ch.writer().add_text(tag, text_string, global_step, walltime)
 
     def add_hparams(
         self,
@@ -287,7 +290,8 @@ class SummaryWriter:
             ch = self._attach()
             if ch is None:
                 return
-        ch.writer().add_hparams(hparam_dict, metric_dict, name=run_name or name, global_step=global_step)
+        with IMPORT_LOCK:
+            ch.writer().add_hparams(hparam_dict, metric_dict, name=run_name or name, global_step=global_step)
 
     def add_tensor(
         self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None
@@ -298,16 +302,18 @@ class SummaryWriter:
             ch = self._attach()
             if ch is None:
                 return
-        from tensorboardX.proto.summary_pb2 import Summary
-        from tensorboardX.proto.tensor_pb2 import TensorProto
-        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
-        from tensorboardX.x2num import make_np
+        with IMPORT_LOCK:  # lazy imports of tensorboardX: a fork must not cut them in half
+            from tensorboardX.proto.summary_pb2 import Summary
+            from tensorboardX.proto.tensor_pb2 import TensorProto
+            from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+            from tensorboardX.x2num import make_np
 
-        array = make_np(tensor)
-        shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=int(d)) for d in array.shape])
-        proto = TensorProto(dtype=1, tensor_shape=shape, float_val=[float(v) for v in array.reshape(-1)])
-        summary = Summary(value=[Summary.Value(tag=tag, tensor=proto)])
-        ch.writer()._get_file_writer().add_summary(summary, global_step, walltime)
+            array = make_np(tensor)
+            shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=int(d)) for d in array.shape])
+            values = [float(v) for v in array.reshape(-1)]
+            proto = TensorProto(dtype=1, tensor_shape=shape, float_val=values)
+            summary = Summary(value=[Summary.Value(tag=tag, tensor=proto)])
+            ch.writer()._get_file_writer().add_summary(summary, global_step, walltime)
 
     def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
         """hyrax's helper: step = whole microseconds since the hub started (never repeating per tag)."""
@@ -439,7 +445,8 @@ def _forwarder(name: str) -> Any:
             ch = self._attach()
             if ch is None:
                 return None
-        return getattr(ch.writer(), name)(*args, **kwargs)
+        with IMPORT_LOCK:
+            return getattr(ch.writer(), name)(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = f"``SummaryWriter.{name}``: built by tensorboardX in this process, written by the hub."

@@ -10,6 +10,7 @@ test_close_and_switch_while_a_producer_logs_flat_out, run under load.)
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import sys
 from collections.abc import Iterator
@@ -210,3 +211,24 @@ def test_a_bug_in_the_hub_is_an_internal_error_not_a_transport_error(
     lines = [line for line in err.splitlines() if line.startswith("hyrax_tbhub:")]
     assert len(lines) == 1 and "internal error" in lines[0], err
     assert "Traceback" in err and "a bug in the hub" in err, err
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_the_logging_path_imports_no_module_of_ours(tmp_path: Path, method: str) -> None:
+    """The class behind symptom 2: every module a logging call needs is imported with the package,
+    so no fork from another thread can catch one of ours half-imported (scalars, text, ``*_ts``,
+    flush, get_logdir, and a SummaryWriter of the child's own)."""
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / "log"))
+    try:
+        result = tmp_path / "imports.json"
+        p = mp.get_context(method).Process(
+            target=tw.modules_imported_by_logging, args=(str(result), str(tmp_path / "own"))
+        )
+        p.start()
+        _join(p, 60)
+        assert p.exitcode == 0
+    finally:
+        hyrax_tbhub.close_tensorboard_logger()
+    report = json.loads(result.read_text())
+    assert report["flush"] is True
+    assert report["new"] == [], report["new"]

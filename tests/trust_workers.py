@@ -8,9 +8,11 @@ bounded waits.
 from __future__ import annotations
 
 import faulthandler
+import json
 import multiprocessing as mp
 import os
 import resource
+import sys
 import threading
 import time
 import traceback
@@ -239,3 +241,28 @@ def sender_bug(result: str, stderr: str, events: int) -> None:
         "gone": gone,
         "run": None if p is None else p.run_name,
     })
+
+
+def modules_imported_by_logging(result: str, folder: str) -> None:
+    """Every plain logging path of a producer, then: which hyrax_tbhub modules did it import?
+
+    The fork-safety rule is that the logging path imports nothing once the package is imported
+    (a fork from another thread mid-import leaves that module's lock held in the child for good);
+    tensorboardX is the one exception, under ``_forksafe.IMPORT_LOCK``.
+    """
+    before = {m for m in sys.modules if m.startswith("hyrax_tbhub")}
+    w = hyrax_tbhub.get_tensorboard_logger()
+    w.add_scalar("imports/scalar", 1.0, 1)
+    w.add_text("imports/text", "plain", 1)
+    w.log_scalar_ts("imports/ts", 2.0)
+    w.log_duration_ts("imports/duration", time.monotonic_ns())
+    ok = w.flush()
+    w.get_logdir()
+    writer = hyrax_tbhub.SummaryWriter(folder)
+    writer.add_scalar("imports/writer_scalar", 1.0, 1)
+    writer.add_text("imports/writer_text", "plain", 1)
+    writer.flush()
+    writer.close()
+    after = {m for m in sys.modules if m.startswith("hyrax_tbhub")}
+    with open(result, "w") as fh:
+        json.dump({"new": sorted(after - before), "flush": ok}, fh)
