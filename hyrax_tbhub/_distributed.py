@@ -27,6 +27,7 @@ from typing import Any
 from . import _naming, _wire
 from ._discovery import HubInfo
 from ._stderr import warn
+from ._threads import daemon_thread
 
 __all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks", "tune_tcp"]
 
@@ -221,7 +222,7 @@ def watch_store(poke: Any, known: Any) -> None:
             if info is not None and info.hub_id not in known():
                 poke()
 
-    _poller = threading.Thread(target=run, name="hyrax_tbhub-store-watch", daemon=True)
+    _poller = daemon_thread(run, "hyrax_tbhub-store-watch")
     _poller.start()
 
 
@@ -266,5 +267,5 @@ def watch_as_rank() -> None:
             except Exception:
                 continue  # a store that went away: the job is ending
 
-    _eager = threading.Thread(target=run, name="hyrax_tbhub-rank-watch", daemon=True)
+    _eager = daemon_thread(run, "hyrax_tbhub-rank-watch")
     _eager.start()

@@ -39,6 +39,7 @@ from ._guard import Guard
 from ._runfile import RunFile
 from ._stderr import warn as _warn
 from ._stderr import warn_internal
+from ._threads import daemon_thread
 from ._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 
 __all__ = ["Hub", "HubConfig"]
@@ -206,7 +207,7 @@ class Hub:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._listener, selectors.EVENT_READ, self._on_accept)
         self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self._thread = threading.Thread(target=self._serve, name="hyrax_tbhub-hub", daemon=True)
+        self._thread = daemon_thread(self._serve, "hyrax_tbhub-hub")
 
     # -- life cycle ---------------------------------------------------------------------------
 

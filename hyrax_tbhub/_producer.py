@@ -31,6 +31,7 @@ from ._forksafe import import_capture_writer
 from ._naming import producer_name
 from ._stderr import warn as _warn
 from ._stderr import warn_internal
+from ._threads import daemon_thread
 from ._wire import (
     CHALLENGE_LEN,
     MAGIC,
@@ -133,7 +134,7 @@ class Producer:
             self._connect_error: Exception | None = exc
         else:
             self._connect_error = None
-        self._thread = threading.Thread(target=self._serve, name="hyrax_tbhub-producer", daemon=True)
+        self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")
 
     def start(self) -> None:
         """Start the sender thread: only once the process state points at this producer, or a

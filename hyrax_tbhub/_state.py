@@ -14,7 +14,7 @@ Three facts shape this module (FACTS):
 from __future__ import annotations
 
 import atexit
-import multiprocessing.util
+import multiprocessing.util  # noqa: F401 - loaded for hook_pool_workers (a pool made after our import)
 import os
 import signal
 import sys
@@ -216,6 +216,7 @@ def _at_exit() -> None:
 
 def hook_exit() -> None:
     """Make sure queued events are sent however this process ends normally."""
+    hook_pool_workers()
     if STATE.exit_hooked:
         return
     STATE.exit_hooked = True
@@ -315,11 +316,28 @@ def _install_pool_terminate_flush(_obj: object = None) -> None:
 # installed where the main thread is sure to pass: at our import (spawn and forkserver workers
 # import us on their main thread while unpickling a task) and in multiprocessing's own after-fork
 # hook, which fork workers run on their main thread once their process name is set.
+_after_fork_hooked: set[str] = set()
+
+
+def hook_pool_workers() -> None:
+    """Register the flush with the after-fork registry of each multiprocessing library loaded.
+
+    Called at import and again by init and by every new producer (through ``hook_exit``): a
+    ``multiprocess`` imported after us is hooked before it forks any pool worker of ours. Looked
+    up in ``sys.modules``, never imported here (no import on the logging path).
+    """
+    for modname in ("multiprocessing.util", "multiprocess.util"):
+        util = sys.modules.get(modname)
+        if util is None or modname in _after_fork_hooked:
+            continue
+        try:
+            # The registry holds its key weakly: this module-level function lives as long as we do.
+            util.register_after_fork(_install_pool_terminate_flush, _install_pool_terminate_flush)
+        except Exception:
+            continue
+        _after_fork_hooked.add(modname)
+
+
 _install_pool_terminate_flush()
-# stdlib's registry is imported for it (~20 ms, once): a pool made after our import must see it.
-# The registry holds its key object weakly: this module-level function lives as long as we do.
-multiprocessing.util.register_after_fork(_install_pool_terminate_flush, _install_pool_terminate_flush)
-if "multiprocess.util" in sys.modules:
-    sys.modules["multiprocess.util"].register_after_fork(
-        _install_pool_terminate_flush, _install_pool_terminate_flush
-    )
+# stdlib's registry is imported for it (~20 ms, once) at the top of this module.
+hook_pool_workers()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import signal
 import sys
 from collections.abc import Iterator
 from multiprocessing import forkserver
@@ -232,3 +233,30 @@ def test_the_logging_path_imports_no_module_of_ours(tmp_path: Path, method: str)
     report = json.loads(result.read_text())
     assert report["flush"] is True
     assert report["new"] == [], report["new"]
+
+
+def _blocks(mask: int, sig: int) -> bool:
+    return bool(mask >> (sig - 1) & 1)
+
+
+def test_our_threads_never_take_a_signal_meant_for_the_process(tmp_path: Path) -> None:
+    """A process-directed SIGTERM (Pool.terminate) or SIGINT that the kernel hands to one of our
+    threads never reaches a Python handler while the main thread waits in C: a pool worker then
+    outlived terminate() and ``with Pool`` hung (seen under --start-method=forkserver). So the hub
+    and every producer thread block every asynchronous signal."""
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / "log"))
+    try:
+        owner = tw.thread_signal_masks()
+        result = tmp_path / "masks.json"
+        p = mp.get_context("spawn").Process(target=tw.blocked_signals_of_our_threads, args=(str(result),))
+        p.start()
+        _join(p, 60)
+        assert p.exitcode == 0
+    finally:
+        hyrax_tbhub.close_tensorboard_logger()
+    child = json.loads(result.read_text())
+    assert "hyrax_tbhub-hub" in owner and "hyrax_tbhub-producer" in child, (owner, child)
+    for name, mask in [*owner.items(), *child.items()]:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM):
+            assert _blocks(mask, sig), (name, signal.Signals(sig).name, hex(mask))
+        assert not _blocks(mask, signal.SIGSEGV), name  # faults stay with the thread that caused them

@@ -266,3 +266,22 @@ def modules_imported_by_logging(result: str, folder: str) -> None:
     after = {m for m in sys.modules if m.startswith("hyrax_tbhub")}
     with open(result, "w") as fh:
         json.dump({"new": sorted(after - before), "flush": ok}, fh)
+
+
+def blocked_signals_of_our_threads(result: str) -> None:
+    """Log once, then report which signals each hyrax_tbhub thread of this process blocks."""
+    hyrax_tbhub.get_tensorboard_logger().add_scalar("signals/probe", 1.0, 1)
+    hyrax_tbhub.get_tensorboard_logger().flush()
+    with open(result, "w") as fh:
+        json.dump(thread_signal_masks(), fh)
+
+
+def thread_signal_masks() -> dict[str, int]:
+    """``{thread name: SigBlk bit mask}`` of this process's hyrax_tbhub threads (Linux /proc)."""
+    masks = {}
+    for t in threading.enumerate():
+        if t.name.startswith("hyrax_tbhub") and t.native_id is not None:
+            with open(f"/proc/self/task/{t.native_id}/status") as fh:
+                line = next(ln for ln in fh if ln.startswith("SigBlk:"))
+            masks[t.name] = int(line.split()[1], 16)
+    return masks
