@@ -17,6 +17,7 @@ import atexit
 import multiprocessing.util  # noqa: F401 - loaded for hook_pool_workers (a pool made after our import)
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from ._naming import process_name
 from ._producer import Producer
 from ._rank_hub import start_rank_hub  # at import: no import on the logging path (fork safety)
 from ._stderr import warn
+from ._threads import daemon_thread
 
 if TYPE_CHECKING:
     from ._channel import Channel
@@ -250,8 +252,64 @@ def _flush_on_pool_terminate() -> None:
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _flush_then_die)
+            _watch_sigterm_off_main()
     except (ValueError, OSError):
         pass
+
+
+# (pid, read end, write end) of the wakeup channel of this process's SIGTERM watch.
+_sigterm_watch: tuple[int, socket.socket, socket.socket] | None = None
+
+
+def _watch_sigterm_off_main() -> None:
+    """Make SIGTERM end the process even when the main thread cannot run the Python handler.
+
+    CPython runs a Python handler only on the main thread. When the kernel hands the signal to
+    another thread (one of the user's: ours block it) while the main thread waits in C (a pool
+    worker waiting on its task queue), the handler never runs and the worker outlives
+    ``terminate()``: ``with Pool`` then hangs for good. The signal module's wakeup fd receives the
+    signal number whichever thread took it; a thread of ours waits on it and does the handler's
+    work: flush, then end the process. Called on the main thread, right after the handler is set.
+    """
+    global _sigterm_watch
+    watch = _sigterm_watch
+    if watch is not None and watch[0] == os.getpid():
+        return
+    inherited = -1 if watch is None else watch[2].fileno()  # a fork child's copy of the parent's
+    r, w = socket.socketpair()
+    w.setblocking(False)
+    try:
+        old = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        r.close()
+        w.close()
+        return
+    if old not in (-1, inherited):  # someone else's (an event loop): theirs to keep
+        signal.set_wakeup_fd(old)
+        r.close()
+        w.close()
+        return
+    _sigterm_watch = (os.getpid(), r, w)
+    daemon_thread(lambda: _wait_for_sigterm(r), "hyrax_tbhub-sigterm").start()
+
+
+def _wait_for_sigterm(r: socket.socket) -> None:
+    try:
+        while signal.SIGTERM not in r.recv(64):
+            pass
+    except OSError:
+        return
+    try:
+        writers = sys.modules.get("hyrax_tbhub._writers")
+        if writers is not None:
+            writers.close_producers(timeout=1.5)
+        close_producer(timeout=2.0)
+    except Exception:
+        pass
+    finally:
+        # Whichever of this thread and the main thread's handler gets here first ends the
+        # process; exit status 128 + SIGTERM, as a shell reports death by SIGTERM.
+        os._exit(128 + signal.SIGTERM)
 
 
 def _flush_then_die(signum: int, frame: object) -> None:
