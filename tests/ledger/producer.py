@@ -14,6 +14,7 @@ import faulthandler
 import json
 import multiprocessing.forkserver
 import multiprocessing.process
+import multiprocessing.resource_tracker
 import os
 import resource
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 import multiprocess.forkserver
 import multiprocess.process
+import multiprocess.resource_tracker
 
 import hyrax_tbhub
 
@@ -220,6 +222,13 @@ def _forget_inherited_children() -> None:
             server._forkserver_pid = None
             server._inherited_fds = None
             server._lock = threading.Lock()
+    # And the resource tracker's lock, which a forkserver start takes (seed 1237 hung there).
+    for rtmod in (multiprocessing.resource_tracker, multiprocess.resource_tracker):
+        tracker = rtmod._resource_tracker
+        if tracker._lock.acquire(blocking=False):
+            tracker._lock.release()
+        else:  # held by a thread of the parent that does not exist here
+            tracker._lock = threading.RLock()
 
 
 def _inherited_server(server: Any) -> bool:
