@@ -285,11 +285,9 @@ class SummaryWriter:
         if isinstance(hparam_domain_discrete, str):
             name, global_step = hparam_domain_discrete, run_name if isinstance(run_name, int) else global_step
             run_name = None
-        ch = self._channel
+        ch = self._channel if self._channel is not None else self._attach()
         if ch is None:
-            ch = self._attach()
-            if ch is None:
-                return
+            return
         with IMPORT_LOCK:
             ch.writer().add_hparams(hparam_dict, metric_dict, name=run_name or name, global_step=global_step)
 
@@ -297,11 +295,9 @@ class SummaryWriter:
         self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None
     ) -> None:
         """As torch's ``add_tensor``: a tensor summary (tensorboardX has no such method)."""
-        ch = self._channel
+        ch = self._channel if self._channel is not None else self._attach()
         if ch is None:
-            ch = self._attach()
-            if ch is None:
-                return
+            return
         with IMPORT_LOCK:  # lazy imports of tensorboardX: a fork must not cut them in half
             from tensorboardX.proto.summary_pb2 import Summary
             from tensorboardX.proto.tensor_pb2 import TensorProto
