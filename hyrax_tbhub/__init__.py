@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import _distributed
 from ._aggregate import aggregate
 from ._distributed import serve_ranks
+from .options import Options
 from .tensorboardx_logger import (
     HyraxSummaryWriter,
     close_tensorboard_logger,
@@ -27,6 +28,7 @@ _distributed.watch_as_rank()  # in a torchrun rank only: find a served hub befor
 
 __all__ = [
     "HyraxSummaryWriter",
+    "Options",
     "SummaryWriter",
     "__version__",
     "aggregate",

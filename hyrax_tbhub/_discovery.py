@@ -23,8 +23,9 @@ import stat
 import struct
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ENV_INFO",
@@ -59,6 +60,8 @@ class HubInfo:
     hostname: str = ""
     # Published by serve_ranks(): ranks that see ``logdir`` run hubs of their own (_rank_hub.py).
     rank_hubs: bool = False
+    # Options.to_wire() of the hub: every producer of this hub uses the hub's options.
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> bytes:

@@ -23,16 +23,11 @@ from ._stderr import warn as _warn
 
 __all__ = ["Guard"]
 
-#: Distinct run names one hub keeps (folders, counters); beyond it a new producer is refused.
-MAX_RUNS = 16384
-#: Sub-runs (``add_scalars`` folders, each an open file) one run may open.
-MAX_SUBRUNS = 1024
-
 
 class Guard:
     __slots__ = ("max_runs", "max_subruns", "rejected", "over_cap", "_reported", "_warned")
 
-    def __init__(self, max_runs: int = MAX_RUNS, max_subruns: int = MAX_SUBRUNS) -> None:
+    def __init__(self, max_runs: int, max_subruns: int) -> None:
         self.max_runs = max_runs
         self.max_subruns = max_subruns
         self.rejected = 0

@@ -41,27 +41,21 @@ from ._stderr import warn as _warn
 from ._stderr import warn_internal
 from ._threads import daemon_thread
 from ._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
+from .options import DEFAULT_OPTIONS, Options
 
 __all__ = ["Hub", "HubConfig"]
 
 _LOOP_INTERVAL = 0.05  # s: how often the owner's deque is drained when nobody wakes the thread
 _STATS_INTERVAL = 1.0  # s: counters are written at most this often, and at close
 _LOCAL_HIGH_WATER = 8192  # owner items queued before the caller helps drain them itself
-_MAX_PREAUTH = 512  # unauthenticated connections held at once; the oldest is dropped beyond
 _RECV_SIZE = 1 << 18
 
 
 class HubConfig:
-    """Knobs of a hub; the defaults are documented in docs/how-it-works.md."""
+    """How one hub is set up: the user's options (shared with its producers) and file naming."""
 
-    def __init__(
-        self,
-        handshake_timeout: float = 10.0,
-        close_timeout: float = 30.0,
-        filename_suffix: str = "",
-    ) -> None:
-        self.handshake_timeout = handshake_timeout
-        self.close_timeout = close_timeout
+    def __init__(self, options: Options = DEFAULT_OPTIONS, filename_suffix: str = "") -> None:
+        self.options = options
         self.filename_suffix = filename_suffix
 
 
@@ -166,7 +160,7 @@ class Hub:
         self._key = secrets.token_bytes(32)
         self._listener_keys: dict[socket.socket, bytes] = {}  # listeners whose key is not _key
         self._checkers: dict[socket.socket, _wire.EventChecker] = {}  # listeners of store readers
-        self._guard = Guard()
+        self._guard = Guard(self.config.options.max_runs, self.config.options.max_subruns)
         self._lock = threading.RLock()
         self._local: deque[tuple[Any, ...]] = deque()
         # A rank's hub names its root run after its folder (rank_<n>): its counters then say whose.
@@ -238,6 +232,7 @@ class Hub:
             hub_id=self.hub_id,
             start_wall_ns=self.start_wall_ns,
             hostname=socket.gethostname(),
+            options=self.config.options.to_wire(),
         )
 
     def start(self, publish: bool = True) -> str:
@@ -260,7 +255,7 @@ class Hub:
             return
         with self._lock:
             self._closing = True
-            wait = self.config.close_timeout if timeout is None else timeout
+            wait = self.config.options.close_timeout if timeout is None else timeout
             self._close_deadline = time.monotonic() + wait
         self.wake()
         self._thread.join(wait + 5.0)
@@ -402,7 +397,7 @@ class Hub:
             pass
 
     def _on_accept(self, listener: Any, mask: int) -> None:
-        deadline = time.monotonic() + self.config.handshake_timeout
+        deadline = time.monotonic() + self.config.options.handshake_timeout
         # Bounded, so a connect storm cannot starve live producers; unbounded when closing,
         # because every producer already in the backlog has events that must be collected.
         for _ in range(1 << 30 if self._closing else 64):
@@ -439,7 +434,7 @@ class Hub:
 
     def _limit_preauth(self) -> None:
         waiting = [c for c in self._conns.values() if c.state == _AUTH]
-        if len(waiting) > _MAX_PREAUTH:
+        if len(waiting) > self.config.options.max_pending_handshakes:
             oldest = min(waiting, key=lambda c: c.deadline)
             self.strangers_rejected += 1
             self._drop_conn(oldest)

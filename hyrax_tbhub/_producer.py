@@ -42,29 +42,16 @@ from ._wire import (
     FrameReader,
     WireError,
 )
+from .options import DEFAULT_OPTIONS, Options
 
 if TYPE_CHECKING:
     from ._capture import CaptureWriter
 
-__all__ = ["Producer", "ProducerLimits"]
-
-
-class ProducerLimits:
-    """Bounds of one producer; see docs/how-it-works.md for why these values."""
-
-    max_events: int = 200_000  # queued events (a scalar tuple is ~150 bytes: ~30 MiB worst case)
-    max_bytes: int = 64 * 1024 * 1024  # queued pre-encoded event bytes (images, histograms)
-    batch: int = 2048  # events per frame; reaching it also wakes the sender early
-    interval: float = 0.05  # s between looks at the queue when nothing woke the sender
-    min_gap: float = 0.005  # s at least between two sends while busy: keeps batches large
-    connect_timeout: float = 10.0  # s for connect + handshake
-    exit_timeout: float = 10.0  # s a process exit waits for its events to be sent
+__all__ = ["Producer"]
 
 
 _CONNECTING, _LIVE, _GONE = 0, 1, 2
-_FRAME_BYTES = 4 * 1024 * 1024
 _SEND_BYTES = 4 * 1024 * 1024  # bytes of frames handed to one sendall
-_FINAL_WAIT_S = 0.02  # at most this long a call waits while the final batch is being sent
 
 # poll(2) where there is one: no descriptor of its own (nothing to leak into a fork child) and,
 # unlike select(2), no limit on descriptor numbers (FACTS: select.select raises ValueError for a
@@ -92,9 +79,9 @@ class Producer:
         self.info = info
         self.start_ns = _local_start_ns(info)
         self.pid = os.getpid()
-        self.limits = ProducerLimits()
-        self._max_events = self.limits.max_events
-        self._wake_at = self.limits.batch
+        self.options = options_of(info)
+        self._max_events = self.options.queue_max_events
+        self._wake_at = self.options.batch_events
         self._dq: deque[tuple[Any, ...]] = deque()
         self._queued_bytes = 0
         self.dropped = 0
@@ -158,11 +145,11 @@ class Producer:
     def put_event(self, subrun: str, data: bytes) -> None:
         dq = self._dq
         size = len(data)
-        if size > self.limits.max_bytes:
-            self._drop(1, f"an event of {size} bytes is larger than ProducerLimits.max_bytes "
-                          f"({self.limits.max_bytes} bytes)")
+        if size > self.options.queue_max_bytes:
+            self._drop(1, f"an event of {size} bytes is larger than Options.queue_max_bytes "
+                          f"({self.options.queue_max_bytes} bytes)")
             return
-        if len(dq) < self._max_events and self._queued_bytes + size <= self.limits.max_bytes:
+        if len(dq) < self._max_events and self._queued_bytes + size <= self.options.queue_max_bytes:
             self._queued_bytes += size
             n = len(dq)
             dq.append(("e", subrun, data))
@@ -180,7 +167,7 @@ class Producer:
         self._dq.append(("f", seq))
         self._urgent = True  # a waiting caller: send now, not at the next batching gap
         self._wake()
-        deadline = time.monotonic() + (self.limits.connect_timeout + 20.0 if timeout is None else timeout)
+        deadline = time.monotonic() + (self.options.connect_timeout + 20.0 if timeout is None else timeout)
         with self._cond:
             while self._acked < seq and self._state != _GONE:
                 remaining = deadline - time.monotonic()
@@ -190,7 +177,7 @@ class Producer:
             return self._acked >= seq
 
     def folder(self) -> str:
-        self._hello.wait(self.limits.connect_timeout)
+        self._hello.wait(self.options.connect_timeout)
         if self._folder is None:
             return os.path.join(self.info.logdir, self._name)
         return self._folder
@@ -208,7 +195,7 @@ class Producer:
         self._closing = True
         self._wake()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(self.limits.exit_timeout if timeout is None else timeout)
+            self._thread.join(self.options.exit_timeout if timeout is None else timeout)
         if self._thread.is_alive():
             _warn(f"hyrax_tbhub: {len(self._dq)} events of this process were not sent before exit")
 
@@ -257,8 +244,8 @@ class Producer:
                 # logs flat out holds the GIL that the sender needs: each time it takes the GIL
                 # back, the sender waits for the OS to run it again (on a loaded machine, many
                 # milliseconds each time). So a call made in that window waits, letting go of
-                # the GIL, until the final batch is out; bounded by _FINAL_WAIT_S per call.
-                self._final_sent.wait(_FINAL_WAIT_S)
+                # the GIL, until the final batch is out; bounded by Options.final_batch_wait per call.
+                self._final_sent.wait(self.options.final_batch_wait)
             return
         self.dropped += n
         if not self.dropped & 1023:
@@ -279,7 +266,7 @@ class Producer:
         if sock is None:
             raise ConnectionError(str(self._connect_error))
         try:
-            sock.settimeout(self.limits.connect_timeout)
+            sock.settimeout(self.options.connect_timeout)
             challenge = _recv_exact(sock, CHALLENGE_LEN)
             if not challenge.startswith(MAGIC):
                 raise AuthError("the endpoint is not a hyrax_tbhub hub of this version")
@@ -350,8 +337,8 @@ class Producer:
             sel.close()
 
     def _pump_with(self, sel: selectors.BaseSelector, sock: socket.socket, reader: FrameReader) -> None:
-        interval = self.limits.interval
-        min_gap = self.limits.min_gap
+        interval = self.options.send_interval
+        min_gap = self.options.send_min_gap
         dq = self._dq
         wake_r = self._wake_r
         last_send = 0.0
@@ -400,7 +387,8 @@ class Producer:
     def _send_queued(self, sock: socket.socket, final: bool) -> None:
         dq = self._dq
         pop = dq.popleft
-        batch_max = self.limits.batch
+        batch_max = self.options.batch_events
+        frame_bytes = self.options.batch_bytes
         # Send what is queued now, not what keeps arriving: a caller logging flat out must not
         # keep a flush, a drain or an exit waiting. Later events go with the next round (or,
         # after a final round, nowhere: they were logged after close).
@@ -412,7 +400,7 @@ class Producer:
         frames: list[bytes] = []
         size_out = 0
         while True:
-            # Up to batch_max events and about _FRAME_BYTES of pre-encoded events per frame: the
+            # Up to batch_max events and about Options.batch_bytes of pre-encoded events per frame: the
             # hub holds a frame whole while reading it, so large events must not make it huge.
             if self._queued_bytes <= 0:  # scalars only: nothing large, take a full batch at once
                 n = min(remaining, batch_max)
@@ -424,7 +412,7 @@ class Producer:
             else:
                 batch = []
                 size = 0
-                while remaining and len(batch) < batch_max and size < _FRAME_BYTES:
+                while remaining and len(batch) < batch_max and size < frame_bytes:
                     item = pop()
                     remaining -= 1
                     if item[0] == "e":
@@ -543,6 +531,15 @@ def _connect(address: str, timeout: float) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def options_of(info: HubInfo) -> Options:
+    """The hub's options; the defaults if the hub file's are not usable by this version."""
+    try:
+        return Options.from_wire(info.options)
+    except (TypeError, ValueError) as exc:
+        _warn(f"hyrax_tbhub: the hub's options are not usable here ({exc}); using the defaults")
+        return DEFAULT_OPTIONS
 
 
 def _local_start_ns(info: HubInfo) -> int:

@@ -74,14 +74,14 @@ def start_rank_hub(info: _discovery.HubInfo) -> bool:
 
 
 def _start(info: _discovery.HubInfo, rank: int) -> bool:
-    from . import _state, tensorboardx_logger
+    from . import _producer, _state, tensorboardx_logger
     from ._hub import Hub, HubConfig
     from ._owner import LocalChannel
     from ._producer import _local_start_ns
 
     state = _state.STATE
     root = os.path.join(info.logdir, f"rank_{rank}")
-    hub = Hub(info.logdir, HubConfig(), root_folder=root)
+    hub = Hub(info.logdir, HubConfig(_producer.options_of(info)), root_folder=root)
     # One clock origin for the whole job: *_ts steps of every rank stay comparable.
     hub.start_ns = _local_start_ns(info)
     hub.start_wall_ns = info.start_wall_ns

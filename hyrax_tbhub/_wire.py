@@ -101,7 +101,7 @@ CHALLENGE_LEN: Final = len(MAGIC) + NONCE_LEN
 ANSWER_LEN: Final = NONCE_LEN + DIGEST_LEN
 PROOF_LEN: Final = DIGEST_LEN
 
-#: Producer -> hub frame cap: one event of ``ProducerLimits.max_bytes`` (64 MiB) and its framing
+#: Producer -> hub frame cap: one event of ``Options.queue_max_bytes`` (64 MiB) and its framing
 #: must fit; the hub holds at most one partial frame per connection.
 MAX_FRAME: Final = 72 * 1024 * 1024
 #: Hub -> producer frames are small: a producer never buffers more than this for a hub.

@@ -33,6 +33,7 @@ from ._events import encode_text_event
 from ._forksafe import IMPORT_LOCK
 from ._hub import Hub, HubConfig
 from ._owner import LocalChannel
+from .options import DEFAULT_OPTIONS, Options
 
 __all__ = [
     "HyraxSummaryWriter",
@@ -388,20 +389,26 @@ def _resolve_logdir(kwargs: dict[str, Any]) -> str:
 _saved_env: list[str | None] = []
 
 
-def init_tensorboard_logger(**kwargs: Any) -> None:
+def init_tensorboard_logger(*, options: Options | None = None, **kwargs: Any) -> None:
     """Start a hub in this process that every descendant process logs to.
 
     Args are those of ``tensorboardX.SummaryWriter`` (``log_dir``/``logdir``, ``comment``,
     ``purge_step``, ``filename_suffix``, ``flush_secs``, ``max_queue``...). ``flush_secs`` and
     ``max_queue`` are accepted but unused: the hub hands events to the OS as it receives them.
+    ``options`` sets the bounds and deadlines of the hub and of every process that logs to it
+    (:class:`hyrax_tbhub.Options`).
     """
+    if options is None:
+        options = DEFAULT_OPTIONS
+    elif not isinstance(options, Options):
+        raise TypeError(f"options must be a hyrax_tbhub.Options, not {type(options).__name__}")
     close_tensorboard_logger()
     logdir = _resolve_logdir(kwargs)
     writer_kwargs = {k: v for k, v in kwargs.items() if k not in ("log_dir", "logdir")}
     writer_kwargs["logdir"] = logdir
     hub = Hub(
         logdir,
-        HubConfig(filename_suffix=str(kwargs.get("filename_suffix") or "")),
+        HubConfig(options, filename_suffix=str(kwargs.get("filename_suffix") or "")),
         purge_step=kwargs.get("purge_step"),
     )
     channel = LocalChannel(hub, writer_kwargs)

@@ -3,7 +3,7 @@
     PYTHONPATH=. python scripts/close_under_load.py [--rounds 8] [--burners 2]
 
 Each round: start a hub, fork a child that logs scalars in a tight loop (its queue fills up to
-ProducerLimits.max_events), wait until the child's producer has joined and its queue is full, then
+Options.queue_max_events), wait until the child's producer has joined and its queue is full, then
 time close_tensorboard_logger(). ``--burners N`` runs N CPU-bound processes alongside, as a loaded
 CI machine would. Prints one line per round and the median and maximum.
 """
@@ -36,7 +36,7 @@ def _flood(ready: Any) -> None:
         step += 1
         if not told and step % 1024 == 0:
             ch = _state.STATE.channel
-            if ch is not None and len(getattr(ch, "_dq", ())) >= ch.limits.max_events - 1024:
+            if ch is not None and len(getattr(ch, "_dq", ())) >= ch.options.queue_max_events - 1024:
                 ready.send("full")
                 told = True
         if told and _state.STATE.channel is None:

@@ -152,9 +152,7 @@ def patch_hub_config(monkeypatch: Any, **overrides: Any) -> None:
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        for name, value in overrides.items():
-            assert hasattr(self, name), name
-            setattr(self, name, value)
+        self.options = self.options.replace(**overrides)
 
     monkeypatch.setattr(_hub.HubConfig, "__init__", init)
 
@@ -431,13 +429,17 @@ def summarize(durations: list[float]) -> dict[str, float]:
     }
 
 
-def set_limits(**limits: Any) -> None:
-    """Change ProducerLimits in this process (before its producer starts)."""
-    from hyrax_tbhub._producer import ProducerLimits
+_LIMIT_NAMES = {"max_events": "queue_max_events", "max_bytes": "queue_max_bytes", "batch": "batch_events",
+                "interval": "send_interval", "min_gap": "send_min_gap"}
 
-    for name, value in limits.items():
-        assert hasattr(ProducerLimits, name), name
-        setattr(ProducerLimits, name, value)
+
+def set_limits(**limits: Any) -> None:
+    """Make this process's producers use these bounds instead of their hub's (before one starts)."""
+    from hyrax_tbhub import _producer
+
+    changes = {_LIMIT_NAMES.get(name, name): value for name, value in limits.items()}
+    original = _producer.options_of
+    _producer.options_of = lambda info: original(info).replace(**changes)  # type: ignore[assignment]
 
 
 def rlimit_nofile() -> tuple[int, int]:
@@ -680,7 +682,8 @@ def flood(notify: Any, go: Any, tag: str, n: int, result: str, stderr: str, text
     w.add_scalar(tag + "/hello", 1.0, 0)
     connected = w.flush(30)
     p = _producer()
-    limits = {k: getattr(p.limits, k) for k in ("max_events", "max_bytes", "batch")}
+    limits = {"max_events": p.options.queue_max_events, "max_bytes": p.options.queue_max_bytes,
+              "batch": p.options.batch_events}
     notify.send("ready")
     go.poll(SAFETY_S)
     go.recv()

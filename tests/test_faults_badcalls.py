@@ -153,7 +153,7 @@ def test_figure_and_large_image_land(hub: Path, tmp_path: Path) -> None:
 
 
 def test_event_larger_than_the_producer_may_queue(hub: Path, tmp_path: Path) -> None:
-    """An image bigger than ProducerLimits.max_bytes can never be sent. The caller is told: at the
+    """An image bigger than Options.queue_max_bytes can never be sent. The caller is told: at the
     call site, or at least by a counted drop and a message that says why (not "logging too fast")."""
     result, err = tmp_path / "r.json", tmp_path / "err.txt"
     _run_child(fw.oversized_event, (str(result), str(err), 1 << 20, 1200), name="oversized")  # ~4 MB PNG

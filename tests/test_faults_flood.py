@@ -1,6 +1,6 @@
 """Fault 4: flood and backpressure.
 
-Producers log faster than the hub writes. Bounds (``hyrax_tbhub._producer.ProducerLimits``):
+Producers log faster than the hub writes. Bounds (``hyrax_tbhub.Options``):
 a producer queues at most ``max_events`` events and ``max_bytes`` bytes of pre-encoded events;
 beyond that a call drops the event and counts it, it never waits. The hub buffers at most one
 partial frame per connection and writes every batch it reads before reading more, so the
@@ -21,7 +21,7 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import _hub, _state
-from hyrax_tbhub._producer import ProducerLimits
+from hyrax_tbhub.options import DEFAULT_OPTIONS
 
 import fault_workers as fw
 
@@ -35,13 +35,13 @@ MIB = 1024
 # Bounds checked below, in KiB of RSS growth while the hub is frozen and a producer floods (measured
 # here: 36 MiB for scalars, 74 MiB for 1 MiB texts, 192 MiB for the hub).
 # Scalars: the queue itself, max_events tuples of ~190 B each, plus one batch being pickled.
-SCALAR_PRODUCER_BOUND_KIB = ProducerLimits.max_events * 256 // 1024 + 8 * MIB
+SCALAR_PRODUCER_BOUND_KIB = DEFAULT_OPTIONS.queue_max_events * 256 // 1024 + 8 * MIB
 # Large events: max_bytes of queued events, plus the batch being pickled.
-TEXT_PRODUCER_BOUND_KIB = ProducerLimits.max_bytes // 1024 + 32 * MIB
+TEXT_PRODUCER_BOUND_KIB = DEFAULT_OPTIONS.queue_max_bytes // 1024 + 32 * MIB
 # The hub has no queue of its own: per connection at most one partial frame (a frame holds at most
 # max_bytes of events), plus the one batch being decoded and written (about 4 copies of a frame).
 N_FLOODERS = 3
-HUB_BOUND_KIB = (N_FLOODERS + 4) * ProducerLimits.max_bytes // 1024 + 64 * MIB
+HUB_BOUND_KIB = (N_FLOODERS + 4) * DEFAULT_OPTIONS.queue_max_bytes // 1024 + 64 * MIB
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
@@ -149,8 +149,8 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
             for name, rep in reports.items()
         },
         hub_growth_mib=(owner_hwm - owner_rss0) / 1024,
-        max_events=ProducerLimits.max_events,
-        max_bytes_mib=ProducerLimits.max_bytes / 2**20,
+        max_events=DEFAULT_OPTIONS.queue_max_events,
+        max_bytes_mib=DEFAULT_OPTIONS.queue_max_bytes / 2**20,
     )
     assert owner_hwm - owner_rss0 < HUB_BOUND_KIB, (owner_hwm, owner_rss0)
     assert close_s < 5.0
@@ -160,7 +160,7 @@ def test_bursts_within_the_queue_bound_drop_nothing(hub: Path, tmp_path: Path) -
     """3 producers each log 150k events flat out (fewer than max_events): the hub falls behind, the
     queues absorb it, nothing is dropped."""
     n = 150_000
-    assert n < ProducerLimits.max_events
+    assert n < DEFAULT_OPTIONS.queue_max_events
     ctx = mp.get_context("fork")
     procs = [
         ctx.Process(target=fw.burst, args=(f"burst/{i}", n, str(tmp_path / f"b{i}.json")), name=f"burst-{i}")

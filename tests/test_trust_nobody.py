@@ -26,6 +26,7 @@ import pytest
 import hyrax_tbhub
 from hyrax_tbhub import _discovery, _distributed, _state, _wire
 from hyrax_tbhub._producer import Producer
+from hyrax_tbhub.options import DEFAULT_OPTIONS, Options
 
 from readback import counters, read_log
 from wire_peers import Boom, RogueHub, authenticate, closed_by_peer, raw_frame, recv_exact
@@ -191,9 +192,9 @@ def short_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _info(address: str, key: bytes, logdir: str) -> _discovery.HubInfo:
+def _info(address: str, key: bytes, logdir: str, options: Options = DEFAULT_OPTIONS) -> _discovery.HubInfo:
     return _discovery.HubInfo(address=address, authkey=key.hex(), start_ns=0, logdir=logdir,
-                              owner_pid=1, hub_id=secrets.token_hex(8))
+                              owner_pid=1, hub_id=secrets.token_hex(8), options=options.to_wire())
 
 
 def _old_style_pickle_frame(marker: str) -> bytes:
@@ -270,8 +271,7 @@ def test_a_rogue_hub_executes_nothing_in_a_producer_and_gets_nothing(
     rogue = RogueHub(os.path.join(short_dir, "hub.sock"), ROGUES[kind](marker))
     gone = _Gone()
     try:
-        producer = Producer(_info(rogue.path, KEY, str(tmp_path / "log")), gone)
-        producer.limits.connect_timeout = 5.0
+        producer = Producer(_info(rogue.path, KEY, str(tmp_path / "log"), Options(connect_timeout=5.0)), gone)
         producer.start()
         # The rogue holds the connection silent until released: these calls return meanwhile.
         for step in range(1000):
