@@ -28,7 +28,8 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from ._events import RESERVED_PREFIX, clean_tag, encode_scalar_records
+from ._counters import RESERVED_PREFIX
+from ._events import clean_tag, encode_scalar_records
 
 if TYPE_CHECKING:
     from ._hub import Hub, _Run

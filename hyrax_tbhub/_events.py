@@ -22,7 +22,6 @@ from typing import Any, Final
 from crc32c import crc32c as _crc32c
 
 __all__ = [
-    "RESERVED_PREFIX",
     "clean_tag",
     "encode_scalar",
     "encode_scalar_records",
@@ -34,8 +33,6 @@ __all__ = [
     "session_start_event",
 ]
 
-#: Tags under this prefix in the root run are written by the hub itself (drop and error counters).
-RESERVED_PREFIX: Final = "hyrax_tbhub/"
 
 # Same rule as tensorboardX.summary._clean_tag, which every scalar passes through in-process.
 _INVALID_TAG_CHARACTERS = re.compile(r"[^-/\w\.]")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._events import RESERVED_PREFIX
+from ._counters import RESERVED_PREFIX
 from ._stderr import warn as _warn
 
 __all__ = ["Guard"]

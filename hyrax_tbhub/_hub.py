@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _discovery, _wire
+from ._counters import RESERVED_PREFIX
 from ._distributed import tune_tcp
 from ._events import (
-    RESERVED_PREFIX,
     encode_scalar,
     encode_scalar_records,
     file_version_event,

@@ -69,7 +69,8 @@ __all__ = [
 ]
 
 #: Tags under this prefix are the hub's own counters (root run); kept out of ``entries``.
-RESERVED_PREFIX = "hyrax_tbhub/"
+from ._counters import RESERVED_PREFIX  # noqa: E402 - re-exported: part of this module's API
+
 #: The name of the run the owner writes (``log_dir`` itself), as TensorBoard's ``--logdir`` shows it.
 ROOT_RUN = "."
 

@@ -1,0 +1,25 @@
+"""The hub's reserved tags: what it counts, under which names (the one home of these strings).
+
+Users cannot log under ``RESERVED_PREFIX``; the hub writes these counters to the root run of the
+log, so a loss is visible where the data is. docs/how-it-works.md says what each one counts.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "DROPPED", "ERRORS", "INTERNAL_ERRORS", "OVER_CAP", "REJECTED", "RESERVED_PREFIX", "STRANGERS",
+    "TRANSPORT_ERRORS",
+]
+
+RESERVED_PREFIX: Final = "hyrax_tbhub/"
+#: ``DROPPED + <run>``: events that producer logged and that will never be on disk.
+DROPPED: Final = RESERVED_PREFIX + "dropped/"
+#: ``ERRORS + <run>``: events of that run the hub could not write.
+ERRORS: Final = RESERVED_PREFIX + "errors/"
+TRANSPORT_ERRORS: Final = RESERVED_PREFIX + "transport_errors"
+INTERNAL_ERRORS: Final = RESERVED_PREFIX + "internal_errors"
+REJECTED: Final = RESERVED_PREFIX + "rejected"
+STRANGERS: Final = RESERVED_PREFIX + "strangers"
+OVER_CAP: Final = RESERVED_PREFIX + "over_cap"
