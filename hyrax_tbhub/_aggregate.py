@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._counters import RESERVED_PREFIX
 from ._events import clean_tag, encode_scalar_records
+from ._process.state import STATE
 
 if TYPE_CHECKING:
     from ._hub import Hub, _Run
@@ -446,9 +447,9 @@ def aggregate(pattern: str, every_s: float = 1.0) -> None:
     1% relative error beyond (docs/aggregates.md). For a :class:`hyrax_tbhub.SummaryWriter` use
     its ``aggregate`` method.
     """
-    from . import _state
 
-    hub = _state.STATE.hub
+
+    hub = STATE.hub
     if hub is None or hub.owner_pid != os.getpid():
         raise RuntimeError(
             "aggregate() configures the hub of this process: call init_tensorboard_logger() first, "

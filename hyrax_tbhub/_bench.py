@@ -582,7 +582,7 @@ def _clean_env() -> dict[str, str]:
 
     env = dict(os.environ)
     try:
-        from hyrax_tbhub._discovery import ENV_INFO
+        from ._discovery.hubfile import ENV_INFO
     except ImportError:  # the hub's address moved: nothing to strip then
         pass
     else:

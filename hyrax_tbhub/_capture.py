@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tensorboardX import SummaryWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.summary import hparams, scalar
 from tensorboardX.writer import FileWriter
 
-if TYPE_CHECKING:
-    from ._channel import Channel
-
 __all__ = ["CaptureWriter"]
+
+
+class _Sink(Protocol):
+    """What this module needs of a ``_channel.Channel`` (kept here: _channel imports us lazily)."""
+
+    def put_event(self, subrun: str, data: bytes) -> None: ...
+
+    def folder(self) -> str: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
 
 
 class _ChannelEventWriter:
     """Stands in for tensorboardX's EventFileWriter: serialises and hands over, nothing more."""
 
-    def __init__(self, channel: Channel, subrun: str) -> None:
+    def __init__(self, channel: _Sink, subrun: str) -> None:
         self._channel = channel
         self._subrun = subrun
 
@@ -51,7 +58,7 @@ class _ChannelEventWriter:
 class _ChannelFileWriter(FileWriter):
     # FileWriter.__init__ opens an event file and a queue thread; we keep only its event
     # building (step/walltime/metadata handling) and replace the writer underneath.
-    def __init__(self, channel: Channel, subrun: str) -> None:  # noqa: D107
+    def __init__(self, channel: _Sink, subrun: str) -> None:  # noqa: D107
         self.event_writer = _ChannelEventWriter(channel, subrun)
         self._default_metadata: dict[str, Any] = {}
 
@@ -62,7 +69,7 @@ class CaptureWriter(SummaryWriter):
     file_writer: Any
     all_writers: Any
 
-    def __init__(self, channel: Channel, **kwargs: Any) -> None:
+    def __init__(self, channel: _Sink, **kwargs: Any) -> None:
         self._channel = channel
         kwargs.pop("write_to_disk", None)
         super().__init__(**kwargs)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from ._util.forksafe import IMPORT_LOCK
+
 if TYPE_CHECKING:
     from ._capture import CaptureWriter
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "import_capture_writer"]
 
 
 class Channel(Protocol):
@@ -28,3 +30,14 @@ class Channel(Protocol):
 
     def writer(self) -> CaptureWriter:
         """The tensorboardX writer bound to this channel (for every non-scalar method)."""
+
+
+def import_capture_writer() -> type[CaptureWriter]:
+    """``_capture.CaptureWriter``, importing tensorboardX on first use (under IMPORT_LOCK).
+
+    Lazy: tensorboardX imports torch when it is installed, seconds in every worker that only
+    logs scalars; under the lock a fork takes, so a fork never cuts that import in half.
+    """
+    with IMPORT_LOCK:
+        from ._capture import CaptureWriter as writer_class
+    return writer_class

@@ -19,76 +19,30 @@ import dataclasses
 import json
 import os
 import socket
-import sys
 import threading
-from dataclasses import asdict, replace
+import time
+from dataclasses import asdict
 from typing import Any
 
 from . import _naming, _wire
-from ._discovery import HubInfo
-from ._stderr import warn
-from ._threads import daemon_thread
+from ._discovery.store import (
+    KEY_ENV,
+    MIN_KEY_BYTES,
+    STORE_KEY,
+    default_store,
+    find_distributed_hub,
+    shared_key,
+    torch_distributed,
+)
+from ._process.connect import rediscover
+from ._process.rank_hub import publish_marker
+from ._process.state import STATE
+from ._util.stderr import warn
+from ._util.threads import daemon_thread
 
-__all__ = ["STORE_KEY", "find_distributed_hub", "serve_ranks", "tune_tcp"]
+__all__ = ["serve_ranks", "watch_as_rank"]
 
-STORE_KEY = "hyrax_tbhub/hub"
-#: The environment variable ``serve_ranks()`` and the ranks read the launcher's shared key from.
-KEY_ENV = "HYRAX_TBHUB_KEY"
-_MIN_KEY_BYTES = 16
-_warned_no_key: set[str] = set()
 _POLL_S = 1.0
-#: ms a TCP peer may leave sent data unacknowledged before the connection counts as dead. ACKs
-#: come from the peer's kernel, not its (possibly busy) Python, so only a dead host or a cut link
-#: goes this long without one; without the bound Linux retransmits for ~15 minutes, and a closing
-#: hub would wait its whole close timeout for a node that died.
-TCP_USER_TIMEOUT_MS = 5_000
-_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 2))  # s, s, probes
-
-
-def tune_tcp(sock: socket.socket) -> None:
-    """Options of every producer<->hub TCP connection, on both ends (never raises).
-
-    No Nagle delay; a peer whose host died or whose link was cut is detected within seconds,
-    both while data is in flight (``TCP_USER_TIMEOUT``) and while idle (keepalive), so its file
-    descriptor, run and close-time wait are released.
-    """
-    for level, name, value in (
-        (socket.IPPROTO_TCP, "TCP_NODELAY", 1),
-        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
-        *((socket.IPPROTO_TCP, n, v) for n, v in _KEEPALIVE),
-        (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_MS),
-    ):
-        option = getattr(socket, name, None)
-        if option is None:
-            continue  # not on this platform
-        try:
-            sock.setsockopt(level, option, value)
-        except OSError:
-            pass
-
-
-def _dist() -> Any:
-    # Never import torch here: only a process that already did can be part of a process group.
-    dist = sys.modules.get("torch.distributed")
-    if dist is None:
-        return None
-    try:
-        if dist.is_available() and dist.is_initialized():
-            return dist
-    except Exception:
-        return None
-    return None
-
-
-def _default_store(dist: Any) -> Any:
-    return dist.distributed_c10d._get_default_store()
-
-
-def _shared_key(key_env: str) -> bytes | None:
-    value = os.environ.get(key_env)
-    if not value:
-        return None
-    return value.encode("utf-8")
 
 
 def serve_ranks(
@@ -115,23 +69,21 @@ def serve_ranks(
     file system) run a hub of its own that writes its runs there, so this process pays nothing
     for other ranks' events; False sends every rank's events to this hub over TCP.
     """
-    from ._state import STATE
-
     hub = STATE.hub
     if hub is None or hub.owner_pid != os.getpid():
         raise RuntimeError(
             "serve_ranks() needs a hub in this process: call init_tensorboard_logger() first"
         )
     if store is None:
-        dist = _dist()
+        dist = torch_distributed()
         if dist is None:
             raise RuntimeError(
                 "serve_ranks() needs torch.distributed.init_process_group() first (or a store)"
             )
-        store = _default_store(dist)
-    key = _shared_key(key_env) if key_env else None
-    if key is not None and len(key) < _MIN_KEY_BYTES:
-        raise ValueError(f"the key in ${key_env} has {len(key)} bytes; use at least {_MIN_KEY_BYTES}")
+        store = default_store(dist)
+    key = shared_key(key_env) if key_env else None
+    if key is not None and len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"the key in ${key_env} has {len(key)} bytes; use at least {MIN_KEY_BYTES}")
     bind_host = host or os.environ.get("MASTER_ADDR") or socket.gethostname()
     resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
     checker = None
@@ -149,8 +101,6 @@ def serve_ranks(
     _naming.mark_rank()  # this rank's descendants log as rank_<n>/...
     hub.on_close(_naming.unmark_rank)
     if info.rank_hubs:
-        from ._rank_hub import publish_marker
-
         publish_marker(hub)
     published: dict[str, Any] = asdict(info)
     if key is not None:
@@ -161,69 +111,6 @@ def serve_ranks(
     # store's timeout.
     hub.on_close(lambda: store.set(STORE_KEY, ""))
     return address
-
-
-def find_distributed_hub() -> HubInfo | None:
-    """The hub published in this process's process-group store, if any (never blocks)."""
-    dist = _dist()
-    if dist is None:
-        return None
-    try:
-        store = _default_store(dist)
-        if not store.check([STORE_KEY]):
-            return None
-        raw = store.get(STORE_KEY)
-        if not raw:
-            return None
-        data = json.loads(raw)
-        key_env = data.pop("key_env", None)
-        info = HubInfo(**data)
-    except Exception:
-        return None
-    if key_env is not None:
-        key = _shared_key(str(key_env))
-        if key is None:
-            if info.hub_id not in _warned_no_key:
-                _warned_no_key.add(info.hub_id)
-                warn(f"hyrax_tbhub: the hub at {info.address} wants the key in ${key_env}, which is "
-                     "not set in this process; logging here is a no-op")
-            return None
-        info = replace(info, authkey=key.hex())
-    if info.owner_pid == os.getpid() and info.hostname == socket.gethostname():
-        return None  # our own hub
-    return info
-
-
-def in_distributed_job() -> bool:
-    """A process a launcher started as a rank, or one that joined a process group."""
-    return _dist() is not None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
-
-
-_poller: threading.Thread | None = None
-
-
-def watch_store(poke: Any, known: Any) -> None:
-    """Start (once) a thread that calls ``poke()`` when a hub not in ``known()`` gets published.
-
-    A rank has no parent that could signal it through the local generation word, and a store
-    lookup is a network round trip: too dear for every logging call, cheap once a second.
-    """
-    global _poller
-    if _poller is not None and _poller.is_alive():
-        return
-
-    def run() -> None:
-        stop = threading.Event()
-        while not stop.wait(_POLL_S):
-            try:
-                info = find_distributed_hub()
-            except Exception:
-                info = None
-            if info is not None and info.hub_id not in known():
-                poke()
-
-    _poller = daemon_thread(run, "hyrax_tbhub-store-watch")
-    _poller.start()
 
 
 _eager: threading.Thread | None = None
@@ -244,26 +131,18 @@ def watch_as_rank() -> None:
     rank = _naming.job_rank()
     if rank is None or not rank[1]:
         return
-    # Imported here, in the importing thread: an import on the poller's thread could leave its
-    # module lock held in a child forked at that moment (FACTS).
-    import multiprocessing.util  # noqa: F401  (the exit hooks register there)
-    import resource  # noqa: F401  (a hub raises its descriptor limit)
-
-    from . import _producer, _rank_hub, _state, _stderr, tensorboardx_logger  # noqa: F401
-
     def run() -> None:
-        stop = threading.Event()
-        state = _state.STATE
-        while not stop.wait(_POLL_S):
-            if state.channel is not None or state.hub is not None:
+        while True:
+            time.sleep(_POLL_S)  # a poll interval, not a wait for anything
+            if STATE.channel is not None or STATE.hub is not None:
                 return  # found (by this thread or a logging call), or this rank owns the hub
             try:
                 info = find_distributed_hub()
-                if info is None or info.hub_id in state.finished_hubs:
+                if info is None or info.hub_id in STATE.finished_hubs:
                     continue
-                if state.watch is not None:
-                    state.watch.poke()
-                _state.channel()
+                if STATE.watch is not None:
+                    STATE.watch.poke()
+                rediscover()
             except Exception:
                 continue  # a store that went away: the job is ending
 

@@ -25,21 +25,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import _discovery, _wire
+from . import _wire
 from ._counters import RESERVED_PREFIX
-from ._distributed import tune_tcp
-from ._events import (
-    encode_scalar,
-    encode_scalar_records,
-    file_version_event,
-    frame,
-    session_start_event,
-)
+from ._discovery import hubfile
+from ._events import encode_scalar, encode_scalar_records, file_version_event, frame, session_start_event
 from ._guard import Guard
 from ._runfile import RunFile
-from ._stderr import warn as _warn
-from ._stderr import warn_internal
-from ._threads import daemon_thread
+from ._util.net import tune_tcp
+from ._util.stderr import warn as _warn
+from ._util.stderr import warn_internal
+from ._util.threads import daemon_thread
 from ._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 from .options import DEFAULT_OPTIONS, Options
 
@@ -191,8 +186,8 @@ class Hub:
         self._close_callbacks: list[Callable[[], None]] = []
         self._aggregate: Any = None  # an _aggregate.Aggregator once aggregate() is asked for
         _raise_fd_limit()
-        _discovery.remove_stale_hub_files()
-        self.address = str(_discovery.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
+        hubfile.remove_stale_hub_files()
+        self.address = str(hubfile.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
         self._listener = self._listen(self.address)
         self._listeners: list[socket.socket] = [self._listener]  # plus a TCP one for remote ranks
         self._wake_r, self._wake_w = socket.socketpair()
@@ -221,9 +216,9 @@ class Hub:
         sock.setblocking(False)
         return sock
 
-    def info(self, address: str | None = None) -> _discovery.HubInfo:
+    def info(self, address: str | None = None) -> hubfile.HubInfo:
         """What a producer needs to reach this hub at ``address`` (default: the Unix socket)."""
-        return _discovery.HubInfo(
+        return hubfile.HubInfo(
             address=self.address if address is None else address,
             authkey=self._key.hex(),
             start_ns=self.start_ns,
@@ -243,10 +238,10 @@ class Hub:
         file of this pid stays the one ``init_tensorboard_logger`` wrote. Returns "" then.
         """
         if publish:
-            self._hub_file = str(_discovery.write_hub_file(self.info()))
+            self._hub_file = str(hubfile.write_hub_file(self.info()))
         self._thread.start()
         if publish:
-            _discovery.bump_generation()
+            hubfile.bump_generation()
         return self._hub_file or ""
 
     def close(self, timeout: float | None = None) -> None:

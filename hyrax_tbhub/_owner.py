@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ._forksafe import import_capture_writer
+from ._channel import import_capture_writer
 from ._hub import Hub
 
 if TYPE_CHECKING:

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _wire
-from ._discovery import HubInfo
-from ._distributed import tune_tcp
+from ._channel import import_capture_writer
+from ._discovery.hubfile import HubInfo
 from ._events import encode_batch
-from ._forksafe import import_capture_writer
 from ._naming import producer_name
-from ._stderr import warn as _warn
-from ._stderr import warn_internal
-from ._threads import daemon_thread
+from ._util.net import tune_tcp
+from ._util.stderr import warn as _warn
+from ._util.stderr import warn_internal
+from ._util.threads import daemon_thread
 from ._wire import (
     CHALLENGE_LEN,
     MAGIC,

@@ -3,7 +3,7 @@
 ::
 
     import logging
-    from hyrax_tbhub.logging_handler import TensorBoardHandler
+    from .logging_handler import TensorBoardHandler
 
     logging.getLogger().addHandler(TensorBoardHandler(logging.WARNING))
 
@@ -33,8 +33,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from . import _state
 from ._events import encode_text_event
+from ._process.connect import rediscover
+from ._process.state import STATE
 
 __all__ = ["TensorBoardHandler", "encode_text_event"]
 
@@ -86,12 +87,12 @@ class TensorBoardHandler(logging.Handler):
         self._busy.active = True
         try:
             # The no-hub path first and cheap: the same checks as HyraxSummaryWriter's no-op path.
-            st = _state.STATE
+            st = STATE
             ch = st.channel
             if ch is None:
                 if st.idle:
                     return
-                ch = _state.rediscover()
+                ch = rediscover()
                 if ch is None:
                     return
             if self.levels is not None and record.levelno not in self.levels:

@@ -28,11 +28,14 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _discovery, _state
+from ._discovery import hubfile
 from ._events import encode_text_event
-from ._forksafe import IMPORT_LOCK
 from ._hub import Hub, HubConfig
 from ._owner import LocalChannel
+from ._process.connect import close_producer, rediscover
+from ._process.hooks import hook_exit
+from ._process.state import SAVED_ENV, STATE
+from ._util.forksafe import IMPORT_LOCK
 from .options import DEFAULT_OPTIONS, Options
 
 __all__ = [
@@ -45,8 +48,8 @@ __all__ = [
     "WRITER_METHODS",
 ]
 
-_STATE = _state.STATE
-_rediscover = _state.rediscover
+_STATE = STATE
+_rediscover = rediscover
 _time = time.time
 _INT64 = 1 << 63
 _monotonic_ns = time.monotonic_ns
@@ -386,9 +389,6 @@ def _resolve_logdir(kwargs: dict[str, Any]) -> str:
     return str(logdir)
 
 
-_saved_env: list[str | None] = []
-
-
 def init_tensorboard_logger(*, options: Options | None = None, **kwargs: Any) -> None:
     """Start a hub in this process that every descendant process logs to.
 
@@ -415,13 +415,13 @@ def init_tensorboard_logger(*, options: Options | None = None, **kwargs: Any) ->
     hub_file = hub.start()
     with _STATE.lock:
         # A process that was a producer leaves its hub: its own descendants now log here.
-        _state.close_producer()
+        close_producer()
         _STATE.hub = hub
         _STATE.channel = channel
         _STATE.idle = False  # notifies
-    _saved_env.append(os.environ.get(_discovery.ENV_INFO))
-    os.environ[_discovery.ENV_INFO] = hub_file
-    _state.hook_exit()
+    SAVED_ENV.append(os.environ.get(hubfile.ENV_INFO))
+    os.environ[hubfile.ENV_INFO] = hub_file
+    hook_exit()
 
 
 def close_tensorboard_logger() -> None:
@@ -431,7 +431,7 @@ def close_tensorboard_logger() -> None:
     """
     hub = _STATE.hub
     if hub is None or os.getpid() != hub.owner_pid:
-        _state.close_producer()
+        close_producer()
         return
     with _STATE.lock:
         _STATE.hub = None
@@ -440,11 +440,11 @@ def close_tensorboard_logger() -> None:
     try:
         hub.close()
     finally:
-        previous = _saved_env.pop() if _saved_env else None
+        previous = SAVED_ENV.pop() if SAVED_ENV else None
         if previous is None:
-            os.environ.pop(_discovery.ENV_INFO, None)
+            os.environ.pop(hubfile.ENV_INFO, None)
         else:
-            os.environ[_discovery.ENV_INFO] = previous
+            os.environ[hubfile.ENV_INFO] = previous
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
 The TensorBoard counterpart of structlog's ``capture_logs``::
 
-    from hyrax_tbhub.testing import capture_logs
+    from .testing import capture_logs
 
     def test_reader_is_timed():
         with capture_logs() as logs:
@@ -56,7 +56,6 @@ from typing import Any
 
 from crc32c import crc32c as _crc32c
 
-from . import _state
 from .tensorboardx_logger import close_tensorboard_logger, init_tensorboard_logger
 
 __all__ = [
@@ -70,6 +69,7 @@ __all__ = [
 
 #: Tags under this prefix are the hub's own counters (root run); kept out of ``entries``.
 from ._counters import RESERVED_PREFIX  # noqa: E402 - re-exported: part of this module's API
+from ._process.state import STATE
 
 #: The name of the run the owner writes (``log_dir`` itself), as TensorBoard's ``--logdir`` shows it.
 ROOT_RUN = "."
@@ -299,7 +299,7 @@ def capture_logs(log_dir: str | os.PathLike[str] | None = None, *, keep: bool = 
     Raises RuntimeError if this process already owns a hub, or if the code under test started
     another hub that is still running when the block ends.
     """
-    st = _state.STATE
+    st = STATE
     if st.hub is not None and st.hub.owner_pid == os.getpid():
         raise RuntimeError(
             "capture_logs() needs this process to have no hub, but one is running "

@@ -13,7 +13,7 @@ connects on its first call.
 
 The migration from ``torch.utils.tensorboard`` is one line::
 
-    from hyrax_tbhub import SummaryWriter      # was: from torch.utils.tensorboard import SummaryWriter
+    from . import SummaryWriter  # was: from torch.utils.tensorboard import SummaryWriter
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import _writers
 from ._aggregate import attach as _attach_aggregate
-from ._discovery import HubInfo
+from ._discovery.hubfile import HubInfo
 from ._events import encode_text_event
-from ._forksafe import IMPORT_LOCK
+from ._process import writers
+from ._util.forksafe import IMPORT_LOCK
 from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, WRITER_METHODS, _is_fast_value, _resolve_logdir
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class SummaryWriter:
 
     _channel: Channel | None
     _ref: _Ref
-    _owned: _writers.OwnedHub | None
+    _owned: writers.OwnedHub | None
     _pid: int
 
     __slots__ = ("_channel", "_ref", "_owned", "_pid", "_closed", "_last_ts", "__weakref__")
@@ -122,12 +122,12 @@ class SummaryWriter:
             return
         writer_kwargs = {"logdir": resolved, "comment": comment, "max_queue": max_queue,
                          "flush_secs": flush_secs, "filename_suffix": filename_suffix or "", **kwargs}
-        owned = _writers.open_hub(resolved, str(filename_suffix or ""), purge_step, writer_kwargs)
+        owned = writers.open_hub(resolved, str(filename_suffix or ""), purge_step, writer_kwargs)
         self._owned = owned
         self._channel = owned.channel
         self._ref = _Ref(owned.hub.info(), resolved, options, closed=False)
         self._closed = False
-        _writers.track(self)
+        writers.track(self)
 
     def _init_from_ref(self, ref: _Ref) -> None:
         self._ref = ref
@@ -137,7 +137,7 @@ class SummaryWriter:
         self._channel = None
         self._closed = ref.closed or ref.info is None
         if not self._closed:
-            _writers.track(self)
+            writers.track(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A small reference: the hub's address and key, and the options. The key gives whoever
@@ -160,7 +160,7 @@ class SummaryWriter:
         info = self._ref.info
         if info is None:
             return None
-        ch = _writers.channel_for(info)
+        ch = writers.channel_for(info)
         if ch is None:
             self._closed = True  # its hub closed: calls from here on are no-ops
         self._channel = ch
@@ -382,7 +382,7 @@ class SummaryWriter:
                 self._closed = True
                 self._channel = None
                 self._owned = None
-                _writers.release_hub(owned)
+                writers.release_hub(owned)
             return
         self.flush()
 

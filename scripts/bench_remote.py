@@ -30,6 +30,8 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
+from hyrax_tbhub._process.state import STATE
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
@@ -46,10 +48,10 @@ def _rss() -> int:
 def rank0(conn: Connection, logdir: str, transport: str) -> None:
     """The hub process: answers each request with its CPU time, RSS and open fds."""
     import hyrax_tbhub
-    from hyrax_tbhub import _state
+
 
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
-    hub = _state.STATE.hub
+    hub = STATE.hub
     assert hub is not None
     if transport == "tcp":
         host, port = hub.listen_tcp("127.0.0.1")
@@ -69,7 +71,7 @@ def rank0(conn: Connection, logdir: str, transport: str) -> None:
 
 def producers(conn: Connection, info_json: str, count: int) -> None:
     """One process holding ``count`` producers; runs the phases the driver asks for."""
-    from hyrax_tbhub._discovery import HubInfo
+    from hyrax_tbhub._discovery.hubfile import HubInfo
     from hyrax_tbhub._producer import Producer
 
     info = HubInfo(**json.loads(info_json))

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import hyrax_tbhub
-from hyrax_tbhub import _state
+from hyrax_tbhub._process.state import STATE
 
 
 def _burn() -> None:
@@ -35,11 +35,11 @@ def _flood(ready: Any) -> None:
         w.add_scalar("flood", float(step), step)
         step += 1
         if not told and step % 1024 == 0:
-            ch = _state.STATE.channel
+            ch = STATE.channel
             if ch is not None and len(getattr(ch, "_dq", ())) >= ch.options.queue_max_events - 1024:
                 ready.send("full")
                 told = True
-        if told and _state.STATE.channel is None:
+        if told and STATE.channel is None:
             break  # the hub drained us: the round is over
     ready.send(step)
 

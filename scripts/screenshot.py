@@ -77,7 +77,7 @@ def make_sample(logdir: Path, points: int = 60) -> None:
 
 def expected_scalars(logdir: Path) -> dict[str, set[str]]:
     """Scalar tags per run as on disk (read with hyrax_tbhub's inspect, i.e. TensorBoard's reader)."""
-    from hyrax_tbhub._inspect import inspect_logdir
+    from hyrax_tbhub._tools.inspect import inspect_logdir
 
     report = inspect_logdir(logdir)
     expected = {}
@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
             make_sample(logdir)
         elif args.logdir is None:
             # The default: the project's own demo, so the README shows what a user will see.
-            from hyrax_tbhub._demo import run_pipeline
+            from hyrax_tbhub._tools.demo import run_pipeline
 
             run_pipeline(logdir, shards=48, workers=2, steps=600)
         if not logdir.is_dir():

@@ -26,7 +26,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import hyrax_tbhub  # noqa: E402
-from hyrax_tbhub import _state  # noqa: E402
+from hyrax_tbhub._process.state import STATE
 
 from readback import read_log  # noqa: E402,F401  (re-exported for tests)
 
@@ -80,9 +80,9 @@ def _no_hub_leaks() -> Iterator[None]:
     """Every test starts and ends without a hub in this process."""
     yield
     hyrax_tbhub.close_tensorboard_logger()
-    _state.STATE.idle = False
-    _state.STATE.watch = None
-    _state.STATE.finished_hubs.clear()
+    STATE.idle = False
+    STATE.watch = None
+    STATE.finished_hubs.clear()
 
 
 @pytest.fixture

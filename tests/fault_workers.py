@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import hyrax_tbhub
-from hyrax_tbhub import _discovery, _state
+from hyrax_tbhub._discovery import hubfile
+from hyrax_tbhub._process.state import STATE
 
 SAFETY_S = 120.0  # a child left behind by a broken test gives up after this long
 
@@ -131,9 +132,9 @@ def private_runtime(monkeypatch: Any, base: str | None = None) -> Iterator[Path]
 
     folder = Path(tempfile.mkdtemp(prefix="htbf", dir=base or "/tmp"))
     os.chmod(folder, 0o700)
-    monkeypatch.setenv(_discovery.ENV_RUNTIME_DIR, str(folder))
-    monkeypatch.delenv(_discovery.ENV_INFO, raising=False)
-    monkeypatch.setattr(_discovery, "_runtime_dir", folder)
+    monkeypatch.setenv(hubfile.ENV_RUNTIME_DIR, str(folder))
+    monkeypatch.delenv(hubfile.ENV_INFO, raising=False)
+    monkeypatch.setattr(hubfile, "_runtime_dir", folder)
     try:
         yield folder
     finally:
@@ -243,7 +244,7 @@ def fast_scalars_of_run(logdir: str | os.PathLike[str], run: str = ".") -> dict[
 
 
 def hub_thread_alive() -> bool:
-    hub = _state.STATE.hub
+    hub = STATE.hub
     return hub is not None and hub._thread.is_alive()
 
 
@@ -356,7 +357,7 @@ def mpqueue_consumer(q: Any, out: Any) -> None:
 def _producer() -> Any:
     from hyrax_tbhub._producer import Producer
 
-    ch = _state.STATE.channel
+    ch = STATE.channel
     return ch if isinstance(ch, Producer) else None
 
 
@@ -459,7 +460,7 @@ def main_is(name: str) -> bool:
 
 def process_state() -> dict[str, Any]:
     """What this process's logging state looks like (for failure messages; fields may be absent)."""
-    st = _state.STATE
+    st = STATE
     ch = st.channel
     watch = getattr(st, "watch", None)
     out: dict[str, Any] = {
@@ -556,7 +557,7 @@ def log_through_hub_loss(
     Any exception is reported, never raised: the point is that none happens.
     """
     if hub_file is not None:
-        os.environ[_discovery.ENV_INFO] = hub_file  # a producer that inherited the hub's address
+        os.environ[hubfile.ENV_INFO] = hub_file  # a producer that inherited the hub's address
     if limits:
         set_limits(**limits)
     out: dict[str, Any] = {"pid": os.getpid(), "errors": []}
@@ -601,7 +602,7 @@ def owner_main(logdir: str, notify: Any, quit_on: Any = None, stderr: str | None
         redirect_stderr(stderr)
     reset_peak_rss()
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
-    notify.send(("hub", os.environ[_discovery.ENV_INFO], os.getpid(), proc_status_kib("VmRSS")))
+    notify.send(("hub", os.environ[hubfile.ENV_INFO], os.getpid(), proc_status_kib("VmRSS")))
     if quit_on is None:
         threading.Event().wait(SAFETY_S)
         return
@@ -651,7 +652,7 @@ def log_across_hub_switches(notify: Any, told: Any, result: str, switches: int) 
     while done < switches and time.monotonic() < deadline:
         w.add_scalar("steady", float(step), step)
         step += 1
-        ch = _state.STATE.channel
+        ch = STATE.channel
         if isinstance(ch, Producer):
             seen.setdefault(id(ch), ch)
         if step % 64 == 0 and told.poll():
@@ -662,7 +663,7 @@ def log_across_hub_switches(notify: Any, told: Any, result: str, switches: int) 
     final = w.flush(30)
     stranded = []
     for p in seen.values():
-        if p is not _state.STATE.channel and not p.alive:
+        if p is not STATE.channel and not p.alive:
             stranded.append(sum(1 for item in list(p._dq) if item[0] in ("s", "e")))
     report(result, {"logged": step, "producers": len(seen), "stranded": stranded, "final_flush": final})
 
@@ -985,7 +986,7 @@ def fork_at_worst_moments(result: str, folder: str, rounds: int, child_events: i
                 held, release = threading.Event(), threading.Event()
 
                 def hold(held: threading.Event = held, release: threading.Event = release) -> None:
-                    with producer._cond, _state.STATE.lock:
+                    with producer._cond, STATE.lock:
                         held.set()
                         release.wait(SAFETY_S)
 
@@ -1073,7 +1074,7 @@ def unrelated_owner(logdir: str, label: str, ready_file: str, go_file: str, chil
     import multiprocessing
 
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
-    report(ready_file, {"pid": os.getpid(), "hub_file": os.environ[_discovery.ENV_INFO]})
+    report(ready_file, {"pid": os.getpid(), "hub_file": os.environ[hubfile.ENV_INFO]})
     wait_until(lambda: os.path.exists(go_file), SAFETY_S, "the go file")
     procs = []
     for i in range(children):

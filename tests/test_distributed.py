@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _distributed
 
 from readback import read_log
 
 torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
+
+from hyrax_tbhub._discovery.store import STORE_KEY, default_store  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.timeout(180)]
 
@@ -64,7 +65,7 @@ def test_a_rank_with_no_local_hub_logs_through_the_store(
         hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
         address = hyrax_tbhub.serve_ranks(host="127.0.0.1")
         assert address.startswith("tcp:127.0.0.1:")
-        published = json.loads(_distributed._default_store(dist).get(_distributed.STORE_KEY))
+        published = json.loads(default_store(dist).get(STORE_KEY))
         assert (published["authkey"] == "") is launcher_key
         dist.barrier()
         dist.barrier()  # rank 1 has logged and closed
@@ -95,7 +96,7 @@ def test_remote_ts_steps_map_the_hubs_wall_clock_start() -> None:
     import socket
     import time
 
-    from hyrax_tbhub._discovery import HubInfo
+    from hyrax_tbhub._discovery.hubfile import HubInfo
     from hyrax_tbhub._producer import _local_start_ns
 
     wall_start = time.time_ns() - 5_000_000_000  # the hub started 5 s ago, by the wall clock

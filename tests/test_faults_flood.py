@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _hub, _state
+from hyrax_tbhub import _hub
+from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub.options import DEFAULT_OPTIONS
 
 import fault_workers as fw
@@ -220,7 +221,7 @@ def test_paced_producers_drop_nothing(hub: Path, tmp_path: Path, capfd: pytest.C
 def test_owner_floods_its_own_hub(hub: Path) -> None:
     """The owner logs 300k scalars flat out: its queue stays bounded, nothing is dropped."""
     w = hyrax_tbhub.get_tensorboard_logger()
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     n = 300_000
     longest = 0
     for step in range(n):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _state
+from hyrax_tbhub._process.state import STATE
 
 import fault_workers as fw
 from readback import read_log
@@ -81,7 +81,7 @@ def test_producer_forks_mid_send(hub: Path, tmp_path: Path) -> None:
 
 def test_owner_forks_while_the_hub_holds_its_lock(hub: Path, tmp_path: Path) -> None:
     """The hub thread (here: a thread standing in for it) holds the hub's lock at the fork."""
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     ctx = mp.get_context("fork")
     w = hyrax_tbhub.get_tensorboard_logger()
     for r in range(5):

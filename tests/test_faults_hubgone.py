@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _state
+from hyrax_tbhub._process.state import STATE
 
 import fault_workers as fw
 from readback import read_log
@@ -239,7 +239,7 @@ def test_close_and_switch_while_a_producer_logs_flat_out(
     assert ready_r.poll(30)
     close_s = []
     for i in range(switches):
-        hub = _state.STATE.hub
+        hub = STATE.hub
         try:
             fw.wait_until(lambda hub=hub: any(c.run is not None for c in hub._conns.values()), 20, "a join")
         except TimeoutError:

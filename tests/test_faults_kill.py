@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _state
+from hyrax_tbhub._process.state import STATE
 
 import fault_workers as fw
 from readback import read_log
@@ -112,7 +112,7 @@ def test_sigkill_at_random_moments_and_mid_frame_hub_keeps_serving(hub: Path, tm
     assert kills >= 50
     assert stalled >= BATCHES  # at least one kill per batch with half a frame on the wire
 
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     # The hub noticed every death: no connection (and so no descriptor) is left behind.
     fw.wait_until(lambda: not hub_obj._conns, 10, "the hub to drop every dead producer's connection")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _discovery, _state
-from hyrax_tbhub import tensorboardx_logger as tbl
+from hyrax_tbhub._discovery import hubfile
+from hyrax_tbhub._process.state import SAVED_ENV, STATE
 
 import fault_workers as fw
 
@@ -48,7 +48,7 @@ def test_thousand_init_close_cycles(tmp_path: Path, _runtime: Path, monkeypatch:
     hyrax_tbhub.close_tensorboard_logger()
     fds = fw.open_fds()
     threads = {t.ident for t in threading.enumerate()}
-    env_before = os.environ.get(_discovery.ENV_INFO)
+    env_before = os.environ.get(hubfile.ENV_INFO)
     ctx = mp.get_context("fork")
     cycles = 1000
     for i in range(cycles):
@@ -74,8 +74,8 @@ def test_thousand_init_close_cycles(tmp_path: Path, _runtime: Path, monkeypatch:
     assert {t.ident for t in threading.enumerate()} <= threads, [t.name for t in threading.enumerate()]
     assert fw.runtime_leftovers(_runtime) == []  # no socket or hub file left behind
     assert list(private_tmp.iterdir()) == []  # no temporary folder or file left behind
-    assert os.environ.get(_discovery.ENV_INFO) == env_before
-    assert tbl._saved_env == [] and _state.STATE.hub is None
+    assert os.environ.get(hubfile.ENV_INFO) == env_before
+    assert SAVED_ENV == [] and STATE.hub is None
     runs = fw.fast_scalars(logdir)
     assert [s for s, _v in runs["."]["cycle"]] == list(range(cycles))
     for i in range(0, cycles, 100):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _state
+from hyrax_tbhub._process.state import STATE
 
 import fault_workers as fw
 
@@ -42,7 +42,7 @@ def test_256_producers_connect_at_once(hub: Path) -> None:
     ]
     for p in procs:
         p.start()
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     t0 = time.monotonic()
     go.set()
     try:

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hyrax_tbhub
-from hyrax_tbhub import _hub, _state, _wire
+from hyrax_tbhub import _hub, _wire
+from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 
 import fault_workers as fw
@@ -83,7 +84,7 @@ def short_hub(logdir: Path, monkeypatch: pytest.MonkeyPatch):
     spy = _SpyDecoder(_wire)
     monkeypatch.setattr(_hub, "_wire", spy)
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
-    hub = _state.STATE.hub
+    hub = STATE.hub
     yield hub, spy
     hyrax_tbhub.close_tensorboard_logger()
 

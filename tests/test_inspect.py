@@ -1,4 +1,4 @@
-"""Tests for ``hyrax-tbhub inspect`` (hyrax_tbhub._inspect).
+"""Tests for ``hyrax-tbhub inspect`` (hyrax_tbhub._tools.inspect).
 
 Logs are written with plain tensorboardX writers and fixed wall times, so the table and the JSON can
 be compared exactly.
@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("tensorboard")
 from tensorboardX import SummaryWriter  # noqa: E402
 
-from hyrax_tbhub._inspect import inspect_logdir, main  # noqa: E402
+from hyrax_tbhub._tools.inspect import inspect_logdir, main  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,7 +124,7 @@ def test_table_lists_runs_tags_counts_ranges_and_counters(sample: Path, capsys: 
 
 
 def _tag(kind: str, count: int, steps: tuple[int, int], walls: tuple[float, float]) -> dict[str, Any]:
-    from hyrax_tbhub._inspect import utc_iso
+    from hyrax_tbhub._tools.inspect import utc_iso
 
     plugin = {"scalar": "scalars", "histogram": "histograms", "image": "images", "text": "text"}[kind]
     return {
@@ -348,7 +348,7 @@ def test_damaged_file_does_not_hide_other_runs(sample: Path, capsys: Any) -> Non
 
 def test_module_runs_as_a_script(sample: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "hyrax_tbhub._inspect", "--json", str(sample)],
+        [sys.executable, "-m", "hyrax_tbhub._tools.inspect", "--json", str(sample)],
         capture_output=True,
         text=True,
         timeout=50,

@@ -296,7 +296,7 @@ EARLY_RANK = """
 import sys, time
 import torch.distributed as dist
 import hyrax_tbhub
-from hyrax_tbhub import _state
+
 
 dist.init_process_group("gloo", init_method=sys.argv[1], rank=1, world_size=2)
 w = hyrax_tbhub.get_tensorboard_logger()
@@ -307,11 +307,11 @@ dist.barrier()  # rank 0 serves after this barrier...
 dist.barrier()  # ...and before this one
 deadline = time.monotonic() + 30
 step = 0
-while _state.STATE.channel is None and time.monotonic() < deadline:
+while STATE.channel is None and time.monotonic() < deadline:
     w.add_scalar("probe", 0.0, step)  # each call looks again once the store watch saw the hub
     step += 1
     time.sleep(0.05)  # polling a condition, bounded by the deadline
-assert _state.STATE.channel is not None, "the rank never found the hub"
+assert STATE.channel is not None, "the rank never found the hub"
 for s in range(int(sys.argv[2])):
     w.add_scalar("late", float(s), s)
 hyrax_tbhub.close_tensorboard_logger()
@@ -409,7 +409,7 @@ DEAD_NODE_RANK0 = """
 import os, sys, time
 import torch.distributed as dist
 import hyrax_tbhub
-from hyrax_tbhub import _state
+
 
 signals = sys.argv[2]
 def wait_for(name):
@@ -424,7 +424,7 @@ def say(name, text=""):
 dist.init_process_group("gloo", init_method=sys.argv[1], rank=0, world_size=2)
 hyrax_tbhub.init_tensorboard_logger(log_dir=sys.argv[3])
 # Far beyond the test's timeout: only noticing the dead node makes this close return in time.
-_state.STATE.hub.config.close_timeout = 3600
+STATE.hub.config.close_timeout = 3600
 hyrax_tbhub.serve_ranks(host=sys.argv[4], rank_hubs=sys.argv[5] == "auto")
 say("served")
 w = hyrax_tbhub.get_tensorboard_logger()
@@ -528,8 +528,9 @@ import multiprocessing, sys, time
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 import hyrax_tbhub
-from hyrax_tbhub import _state
+
 from multihost_job import TimedReads
+from hyrax_tbhub._process.state import STATE
 
 
 TAG = ["pool"]
@@ -555,9 +556,9 @@ if __name__ == "__main__":
     dist.barrier()  # rank 0 serves after this barrier...
     dist.barrier()  # ...and before this one
     deadline = time.monotonic() + 30
-    while _state.STATE.channel is None and time.monotonic() < deadline:
+    while STATE.channel is None and time.monotonic() < deadline:
         time.sleep(0.05)  # polling a condition, bounded: the rank's store watch, not a call
-    assert _state.STATE.channel is not None, "the rank did not find the hub by itself"
+    assert STATE.channel is not None, "the rank did not find the hub by itself"
     assert pool.map(task, range(20), chunksize=1) == list(range(20))
     pool.close()
     pool.join()

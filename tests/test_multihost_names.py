@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyrax_tbhub import _discovery, _naming
+from hyrax_tbhub import _naming
+from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._hub import _clean_run_name
 
 
@@ -86,34 +87,34 @@ def test_a_rank_that_stops_being_one_withdraws_its_marker(clean_env: pytest.Monk
 
 def test_a_rank_publishes_its_route_privately_and_withdraws_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(_discovery.ENV_INFO, raising=False)
-    info = _discovery.HubInfo(address="tcp:10.0.0.1:1234", authkey="ab" * 32, start_ns=1,
+    monkeypatch.delenv(hubfile.ENV_INFO, raising=False)
+    info = hubfile.HubInfo(address="tcp:10.0.0.1:1234", authkey="ab" * 32, start_ns=1,
                               logdir=str(tmp_path), owner_pid=os.getpid(), hub_id="cafe",
                               hostname="another-host")
-    _discovery.publish_for_descendants(info, None)
-    path = Path(os.environ[_discovery.ENV_INFO])
+    hubfile.publish_for_descendants(info, None)
+    path = Path(os.environ[hubfile.ENV_INFO])
     try:
-        assert path == _discovery.hub_file_for(os.getpid())
+        assert path == hubfile.hub_file_for(os.getpid())
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         assert json.loads(path.read_text())["address"] == "tcp:10.0.0.1:1234"
         # Same pid as this process but another host's hub: a child here must still take it.
-        assert _discovery.read_hub_file(path) == info
-        assert not _discovery._is_own_hub(info)
+        assert hubfile.read_hub_file(path) == info
+        assert not hubfile._is_own_hub(info)
     finally:
-        _discovery.withdraw_published()
+        hubfile.withdraw_published()
     assert not path.exists()
-    assert _discovery.ENV_INFO not in os.environ
+    assert hubfile.ENV_INFO not in os.environ
 
 
 def test_a_route_inherited_through_the_environment_is_not_republished(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_discovery.ENV_INFO, str(tmp_path / "owner.json"))
-    info = _discovery.HubInfo(address="/x.sock", authkey="00", start_ns=1, logdir=str(tmp_path),
+    monkeypatch.setenv(hubfile.ENV_INFO, str(tmp_path / "owner.json"))
+    info = hubfile.HubInfo(address="/x.sock", authkey="00", start_ns=1, logdir=str(tmp_path),
                               owner_pid=1, hub_id="beef")
-    _discovery.publish_for_descendants(info, str(tmp_path / "owner.json"))
-    assert os.environ[_discovery.ENV_INFO] == str(tmp_path / "owner.json")
-    assert not _discovery.hub_file_for(os.getpid()).exists()
+    hubfile.publish_for_descendants(info, str(tmp_path / "owner.json"))
+    assert os.environ[hubfile.ENV_INFO] == str(tmp_path / "owner.json")
+    assert not hubfile.hub_file_for(os.getpid()).exists()
 
 
 @pytest.mark.timeout(120)

@@ -12,22 +12,24 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _discovery, _state, _wire
+from hyrax_tbhub import _wire
+from hyrax_tbhub._discovery import hubfile
+from hyrax_tbhub._process.state import STATE
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _hub_info() -> _discovery.HubInfo:
-    info = _discovery.read_hub_file(os.environ[_discovery.ENV_INFO])
+def _hub_info() -> hubfile.HubInfo:
+    info = hubfile.read_hub_file(os.environ[hubfile.ENV_INFO])
     assert info is not None
     return info
 
 
 def test_runtime_folder_hub_file_and_socket_are_private_to_the_user(hub: Path) -> None:
     info = _hub_info()
-    folder = _discovery.runtime_dir()
+    folder = hubfile.runtime_dir()
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(os.environ[_discovery.ENV_INFO]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.environ[hubfile.ENV_INFO]).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(info.address).st_mode) & 0o077 == 0
     assert os.stat(folder).st_uid == os.getuid()
 
@@ -68,7 +70,7 @@ def test_wrong_key_is_refused_before_anything_is_unpickled(hub: Path, tmp_path: 
         except ConnectionResetError:
             reply = b""
         assert reply == b""  # closed by the hub, no reply
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     assert hub_obj is not None
     hyrax_tbhub.close_tensorboard_logger()
     assert not marker.exists()

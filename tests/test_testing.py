@@ -11,11 +11,12 @@ import multiprocess
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _state
 from hyrax_tbhub._events import encode_scalar, frame
 from hyrax_tbhub.testing import ROOT_RUN, CapturedLogs, LoggedEvent, capture_logs, read_logs
 
 sys.path.insert(0, os.path.dirname(__file__))
+from hyrax_tbhub._process.state import STATE
+
 import workers  # noqa: E402  (importable by name in spawn and forkserver children)
 from readback import read_log  # noqa: E402
 
@@ -87,7 +88,7 @@ def test_log_scalar_ts_steps_are_microseconds_since_start() -> None:
     with capture_logs() as logs:
         start = time.monotonic_ns()
         hyrax_tbhub.get_tensorboard_logger().log_duration_ts("t/duration_s", start)
-        elapsed_us = (time.monotonic_ns() - _state.STATE.channel.start_ns) // 1000  # type: ignore[union-attr]
+        elapsed_us = (time.monotonic_ns() - STATE.channel.start_ns) // 1000  # type: ignore[union-attr]
     ((step, value),) = logs.scalars("t/duration_s")
     assert 0 <= step <= elapsed_us and value >= 0.0
 
@@ -148,10 +149,10 @@ def test_refuses_while_this_process_owns_a_hub(hub: Path) -> None:
 
 def test_state_after_the_block() -> None:
     with capture_logs() as logs:
-        assert _state.STATE.hub is not None
+        assert STATE.hub is not None
         with pytest.raises(RuntimeError, match="after"):
             logs.entries  # noqa: B018
-    assert _state.STATE.hub is None and _state.STATE.channel is None
+    assert STATE.hub is None and STATE.channel is None
     assert os.environ.get("HYRAX_TBHUB_INFO") is None
     hyrax_tbhub.get_tensorboard_logger().add_scalar("ignored", 1.0, 0)  # a no-op again, no error
 
@@ -183,7 +184,7 @@ def test_an_exception_in_the_block_propagates_and_closes_the_hub() -> None:
         with capture_logs() as logs:
             hyrax_tbhub.get_tensorboard_logger().add_scalar("x", 1.0, 0)
             1 / 0  # noqa: B018
-    assert _state.STATE.hub is None
+    assert STATE.hub is None
     with pytest.raises(RuntimeError):
         logs.entries  # noqa: B018
 

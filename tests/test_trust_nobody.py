@@ -24,7 +24,10 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _discovery, _distributed, _state, _wire
+from hyrax_tbhub import _distributed, _wire
+from hyrax_tbhub._discovery import hubfile
+from hyrax_tbhub._discovery.store import KEY_ENV, STORE_KEY, find_distributed_hub
+from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub._producer import Producer
 from hyrax_tbhub.options import DEFAULT_OPTIONS, Options
 
@@ -34,8 +37,8 @@ from wire_peers import Boom, RogueHub, authenticate, closed_by_peer, raw_frame, 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _hub_info() -> _discovery.HubInfo:
-    info = _discovery.read_hub_file(os.environ[_discovery.ENV_INFO])
+def _hub_info() -> hubfile.HubInfo:
+    info = hubfile.read_hub_file(os.environ[hubfile.ENV_INFO])
     assert info is not None
     return info
 
@@ -117,7 +120,7 @@ def test_a_records_blob_that_breaks_tfrecord_framing_is_refused(hub: Path) -> No
 
 
 def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     assert hub_obj is not None
     monkeypatch.setattr(hub_obj._guard, "max_subruns", 3)
     info = _hub_info()
@@ -138,7 +141,7 @@ def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: py
 
 
 def test_runs_past_the_cap_are_refused_and_counted(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     assert hub_obj is not None
     monkeypatch.setattr(hub_obj._guard, "max_runs", 2)
     info = _hub_info()
@@ -192,8 +195,8 @@ def short_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _info(address: str, key: bytes, logdir: str, options: Options = DEFAULT_OPTIONS) -> _discovery.HubInfo:
-    return _discovery.HubInfo(address=address, authkey=key.hex(), start_ns=0, logdir=logdir,
+def _info(address: str, key: bytes, logdir: str, options: Options = DEFAULT_OPTIONS) -> hubfile.HubInfo:
+    return hubfile.HubInfo(address=address, authkey=key.hex(), start_ns=0, logdir=logdir,
                               owner_pid=1, hub_id=secrets.token_hex(8), options=options.to_wire())
 
 
@@ -342,13 +345,13 @@ def test_with_a_launcher_key_the_store_carries_only_the_address(
     hub: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared = secrets.token_hex(32)
-    monkeypatch.setenv(_distributed.KEY_ENV, shared)
+    monkeypatch.setenv(KEY_ENV, shared)
     store = _Store()
     address = hyrax_tbhub.serve_ranks(host="127.0.0.1", store=store)
-    published = json.loads(store.data[_distributed.STORE_KEY])
-    assert published["authkey"] == "" and published["key_env"] == _distributed.KEY_ENV
-    assert shared not in store.data[_distributed.STORE_KEY].decode()
-    assert _hub_info().authkey not in store.data[_distributed.STORE_KEY].decode()
+    published = json.loads(store.data[STORE_KEY])
+    assert published["authkey"] == "" and published["key_env"] == KEY_ENV
+    assert shared not in store.data[STORE_KEY].decode()
+    assert _hub_info().authkey not in store.data[STORE_KEY].decode()
     # The hub's own key (the one in the local hub file) does not open the TCP door...
     with _tcp(address) as sock:
         challenge = recv_exact(sock, _wire.CHALLENGE_LEN)
@@ -366,19 +369,19 @@ def test_a_rank_without_the_launcher_key_says_so_and_logs_nothing(monkeypatch: p
     store = _Store()
     entry = {"address": "tcp:127.0.0.1:1", "authkey": "", "start_ns": 0, "logdir": "/x", "owner_pid": 1,
              "hub_id": "ab", "key_env": "HYRAX_TBHUB_TEST_KEY"}
-    store.set(_distributed.STORE_KEY, json.dumps(entry))
+    store.set(STORE_KEY, json.dumps(entry))
     monkeypatch.setattr(_distributed, "_dist", lambda: object())
     monkeypatch.setattr(_distributed, "_default_store", lambda dist: store)
     monkeypatch.delenv("HYRAX_TBHUB_TEST_KEY", raising=False)
-    assert _distributed.find_distributed_hub() is None
+    assert find_distributed_hub() is None
     assert "HYRAX_TBHUB_TEST_KEY" in capfd.readouterr().err
     monkeypatch.setenv("HYRAX_TBHUB_TEST_KEY", "k" * 32)
-    info = _distributed.find_distributed_hub()
+    info = find_distributed_hub()
     assert info is not None and info.key == b"k" * 32
 
 
 def test_a_short_launcher_key_is_refused_at_the_call(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_distributed.KEY_ENV, "short")
+    monkeypatch.setenv(KEY_ENV, "short")
     with pytest.raises(ValueError, match="at least"):
         hyrax_tbhub.serve_ranks(host="127.0.0.1", store=_Store())
 
@@ -389,10 +392,10 @@ def test_without_a_launcher_key_records_from_the_store_door_must_parse_as_events
     """Whoever read the key in the store may log, but not a record that would stop TensorBoard's
     Python loader (it raises on an unparseable Event and stops reloading every run)."""
     pytest.importorskip("tensorboard")
-    monkeypatch.delenv(_distributed.KEY_ENV, raising=False)
+    monkeypatch.delenv(KEY_ENV, raising=False)
     store = _Store()
     address = hyrax_tbhub.serve_ranks(host="127.0.0.1", store=store)
-    key = bytes.fromhex(json.loads(store.data[_distributed.STORE_KEY])["authkey"])
+    key = bytes.fromhex(json.loads(store.data[STORE_KEY])["authkey"])
     good = _frame_records([b"\x10\x01"])
     unparseable = _frame_records([b"\x2a\x03\x0a\x01\xff"])  # frames well, parses badly
     bad_crc = bytearray(good)

@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hyrax_tbhub
-from hyrax_tbhub import _discovery, _state, _wire
+from hyrax_tbhub import _wire
+from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._events import encode_scalar, frame
+from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub._wire import WireError
 
 from fault_workers import fast_counters
@@ -184,9 +186,9 @@ def test_the_fuzzers_reach_both_outcomes() -> None:
 def test_fuzz_a_live_hub_with_authenticated_peers(hub: Path) -> None:
     """500 connections that prove the key, then send fuzzed frames: the hub cuts the bad ones,
     counts them in the log, and still serves."""
-    info = _discovery.read_hub_file(os.environ[_discovery.ENV_INFO])
+    info = hubfile.read_hub_file(os.environ[hubfile.ENV_INFO])
     assert info is not None
-    hub_obj = _state.STATE.hub
+    hub_obj = STATE.hub
     assert hub_obj is not None
     cut = [0]
 

@@ -19,7 +19,7 @@ import traceback
 from typing import Any
 
 import hyrax_tbhub
-from hyrax_tbhub import _state
+from hyrax_tbhub._process.state import STATE
 
 from fault_workers import redirect_stderr, report
 
@@ -30,7 +30,7 @@ STACK_AFTER_S = 20.0  # a forked child still running after this long dumps its s
 def _producer() -> Any:
     from hyrax_tbhub._producer import Producer
 
-    ch = _state.STATE.channel
+    ch = STATE.channel
     return ch if isinstance(ch, Producer) else None
 
 

@@ -43,9 +43,9 @@ def log_then_fork_grandchild(writer: Any, n: int) -> bool:
             log_items(writer, "grandchild", n)
             # fork children end with os._exit: only the exit hooks we call here would run, so
             # this is what a multiprocessing fork child's finalizers do for it.
-            from hyrax_tbhub import _writers
+            from hyrax_tbhub._process import hooks
 
-            _writers._at_exit()
+            hooks._at_exit()
         except BaseException:
             code = 1
         os._exit(code)

@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "demo":
-        from ._demo import main as run
+        from .demo import main as run
     elif command == "bench":
-        from ._bench import main as run
+        from .._bench import main as run
     elif command == "inspect":
-        from ._inspect import main as run
+        from .inspect import main as run
     else:
         print(f"hyrax-tbhub: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

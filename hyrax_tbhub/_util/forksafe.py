@@ -14,7 +14,7 @@ logging path clear of that (docs/how-it-works.md has the full audit):
 
 The other locks of the logging path are not held across a fork (a fork must not wait for a
 producer's connect, nor deadlock against a thread that holds them): the child re-creates them and
-abandons every object they guarded (``_state._after_fork_in_child``).
+abandons every object they guarded (``_process.hooks``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ from __future__ import annotations
 import logging  # noqa: F401
 import os
 import threading
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._capture import CaptureWriter
-
-__all__ = ["IMPORT_LOCK", "import_capture_writer"]
+__all__ = ["IMPORT_LOCK"]
 
 #: Held around every lazy import of the logging path and every call into tensorboardX's code
 #: (which imports lazily too). Reentrant: such a call may log, or import again.
@@ -59,10 +55,3 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
     )
-
-
-def import_capture_writer() -> type[CaptureWriter]:
-    """``_capture.CaptureWriter``, importing tensorboardX on first use (under IMPORT_LOCK)."""
-    with IMPORT_LOCK:
-        from ._capture import CaptureWriter as writer_class
-    return writer_class

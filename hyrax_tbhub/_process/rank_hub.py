@@ -16,12 +16,15 @@ one, not merely one with the same path on another machine. It holds nothing secr
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-from . import _discovery, _naming
-
-if TYPE_CHECKING:
-    from ._hub import Hub
+from .. import _naming
+from .._discovery import hubfile
+from .._hub import Hub, HubConfig
+from .._owner import LocalChannel
+from .._producer import _local_start_ns, options_of
+from .._util.stderr import warn
+from . import hooks
+from .state import SAVED_ENV, STATE
 
 __all__ = ["marker_path", "publish_marker", "start_rank_hub"]
 
@@ -45,14 +48,14 @@ def publish_marker(hub: Hub) -> None:
     hub.on_close(remove)
 
 
-def _shares_log_folder(info: _discovery.HubInfo) -> bool:
+def _shares_log_folder(info: hubfile.HubInfo) -> bool:
     try:
         return os.path.isfile(marker_path(info.logdir, info.hub_id))
     except (OSError, ValueError):
         return False
 
 
-def start_rank_hub(info: _discovery.HubInfo) -> bool:
+def start_rank_hub(info: hubfile.HubInfo) -> bool:
     """In a rank that found ``info`` in the store: run this rank's own hub if the job allows it.
 
     Called with the process state's lock held, from rediscovery; True when this process now has a
@@ -66,22 +69,15 @@ def start_rank_hub(info: _discovery.HubInfo) -> bool:
     try:
         return _start(info, rank[0])
     except Exception as exc:
-        from ._stderr import warn
-
         warn(f"hyrax_tbhub: rank {rank[0]} could not start its own hub ({exc!r}); "
              "it sends its events to rank 0 instead")
         return False
 
 
-def _start(info: _discovery.HubInfo, rank: int) -> bool:
-    from . import _producer, _state, tensorboardx_logger
-    from ._hub import Hub, HubConfig
-    from ._owner import LocalChannel
-    from ._producer import _local_start_ns
-
-    state = _state.STATE
+def _start(info: hubfile.HubInfo, rank: int) -> bool:
+    state = STATE
     root = os.path.join(info.logdir, f"rank_{rank}")
-    hub = Hub(info.logdir, HubConfig(_producer.options_of(info)), root_folder=root)
+    hub = Hub(info.logdir, HubConfig(options_of(info)), root_folder=root)
     # One clock origin for the whole job: *_ts steps of every rank stay comparable.
     hub.start_ns = _local_start_ns(info)
     hub.start_wall_ns = info.start_wall_ns
@@ -91,11 +87,11 @@ def _start(info: _discovery.HubInfo, rank: int) -> bool:
     hub.on_close(lambda: state.finished_hubs.add(info.hub_id))
     # As init_tensorboard_logger: close_tensorboard_logger() restores the environment. Published
     # before the channel is visible, so a child started as soon as it is finds this hub.
-    tensorboardx_logger._saved_env.append(os.environ.get(_discovery.ENV_INFO))
-    os.environ[_discovery.ENV_INFO] = hub_file
+    SAVED_ENV.append(os.environ.get(hubfile.ENV_INFO))
+    os.environ[hubfile.ENV_INFO] = hub_file
     _naming.mark_rank()
     state.hub = hub
     state.channel = channel
     state.idle = False  # notifies
-    _state.hook_exit()
+    hooks.hook_exit()
     return True

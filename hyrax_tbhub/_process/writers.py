@@ -1,12 +1,12 @@
 """Per-process registry of :class:`hyrax_tbhub.SummaryWriter` hubs and producers.
 
-Kept apart from ``_state`` (the process-wide hub of ``init_tensorboard_logger``): a writer's hub
+Kept apart from ``state`` (the process-wide hub of ``init_tensorboard_logger``): a writer's hub
 is reached only through the writer object handed to a process, never through discovery, so the
 two never meet. The same three facts shape it (FACTS):
 - a process has at most one producer per writer hub (one run per producer process), shared by
   every writer object of that hub in the process;
-- fork and forkserver children end with ``os._exit``: atexit does not run there, only the
-  finalizers of the multiprocessing library that started them, so exit is hooked with all three;
+- fork and forkserver children end with ``os._exit``: the writers' flush is registered with
+  hooks.py, which runs it at every kind of exit and on a pool worker's SIGTERM;
 - a forked child inherits the parent's hubs, producers and writer objects but not their threads:
   ``os.register_at_fork`` drops the inherited sockets and files and turns every writer object
   into one that connects as a producer on its next call.
@@ -14,26 +14,22 @@ two never meet. The same three facts shape it (FACTS):
 
 from __future__ import annotations
 
-import atexit
 import os
-import signal
-import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ._hub import Hub, HubConfig
-from ._naming import process_name
-from ._owner import LocalChannel
-
 # Imported here, not in the first logging call: an import running in one thread while another
 # forks leaves the module's import lock held in the child (FACTS), and DataLoader workers fork
 # from processes whose threads log.
-from ._producer import Producer
+from .._hub import Hub, HubConfig
+from .._owner import LocalChannel
+from .._producer import Producer
+from . import hooks
 
 if TYPE_CHECKING:
-    from ._channel import Channel
-    from ._discovery import HubInfo
+    from .._channel import Channel
+    from .._discovery.hubfile import HubInfo
 
 __all__ = ["OwnedHub", "channel_for", "open_hub", "release_hub", "track"]
 
@@ -57,7 +53,6 @@ _owned_by_id: dict[str, OwnedHub] = {}
 _producers: dict[str, Producer] = {}  # hub id -> this process's producer for it
 _finished: set[str] = set()  # hubs whose producer here ended: a dead hub is not asked again
 _writers: weakref.WeakSet[Any] = weakref.WeakSet()  # every live writer object, for fork
-_exit_hooked = False
 
 
 def track(writer: Any) -> None:
@@ -84,7 +79,7 @@ def open_hub(logdir: str, suffix: str, purge_step: int | None, writer_kwargs: di
         owned = OwnedHub(hub, channel, key)
         _owned[key] = owned
         _owned_by_id[hub.hub_id] = owned
-    _hook_exit()
+    hooks.hook_exit()
     return owned
 
 
@@ -117,8 +112,8 @@ def channel_for(info: HubInfo) -> Channel | None:
         producer = Producer(info, _on_producer_gone)
         _producers[info.hub_id] = producer
         producer.start()
-    _hook_exit()
-    _flush_on_pool_terminate()
+    hooks.hook_exit()
+    hooks.flush_on_pool_terminate()
     return producer
 
 
@@ -136,73 +131,22 @@ def close_producers(timeout: float | None = None) -> None:
             producer.close(timeout)
 
 
-def _at_exit() -> None:
+def _leave(timeout: float | None) -> None:
+    """The writers' flush (hooks.py): producers send their queues; at exit owned hubs close too."""
     if _pid != os.getpid():
         return
-    try:
-        close_producers()
+    close_producers(timeout)
+    if timeout is None:
         for owned in list(_owned.values()):
             owned.users = 1
             release_hub(owned)
-    except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
-        from ._stderr import warn
-
-        warn(f"hyrax_tbhub: error while flushing SummaryWriter events at exit: {exc!r}")
 
 
-def _hook_exit() -> None:
-    global _exit_hooked
-    if _exit_hooked:
-        return
-    _exit_hooked = True
-    atexit.register(_at_exit)
-    for modname in ("multiprocessing.util", "multiprocess.util"):
-        if modname.split(".")[0] not in sys.modules:
-            continue
-        try:
-            util = __import__(modname, fromlist=["Finalize"])
-            # exitpriority >= 0 runs in a fork/forkserver child's _exit_function, before os._exit.
-            util.Finalize(None, _at_exit, exitpriority=100)
-        except Exception:
-            pass
-
-
-def _flush_on_pool_terminate() -> None:
-    """In a pool worker, send what writers queued before SIGTERM (``Pool.terminate()``) ends it.
-
-    The same reasoning as ``_state._flush_on_pool_terminate``; this handler also runs that one's
-    work (the process-wide producer), so whichever is installed first covers both.
-    """
-    from . import _state
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if "PoolWorker" not in (process_name() or ""):
-        return
-    try:
-        current = signal.getsignal(signal.SIGTERM)
-        if current is signal.SIG_DFL or current is _state._flush_then_die:
-            signal.signal(signal.SIGTERM, _flush_then_die)
-    except (ValueError, OSError):
-        pass
-
-
-def _flush_then_die(signum: int, frame: object) -> None:
-    from . import _state
-
-    try:
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(3)  # whatever the flush meets, the process ends within 3 s
-    except (ValueError, OSError, AttributeError):
-        pass
-    try:
-        close_producers(timeout=1.5)
-    finally:
-        _state._flush_then_die(signum, frame)  # the process-wide producer, then die of SIGTERM
+hooks.add_flusher(_leave, terminate_timeout=1.5)
 
 
 def _after_fork_in_child() -> None:
-    global _pid, _lock, _owned, _owned_by_id, _producers, _finished, _exit_hooked
+    global _pid, _lock, _owned, _owned_by_id, _producers, _finished
     for owned in _owned.values():
         owned.hub.abandon_in_child()
     for producer in _producers.values():
@@ -210,7 +154,6 @@ def _after_fork_in_child() -> None:
     _pid = os.getpid()
     _lock = threading.Lock()
     _owned, _owned_by_id, _producers, _finished = {}, {}, {}, set()
-    _exit_hooked = False
     for writer in list(_writers):
         writer._after_fork()
 

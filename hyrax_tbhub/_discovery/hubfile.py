@@ -315,7 +315,7 @@ class GenerationWatch:
         #: The shared word as an int: ``view[0]``. Callers on a hot path compare it to ``seen``.
         self.view = memoryview(self._mm).cast("Q")
         # Nothing seen yet: every caller looks (and waits for the look in progress) until the
-        # look that created this watch has published what it found (see ``_state.rediscover``).
+        # look that created this watch has published what it found (see ``_process.connect.rediscover``).
         self.seen: int = -1
 
     def poke(self) -> None:

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import close_tensorboard_logger, get_tensorboard_logger, init_tensorboard_logger
-from ._progress import Progress
+from .. import close_tensorboard_logger, get_tensorboard_logger, init_tensorboard_logger
+from .progress import Progress
 
 SHARD_BYTES = 64 * 1024
 
@@ -104,7 +104,7 @@ def run_pipeline(logdir: Path, shards: int, workers: int, steps: int) -> None:
 
 def _print_summary(logdir: Path) -> None:
     try:
-        from ._inspect import inspect_logdir
+        from .inspect import inspect_logdir
     except ImportError:
         inspect_logdir = None  # type: ignore[assignment]
     if inspect_logdir is not None:

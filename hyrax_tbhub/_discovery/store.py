@@ -1,0 +1,122 @@
+"""A served hub's entry in the torch.distributed store: how a rank on another machine finds it.
+
+``serve_ranks()`` (in ``_distributed``) publishes the hub's address under ``STORE_KEY`` in the
+process group's store; a process that finds no hub on its own machine and belongs to a process
+group reads it here. The store (TCPStore) has no authentication: when the launcher shares a key
+with every rank (``KEY_ENV``), the entry names that variable instead of carrying a key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from typing import Any
+
+from .._util.stderr import warn
+from .._util.threads import daemon_thread
+from .hubfile import HubInfo
+
+__all__ = [
+    "KEY_ENV", "MIN_KEY_BYTES", "STORE_KEY", "default_store", "find_distributed_hub", "in_distributed_job",
+    "torch_distributed", "shared_key", "watch_store",
+]
+
+STORE_KEY = "hyrax_tbhub/hub"
+#: The environment variable ``serve_ranks()`` and the ranks read the launcher's shared key from.
+KEY_ENV = "HYRAX_TBHUB_KEY"
+MIN_KEY_BYTES = 16
+_warned_no_key: set[str] = set()
+_POLL_S = 1.0
+
+
+def torch_distributed() -> Any:
+    # Never import torch here: only a process that already did can be part of a process group.
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:
+        return None
+    try:
+        if dist.is_available() and dist.is_initialized():
+            return dist
+    except Exception:
+        return None
+    return None
+
+
+def default_store(dist: Any) -> Any:
+    return dist.distributed_c10d._get_default_store()
+
+
+def shared_key(key_env: str) -> bytes | None:
+    value = os.environ.get(key_env)
+    if not value:
+        return None
+    return value.encode("utf-8")
+
+
+def find_distributed_hub() -> HubInfo | None:
+    """The hub published in this process's process-group store, if any (never blocks)."""
+    dist = torch_distributed()
+    if dist is None:
+        return None
+    try:
+        store = default_store(dist)
+        if not store.check([STORE_KEY]):
+            return None
+        raw = store.get(STORE_KEY)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        key_env = data.pop("key_env", None)
+        info = HubInfo(**data)
+    except Exception:
+        return None
+    if key_env is not None:
+        key = shared_key(str(key_env))
+        if key is None:
+            if info.hub_id not in _warned_no_key:
+                _warned_no_key.add(info.hub_id)
+                warn(f"hyrax_tbhub: the hub at {info.address} wants the key in ${key_env}, which is "
+                     "not set in this process; logging here is a no-op")
+            return None
+        info = replace(info, authkey=key.hex())
+    if info.owner_pid == os.getpid() and info.hostname == socket.gethostname():
+        return None  # our own hub
+    return info
+
+
+def in_distributed_job() -> bool:
+    """A process a launcher started as a rank, or one that joined a process group."""
+    return torch_distributed() is not None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+_poller: threading.Thread | None = None
+
+
+def watch_store(poke: Callable[[], None], known: Callable[[], Collection[str]]) -> None:
+    """Start (once) a thread that calls ``poke()`` when a hub not in ``known()`` gets published.
+
+    A rank has no parent that could signal it through the local generation word, and a store
+    lookup is a network round trip: too dear for every logging call, cheap once a second.
+    """
+    global _poller
+    if _poller is not None and _poller.is_alive():
+        return
+
+    def run() -> None:
+        while True:
+            time.sleep(_POLL_S)  # a poll interval, not a wait for anything
+            try:
+                info = find_distributed_hub()
+            except Exception:
+                info = None
+            if info is not None and info.hub_id not in known():
+                poke()
+
+    _poller = daemon_thread(run, "hyrax_tbhub-store-watch")
+    _poller.start()

@@ -1,0 +1,149 @@
+"""How this process joins a hub: rediscovery on a logging call, and leaving it again.
+
+A process that has no channel yet but could still gain one (a child of multiprocessing, a
+process that inherited a hub's address, a rank) watches the per-user hub generation (one mapped
+8-byte word every hub start bumps) and looks again as soon as it changes; a rank also looks in
+its process group's store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Every module the logging path needs is imported here, never in a call: an import that another
+# thread is doing when a fork happens leaves its lock held in the child (see _util/forksafe.py).
+from .._channel import Channel
+from .._discovery import hubfile
+from .._discovery.store import find_distributed_hub, in_distributed_job, watch_store
+from .._producer import Producer
+from . import hooks
+from .rank_hub import start_rank_hub
+from .state import STATE
+
+__all__ = ["close_producer", "rediscover"]
+
+
+def rediscover() -> Channel | None:
+    """Look for a hub; return the channel to log to, or None while there is none.
+
+    Every thread that calls while a look is in progress waits for it and logs to what it found:
+    the watch's generation is settled only after the outcome (the new producer) is published, so
+    until then every caller sees "changed" and queues on the lock behind the first.
+    """
+    watch = STATE.watch
+    if watch is not None and not watch.changed():
+        return STATE.channel  # None, unless another thread published one since our caller looked
+    with STATE.lock:
+        if STATE.channel is not None:
+            return STATE.channel
+        if STATE.hub is not None:
+            return None  # the owner logs through its own hub or not at all
+        watch = STATE.watch
+        if watch is not None and not watch.changed():
+            return None  # another thread looked while we waited, and found nothing
+        may_gain = True
+        if watch is None:
+            may_gain = _may_gain_hub()
+            if may_gain:
+                try:
+                    watch = STATE.watch = hubfile.GenerationWatch()
+                except (OSError, ValueError):
+                    pass
+        # Read before looking, so a hub that starts in between is not missed.
+        generation = watch.current() if watch is not None else 0
+        found = hubfile.find_hub()
+        info = found[0] if found is not None else None
+        found_at = found[1] if found is not None else None
+        if info is None or info.hub_id in STATE.finished_hubs:
+            info, found_at = _find_distributed(), None
+            if STATE.channel is not None:  # this rank now runs its own hub (_rank_hub.py)
+                return STATE.channel
+        if info is None or info.hub_id in STATE.finished_hubs:
+            if watch is not None:
+                watch.settle(generation)
+            STATE.idle = not may_gain  # notifies
+            return None
+        producer = Producer(info, _on_producer_gone)
+        # Issue 10: children of ranks. Before the channel is visible: whoever sees it may start
+        # a child at once, and that child must find the hub.
+        hubfile.publish_for_descendants(info, found_at)
+        STATE.channel = producer
+        STATE.lost_hub = False
+        if watch is not None:
+            watch.settle(generation)
+        producer.start()
+        STATE.notify()
+        hooks.hook_exit()
+        hooks.flush_on_pool_terminate()
+        return producer
+
+
+def _find_distributed() -> hubfile.HubInfo | None:
+    if "torch.distributed" not in sys.modules:
+        return None
+    if in_distributed_job() and STATE.watch is not None:
+        watch = STATE.watch
+        watch_store(watch.poke, lambda: STATE.finished_hubs)
+    info = find_distributed_hub()
+    if info is not None and info.hub_id not in STATE.finished_hubs:
+        if start_rank_hub(info):
+            return None
+    return info
+
+
+def _may_gain_hub() -> bool:
+    """Could an ancestor start a hub later that this process should follow?
+
+    Children of multiprocessing (pools, forkservers started before init) and processes that
+    inherited a hub's address may; a top-level process only gets one by calling init itself.
+    """
+    if os.environ.get(hubfile.ENV_INFO):
+        return True
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return True  # a rank of a distributed job: rank 0 may serve a hub (serve_ranks)
+    if "torch.distributed" in sys.modules and in_distributed_job():
+        return True
+    for modname in ("multiprocessing", "multiprocess"):
+        mod = sys.modules.get(modname)
+        if mod is None:
+            continue
+        try:
+            if mod.parent_process() is not None or mod.current_process().name != "MainProcess":
+                return True
+        except Exception:
+            continue
+    return False
+
+
+def _on_producer_gone(producer: Producer) -> None:
+    STATE.finished_hubs.add(producer.info.hub_id)
+    hubfile.withdraw_published()
+    if producer.lost:
+        STATE.lost_hub = True
+    if STATE.channel is producer:
+        STATE.channel = None
+        STATE.notify()
+
+
+def close_producer(timeout: float | None = None) -> None:
+    """Flush and leave the hub (``close_tensorboard_logger()`` in a producer, or process exit)."""
+    ch = STATE.channel
+    if isinstance(ch, Producer) and ch.pid == os.getpid():
+        ch.close(timeout)
+        STATE.finished_hubs.add(ch.info.hub_id)
+        hubfile.withdraw_published()
+        if STATE.channel is ch:
+            STATE.channel = None
+            STATE.notify()
+
+
+def _leave(timeout: float | None) -> None:
+    """This process's flush (hooks.py): at exit an owner closes its hub; a producer sends its queue."""
+    if timeout is None and STATE.hub is not None and STATE.close_owner is not None:
+        STATE.close_owner()
+    else:
+        close_producer(timeout)
+
+
+hooks.add_flusher(_leave, terminate_timeout=2.0)

@@ -1,0 +1,240 @@
+"""How this process's queued events survive its end: exit, a pool's SIGTERM, and fork.
+
+Three facts shape this module (FACTS):
+- fork and forkserver children end with ``os._exit``: atexit does not run there, only the
+  finalizers of the multiprocessing library that started them, and stdlib ``multiprocessing``
+  and ``multiprocess`` keep separate registries. Exit is hooked with all three.
+- ``Pool.terminate()`` (leaving ``with Pool``) SIGTERMs its workers right after the last result:
+  a pool worker flushes on SIGTERM, and a thread of ours makes sure that happens even when the
+  signal lands on a user thread while the main thread waits in C.
+- a forked child inherits the parent's objects but not its threads: ``os.register_at_fork``
+  resets the state in the child, which then finds the hub like any other descendant.
+
+Each kind of channel registers its flush here (``add_flusher``); exit and SIGTERM run them all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.util  # noqa: F401 - loaded for hook_pool_workers (a pool made after our import)
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+from .._naming import process_name
+from .._producer import Producer
+from .._util.stderr import warn
+from .._util.threads import daemon_thread
+from .state import STATE
+
+__all__ = ["add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_workers"]
+
+#: ``flush(timeout)``: send what is queued and leave the hub; None at exit (usual deadlines).
+Flusher = Callable[[float | None], None]
+_flushers: list[tuple[Flusher, float]] = []
+
+
+def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
+    """Run ``flush(None)`` at this process's exit and ``flush(terminate_timeout)`` on a pool's SIGTERM.
+
+    ``flush(timeout)`` sends what its producers queued and leaves their hubs; ``timeout`` None
+    means "at exit, the usual deadlines". Every kind of channel (the process-wide one, those of
+    SummaryWriter objects) registers one, at import: exit and SIGTERM then run the same code.
+    """
+    _flushers.append((flush, terminate_timeout))
+
+
+def _flush_all(at_exit: bool) -> None:
+    for flush, terminate_timeout in list(_flushers):
+        try:
+            flush(None if at_exit else terminate_timeout)
+        except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
+            warn(f"hyrax_tbhub: error while flushing at exit: {exc!r}")
+
+
+def _at_exit() -> None:
+    if STATE.pid == os.getpid():
+        _flush_all(at_exit=True)
+
+
+def hook_exit() -> None:
+    """Make sure queued events are sent however this process ends normally."""
+    hook_pool_workers()
+    if STATE.exit_hooked:
+        return
+    STATE.exit_hooked = True
+    atexit.register(_at_exit)
+    for modname in ("multiprocessing.util", "multiprocess.util"):
+        # Only a library that is already imported can have started this process; looked up, not
+        # imported (no import on the logging path).
+        util = sys.modules.get(modname)
+        if util is None:
+            continue
+        try:
+            # exitpriority >= 0 runs in the child's _exit_function, before os._exit.
+            util.Finalize(None, _at_exit, exitpriority=100)
+        except Exception:
+            pass
+
+
+def flush_on_pool_terminate() -> None:
+    """In a multiprocessing pool worker, send what is queued before SIGTERM ends the process.
+
+    Leaving ``with Pool(...)`` calls ``terminate()``, which SIGTERMs the workers right after the
+    last result arrives: the events of the last tasks may still be queued, and no exit hook runs
+    on a signal. Only pool workers get this (terminate is their normal end) and only when SIGTERM
+    still has its default action: a Python handler runs between bytecodes of the main thread, so
+    in a worker stuck in C it would delay the kill, which DataLoader's shutdown relies on.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if "PoolWorker" not in (process_name() or ""):
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _flush_then_die)
+            _watch_sigterm_off_main()
+    except (ValueError, OSError):
+        pass
+
+
+# (pid, read end, write end) of the wakeup channel of this process's SIGTERM watch.
+_sigterm_watch: tuple[int, socket.socket, socket.socket] | None = None
+
+
+def _watch_sigterm_off_main() -> None:
+    """Make SIGTERM end the process even when the main thread cannot run the Python handler.
+
+    CPython runs a Python handler only on the main thread. When the kernel hands the signal to
+    another thread (one of the user's: ours block it) while the main thread waits in C (a pool
+    worker waiting on its task queue), the handler never runs and the worker outlives
+    ``terminate()``: ``with Pool`` then hangs for good. The signal module's wakeup fd receives the
+    signal number whichever thread took it; a thread of ours waits on it and does the handler's
+    work: flush, then end the process. Called on the main thread, right after the handler is set.
+    """
+    global _sigterm_watch
+    watch = _sigterm_watch
+    if watch is not None and watch[0] == os.getpid():
+        return
+    inherited = -1 if watch is None else watch[2].fileno()  # a fork child's copy of the parent's
+    r, w = socket.socketpair()
+    w.setblocking(False)
+    try:
+        old = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        r.close()
+        w.close()
+        return
+    if old not in (-1, inherited):  # someone else's (an event loop): theirs to keep
+        signal.set_wakeup_fd(old)
+        r.close()
+        w.close()
+        return
+    _sigterm_watch = (os.getpid(), r, w)
+    daemon_thread(lambda: _wait_for_sigterm(r), "hyrax_tbhub-sigterm").start()
+
+
+def _wait_for_sigterm(r: socket.socket) -> None:
+    try:
+        while signal.SIGTERM not in r.recv(64):
+            pass
+    except OSError:
+        return
+    try:
+        _flush_all(at_exit=False)
+    finally:
+        # Whichever of this thread and the main thread's handler gets here first ends the
+        # process; exit status 128 + SIGTERM, as a shell reports death by SIGTERM.
+        os._exit(128 + signal.SIGTERM)
+
+
+def _flush_then_die(signum: int, frame: object) -> None:
+    try:
+        # Whatever the flush meets, the process ends within 3 s: SIGALRM's default action
+        # terminates it without needing this (main) thread to run again.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(3)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        _flush_all(at_exit=False)
+    finally:
+        # Die of SIGTERM as the default action would have: same exit status for the parent.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _after_fork_in_child() -> None:
+    hub, inherited = STATE.hub, list(Producer.instances)
+    # The state first: a thread of the parent may have held the lock at the fork (in a look the
+    # child never sees finish), and whatever goes wrong below must not leave the child with it.
+    STATE.lock = threading.Lock()
+    STATE.pid = os.getpid()
+    STATE.channel = None
+    STATE.hub = None
+    STATE.watch = None
+    STATE.finished_hubs = set()
+    STATE.lost_hub = False
+    # The parent's finalizer entries are cleared by multiprocessing in its children but not by a
+    # bare os.fork(); either way this process registers its own when it first logs.
+    STATE.exit_hooked = False
+    if hub is not None:
+        try:
+            hub.abandon_in_child()
+        except Exception as exc:
+            warn(f"hyrax_tbhub: after fork, while letting go of the parent's hub: {exc!r}")
+    # Every producer object of the parent, not only the published one: a fork while another
+    # thread was still building one (its socket connected, not yet published) must not leave our
+    # copy of that socket open, or the parent's connection outlives the parent.
+    for producer in inherited:
+        try:
+            producer.abandon_in_child()
+        except Exception as exc:
+            warn(f"hyrax_tbhub: after fork, while letting go of the parent's producer: {exc!r}")
+    STATE.idle = False  # notifies
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _install_pool_terminate_flush(_obj: object = None) -> None:
+    try:
+        flush_on_pool_terminate()
+    except Exception:  # a hook at import or in a child's bootstrap must never fail it
+        pass
+
+
+# The flush on terminate needs the main thread, but a pool worker's first logging call may come
+# from another thread (the ledger's seed 3032 lost a task's last events that way). So it is also
+# installed where the main thread is sure to pass: at our import (spawn and forkserver workers
+# import us on their main thread while unpickling a task) and in multiprocessing's own after-fork
+# hook, which fork workers run on their main thread once their process name is set.
+_after_fork_hooked: set[str] = set()
+
+
+def hook_pool_workers() -> None:
+    """Register the flush with the after-fork registry of each multiprocessing library loaded.
+
+    Called at import and again by init and by every new producer (through ``hook_exit``): a
+    ``multiprocess`` imported after us is hooked before it forks any pool worker of ours. Looked
+    up in ``sys.modules``, never imported here (no import on the logging path).
+    """
+    for modname in ("multiprocessing.util", "multiprocess.util"):
+        util = sys.modules.get(modname)
+        if util is None or modname in _after_fork_hooked:
+            continue
+        try:
+            # The registry holds its key weakly: this module-level function lives as long as we do.
+            util.register_after_fork(_install_pool_terminate_flush, _install_pool_terminate_flush)
+        except Exception:
+            continue
+        _after_fork_hooked.add(modname)
+
+
+_install_pool_terminate_flush()
+# stdlib's registry is imported for it (~20 ms, once) at the top of this module.
+hook_pool_workers()
