@@ -147,8 +147,10 @@ def test_json_has_documented_keys_and_exact_content(sample: Path, capsys: Any) -
     assert err == ""
     data = json.loads(out)
     assert list(data) == [
-        "format", "logdir", "transport_errors", "total_dropped", "total_errors", "runs", "problems",
+        "format", "logdir", "transport_errors", "internal_errors", "rejected", "strangers", "over_cap",
+        "total_dropped", "total_errors", "runs", "problems",
     ]  # fmt: skip
+    assert [data[k] for k in ("internal_errors", "rejected", "strangers", "over_cap")] == [None] * 4
     assert data["format"] == "hyrax_tbhub.inspect/1"
     assert data["logdir"] == str(sample.resolve())
     assert (data["transport_errors"], data["total_dropped"], data["total_errors"]) == (1, 9, 2)
@@ -195,6 +197,19 @@ def test_library_function_returns_dataclasses(sample: Path) -> None:
     loss = report.runs["."].tags["train/loss"]
     assert (loss.kind, loss.count, loss.step_min, loss.step_max) == ("scalar", 10, 0, 9)
     assert report.problems == []
+
+
+def test_every_hub_wide_counter_is_reported(tmp_path: Path, capsys: Any) -> None:
+    """internal_errors, rejected, strangers and over_cap: in the JSON and, when not zero, the table."""
+    with SummaryWriter(str(tmp_path)) as w:
+        w.add_scalar("kept", 1.0, 0)
+        for n, tag in enumerate(("internal_errors", "rejected", "strangers", "over_cap"), start=1):
+            w.add_scalar(f"hyrax_tbhub/{tag}", float(n), 0)
+    report = inspect_logdir(tmp_path)
+    assert (report.internal_errors, report.rejected, report.strangers, report.over_cap) == (1, 2, 3, 4)
+    code, out, _err = _run_main(capsys, str(tmp_path))
+    assert code == 0
+    assert "internal errors 1, rejected 2, strangers 3, over cap 4" in out.splitlines()[1]
 
 
 def test_steps_going_backwards_are_flagged(tmp_path: Path, capsys: Any) -> None:

@@ -21,6 +21,10 @@ is 0::
       "format": "hyrax_tbhub.inspect/1",
       "logdir": "/abs/path",
       "transport_errors": int | null,      # latest hyrax_tbhub/transport_errors, null if never logged
+      "internal_errors": int | null,       # likewise hyrax_tbhub/internal_errors (bugs of the hub)
+      "rejected": int | null,              # peers that proved the key, then broke the protocol
+      "strangers": int | null,             # connections that never proved the key
+      "over_cap": int | null,              # events past the runs / sub-runs caps
       "total_dropped": int,                # sum over runs of "dropped" (null counted as 0)
       "total_errors": int,
       "runs": {                            # "." first, then sorted by name
@@ -62,12 +66,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-# Reserved tag prefixes written by the hub into the root run (see the package docs).
-COUNTER_PREFIX = "hyrax_tbhub/"
-DROPPED_PREFIX = COUNTER_PREFIX + "dropped/"
-ERRORS_PREFIX = COUNTER_PREFIX + "errors/"
-TRANSPORT_ERRORS_TAG = COUNTER_PREFIX + "transport_errors"
+from .._counters import (
+    DROPPED,
+    ERRORS,
+    INTERNAL_ERRORS,
+    OVER_CAP,
+    REJECTED,
+    RESERVED_PREFIX,
+    STRANGERS,
+    TRANSPORT_ERRORS,
+)
+
 ROOT_RUN = "."
+# The hub-wide counters of the root run: JSON key -> tag.
+_HUB_COUNTERS = {
+    "transport_errors": TRANSPORT_ERRORS, "internal_errors": INTERNAL_ERRORS, "rejected": REJECTED,
+    "strangers": STRANGERS, "over_cap": OVER_CAP,
+}
 JSON_FORMAT = "hyrax_tbhub.inspect/1"
 
 # TensorBoard plugin names -> the kinds we report. Anything else with a tensor is "tensor" when it
@@ -158,6 +173,10 @@ class LogdirReport:
     logdir: str
     runs: dict[str, RunReport] = field(default_factory=dict)
     transport_errors: int | None = None
+    internal_errors: int | None = None
+    rejected: int | None = None
+    strangers: int | None = None
+    over_cap: int | None = None
     walk_problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -181,7 +200,7 @@ class LogdirReport:
         return {
             "format": JSON_FORMAT,
             "logdir": self.logdir,
-            "transport_errors": self.transport_errors,
+            **{key: getattr(self, key) for key in _HUB_COUNTERS},
             "total_dropped": self.total_dropped,
             "total_errors": self.total_errors,
             "runs": {name: _run_to_dict(run) for name, run in self.runs.items()},
@@ -322,7 +341,7 @@ def _add_record(run: RunReport, record: bytes, initial_metadata: dict[str, Any])
                 kind, plugin = _value_kind(value)
                 tag = run.tags[value.tag] = TagReport(tag=value.tag, kind=kind, plugin=plugin)
             tag.add_point(migrated.step, migrated.wall_time)
-            if tag.kind == "scalar" and value.tag.startswith(COUNTER_PREFIX):
+            if tag.kind == "scalar" and value.tag.startswith(RESERVED_PREFIX):
                 _record_counter(run, value)
     return None
 
@@ -417,11 +436,12 @@ def _apply_counters(report: LogdirReport) -> None:
     root = report.runs.get(ROOT_RUN)
     if root is None:
         return
+    by_tag = {tag: key for key, tag in _HUB_COUNTERS.items()}
     for tag, value in root.counters.items():
-        if tag == TRANSPORT_ERRORS_TAG:
-            report.transport_errors = value
+        if tag in by_tag:
+            setattr(report, by_tag[tag], value)
             continue
-        for prefix, attr in ((DROPPED_PREFIX, "dropped"), (ERRORS_PREFIX, "errors")):
+        for prefix, attr in ((DROPPED, "dropped"), (ERRORS, "errors")):
             if tag.startswith(prefix) and len(tag) > len(prefix):
                 name = tag[len(prefix) :]
                 # A producer that dropped everything may have no run directory: still show it.
@@ -505,6 +525,11 @@ def format_report(report: LogdirReport) -> str:
         f"{_plural(points, 'point')}; dropped {report.total_dropped}, errors {report.total_errors}, "
         f"transport errors {_count(report.transport_errors)}"
     )
+    # The rarer counters only when the hub logged them: a clean log keeps its two-line summary.
+    for key in ("internal_errors", "rejected", "strangers", "over_cap"):
+        value = getattr(report, key)
+        if value:
+            summary += f", {key.replace('_', ' ')} {value}"
     if report.problems:
         summary += f"; {_plural(len(report.problems), 'damaged file')} (see warnings)"
     lines = [f"logdir {report.logdir}", summary]
