@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from ._events import event_file_name, file_version_event, frame
+from .._events import event_file_name, file_version_event, frame
 
 __all__ = ["RunFile"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._counters import RESERVED_PREFIX
-from ._stderr import warn as _warn
+from .._counters import RESERVED_PREFIX
+from .._stderr import warn as _warn
 
 __all__ = ["Guard"]
 

@@ -25,23 +25,23 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import _discovery, _wire
-from ._counters import RESERVED_PREFIX
-from ._distributed import tune_tcp
-from ._events import (
+from .. import _discovery, _wire
+from .._counters import RESERVED_PREFIX
+from .._distributed import tune_tcp
+from .._events import (
     encode_scalar,
     encode_scalar_records,
     file_version_event,
     frame,
     session_start_event,
 )
-from ._guard import Guard
-from ._runfile import RunFile
-from ._stderr import warn as _warn
-from ._stderr import warn_internal
-from ._threads import daemon_thread
-from ._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
-from .options import DEFAULT_OPTIONS, Options
+from .._stderr import warn as _warn
+from .._stderr import warn_internal
+from .._threads import daemon_thread
+from .._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
+from ..options import DEFAULT_OPTIONS, Options
+from .guard import Guard
+from .runfile import RunFile
 
 __all__ = ["Hub", "HubConfig"]
 
