@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hyrax_tbhub import _discovery, _naming
-from hyrax_tbhub._hub import _clean_run_name
+from hyrax_tbhub._hub.store import clean_run_name as _clean_run_name
 
 
 @pytest.mark.parametrize(("given_name", "stored"), [

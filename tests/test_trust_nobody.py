@@ -119,7 +119,7 @@ def test_a_records_blob_that_breaks_tfrecord_framing_is_refused(hub: Path) -> No
 def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub_obj = _state.STATE.hub
     assert hub_obj is not None
-    monkeypatch.setattr(hub_obj._guard, "max_subruns", 3)
+    monkeypatch.setattr(hub_obj.store.guard, "max_subruns", 3)
     info = _hub_info()
     records = _frame_records([b"\x10\x01"])
     with _connect(info.address) as sock:
@@ -140,7 +140,7 @@ def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: py
 def test_runs_past_the_cap_are_refused_and_counted(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub_obj = _state.STATE.hub
     assert hub_obj is not None
-    monkeypatch.setattr(hub_obj._guard, "max_runs", 2)
+    monkeypatch.setattr(hub_obj.store.guard, "max_runs", 2)
     info = _hub_info()
     served = []
     for i in range(4):

@@ -1,9 +1,9 @@
 """Live aggregates across producers: count, mean, min, max, p50, p95 per time window.
 
-The hub calls three hooks, only once :func:`attach` configured an :class:`Aggregator` (a hub
-without one pays one attribute check per batch): ``records`` with each producer batch of framed
-scalar records, ``scalars`` with the owner's scalar items, and ``tick`` once per loop turn (and
-with ``None`` at close, which ends every open window).
+The hub's store calls three hooks, only once :func:`attach` configured an :class:`Aggregator` (a
+store without one pays one attribute check per batch): ``records`` with each producer batch of
+framed scalar records, ``scalars`` with the owner's scalar items, and ``tick`` once per loop turn
+(and with ``None`` at close, which ends every open window).
 
 Windows are by arrival at the hub: window ``k`` of a pattern covers ``[k * every_s, (k+1) *
 every_s)`` seconds after the hub started, and is written at step = microseconds since the hub
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import os
 import re
 import struct
 import time
@@ -32,7 +31,8 @@ from .._counters import RESERVED_PREFIX
 from .._events import clean_tag, encode_scalar_records
 
 if TYPE_CHECKING:
-    from .server import Hub, _Run
+    from .server import Hub
+    from .store import Store
 
 __all__ = ["AGGREGATE_RUN", "Aggregator", "QuantileSketch", "attach", "parse_scalar_tag"]
 
@@ -191,9 +191,11 @@ class _Tag:
 class Aggregator:
     """The aggregates of one hub. Runs only on the hub thread, under the hub's lock."""
 
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-        self._start_ns = hub.start_ns
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._start_ns = store.start_ns
+        # Taken now, not at the first window: no producer that connects meanwhile may get the name.
+        self._run = store.own_run(AGGREGATE_RUN)
         self._patterns: list[_Pattern] = []
         # What a record's tag bytes (the record minus its head and value) decide: the matched tag,
         # or None for a tag no pattern matches. A record costs one dict hit after the first.
@@ -202,7 +204,6 @@ class Aggregator:
         self._tags: dict[str, _Tag] = {}  # stored tag -> its state
         self._open: list[_Tag] = []  # tags with an open window
         self._next_due = 1 << 62  # monotonic ns at which the first open window ends
-        self._run: _Run | None = None
         self.points = 0  # values aggregated, for the benchmark
         self.windows = 0  # (tag, window) pairs written
         self.internal_errors = 0
@@ -242,7 +243,7 @@ class Aggregator:
         except Exception:
             self.internal_errors += 1
 
-    def tick(self, hub: Hub, now: float | None) -> None:
+    def tick(self, now: float | None) -> None:
         """Write every window that has ended (all of them when ``now`` is None: the hub closes)."""
         try:
             self._tick(None if now is None else time.monotonic_ns())
@@ -351,22 +352,8 @@ class Aggregator:
         p50, p95 = window.quantiles()
         stats = (window.count, window.total / window.count, window.lo, window.hi, p50, p95)
         items = [("s", f"{tag}/{name}", float(v), step, wall) for name, v in zip(STATS, stats, strict=True)]
-        run = self._the_run()
-        run.file("").add(encode_scalar_records(items), len(items))
-        self._hub._dirty.add(run)
+        self._store.add_own(self._run, encode_scalar_records(items))
         self.windows += 1
-
-    def _the_run(self) -> _Run:
-        if self._run is None:
-            from .server import _Run
-
-            hub = self._hub
-            run = hub._counters.get(AGGREGATE_RUN)
-            if run is None:
-                run = _Run(AGGREGATE_RUN, os.path.join(hub.logdir, AGGREGATE_RUN), hub.config.filename_suffix)
-                hub._counters[AGGREGATE_RUN] = run  # closed, abandoned after fork and counted by the hub
-            self._run = run
-        return self._run
 
 
 def parse_scalar_tag(key: bytes) -> str | None:
@@ -425,11 +412,5 @@ def attach(hub: Hub, pattern: str, every_s: float) -> None:
             _np = numpy
         except ImportError:  # pragma: no cover - numpy is a dependency; the loop is the fallback
             pass
-    with hub._lock:
-        agg = hub._aggregate
-        if agg is None:
-            agg = Aggregator(hub)
-            hub._live_names.add(AGGREGATE_RUN)  # no producer may take the aggregate run's name
-        agg.add_pattern(pattern, float(every_s))
-        hub._aggregate = agg
+    hub.add_aggregate(pattern, float(every_s))
 
