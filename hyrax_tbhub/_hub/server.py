@@ -71,14 +71,13 @@ class Hub:
         # The owner's own run: ``logdir`` itself, or a rank's run when the hub serves one rank of
         # a job whose log folder is shared (_rank_hub.py).
         self.root_folder = logdir if root_folder is None else root_folder
-        self.start_ns = time.monotonic_ns()
         self.start_wall_ns = time.time_ns()
         self.hub_id = secrets.token_hex(8)
         self.owner_pid = os.getpid()
         self._key = secrets.token_bytes(32)
         options = self.config.options
         self.store = Store(logdir, options, self.config.filename_suffix, root_folder=root_folder,
-                           purge_step=purge_step, start_ns=self.start_ns)
+                           purge_step=purge_step)
         # Held by the hub thread for a whole turn; the owner takes it to help drain its queue,
         # attach() to add an aggregate.
         self._lock = threading.RLock()
@@ -92,11 +91,8 @@ class Hub:
         _raise_fd_limit()
         _discovery.remove_stale_hub_files()
         self.address = str(_discovery.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
         self._sel = selectors.DefaultSelector()  # epoll where there is one: fds >= 1024 (FACTS)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._waker = _Waker(self._sel)
         self._peers = _Peers(self._sel, self.store, self._key, options)
         self._peers.add_listener(_unix_listener(self.address))
         self._conns = self._peers.conns  # the live connections; tests wait on it
@@ -162,11 +158,7 @@ class Hub:
         self._local.clear()
         self.store.abandon()
         self._peers.abandon()
-        for sock in (self._wake_r, self._wake_w):
-            try:
-                sock.close()
-            except OSError:
-                pass
+        self._waker.close()
         try:
             self._sel.close()
         except (OSError, ValueError):
@@ -197,6 +189,16 @@ class Hub:
             self.store.add_aggregate(pattern, every_s)
 
     @property
+    def start_ns(self) -> int:
+        """The clock origin (monotonic ns) of ``*_ts`` steps and of the counters' steps."""
+        return self.store.start_ns
+
+    @start_ns.setter
+    def start_ns(self, value: int) -> None:
+        # A rank's hub takes the job's origin (_rank_hub.py), so every rank's steps compare.
+        self.store.start_ns = value
+
+    @property
     def strangers_rejected(self) -> int:
         """Connections cut before they proved the key."""
         return self.store.guard.strangers
@@ -204,10 +206,7 @@ class Hub:
     # -- the owner's channel ------------------------------------------------------------------
 
     def wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending, or we are closed
+        self._waker.wake()
 
     def put_local(self, item: tuple[Any, ...]) -> None:
         if self._closing:
@@ -278,13 +277,6 @@ class Hub:
         self.store.write_pending()
         self._peers.send_acks()  # after the write: an ack says the OS has every record before it
 
-    def _on_wake(self, sock: Any, mask: int) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
     def _close_step(self, now: float) -> bool:
         """One step of closing; True once every producer is done or the deadline passed."""
         if not self._peers.draining:
@@ -307,9 +299,40 @@ class Hub:
         self._peers.finish()
         self._drain_local()
         self.store.close()
-        for sock in (self._wake_r, self._wake_w):
-            sock.close()
+        self._waker.close()
         self._sel.close()
+
+
+class _Waker:
+    """A socket pair whose read end the selector watches: one byte wakes the loop at once."""
+
+    __slots__ = ("_r", "_w")
+
+    def __init__(self, sel: selectors.BaseSelector) -> None:
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)  # the owner's thread must never wait on the hub's
+        sel.register(self._r, selectors.EVENT_READ, self._on_readable)
+
+    def wake(self) -> None:
+        try:
+            self._w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending, or we are closed
+
+    def _on_readable(self, sock: Any, mask: int) -> None:
+        try:
+            while self._r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for sock in (self._r, self._w):
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 _AUTH, _LIVE = 0, 1

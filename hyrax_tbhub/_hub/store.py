@@ -77,7 +77,8 @@ class Store:
     ) -> None:
         self.logdir = logdir
         self.suffix = suffix
-        self.start_ns = time.monotonic_ns() if start_ns is None else start_ns  # counters' steps: us since
+        # The counters' steps are microseconds since this (the hub's clock origin).
+        self.start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self.guard = Guard(options.max_runs, options.max_subruns)
         # A rank's hub names its root run after its folder (rank_<n>): its counters then say whose.
         root_name = "root" if root_folder is None else os.path.basename(root_folder.rstrip("/"))
@@ -193,14 +194,14 @@ class Store:
     def _write_scalars(self, run: Run, scalars: list[tuple[Any, ...]]) -> None:
         if self.aggregator is not None:
             self.aggregator.scalars(scalars)
-        main = run.file("")
         try:
-            main.add(encode_scalar_records(scalars))
+            run.file("").add(encode_scalar_records(scalars))
         except Exception:
-            # Some item is malformed: keep the good ones, count the others.
+            # Some item is malformed, or the run's folder cannot be made: keep the good ones,
+            # count the others.
             for item in scalars:
                 try:
-                    main.add(frame(encode_scalar(item[1], item[2], item[3], item[4])))
+                    run.file("").add(frame(encode_scalar(item[1], item[2], item[3], item[4])))
                 except Exception as exc:
                     self._count_error(run, exc)
 
