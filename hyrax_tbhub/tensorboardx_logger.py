@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._discovery import hubfile
 from ._events import encode_text_event
-from ._hub import Hub, HubConfig
-from ._owner import LocalChannel
+from ._hub import Hub, HubConfig, LocalChannel
 from ._process.connect import close_producer, rediscover
 from ._process.hooks import hook_exit
 from ._process.state import SAVED_ENV, STATE

@@ -47,7 +47,8 @@ def _hooks(repeats: int, tags: int) -> dict[str, float]:
     try:
         hub = Hub(folder)  # not started: only its aggregator is exercised, on this thread
         _aggregate.attach(hub, "read/*", 1.0)
-        agg = hub._aggregate
+        agg = hub.store.aggregator
+        assert agg is not None
         wall = time.time()
         match = [("s", f"read/t{i % tags}", float(i), 1_000 + i, wall) for i in range(BATCH)]
         miss = [("s", f"loss/t{i % tags}", float(i), 1_000 + i, wall) for i in range(BATCH)]
@@ -69,7 +70,7 @@ def _hooks(repeats: int, tags: int) -> dict[str, float]:
             return statistics.median(spent) / BATCH * 1e6
 
         def fresh() -> None:
-            agg.tick(hub, None)  # ends every window: the next batch starts an exact one
+            agg.tick(None)  # ends every window: the next batch starts an exact one
 
         out = {
             "records_matching_exact_us": timed(lambda: agg.records(blob_match), fresh),
@@ -83,10 +84,10 @@ def _hooks(repeats: int, tags: int) -> dict[str, float]:
             values = [("s", f"read/t{i % tags}", float(i % 997) + 0.5, 0, wall) for i in range(per * tags)]
             best = float("inf")
             for _ in range(repeats):
-                agg.tick(hub, None)
+                agg.tick(None)
                 agg.scalars(values)
                 t0 = time.perf_counter()
-                agg.tick(hub, None)
+                agg.tick(None)
                 best = min(best, time.perf_counter() - t0)
             return best / tags * 1e6
 

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyrax_tbhub
-from hyrax_tbhub import SummaryWriter, _aggregate
+from hyrax_tbhub import SummaryWriter
 from hyrax_tbhub._events import _tag_prefix
+from hyrax_tbhub._hub import aggregate as _aggregate
 from hyrax_tbhub.testing import read_logs
 
 import writer_workers
@@ -112,7 +113,7 @@ def _log_global(tag: str, n: int) -> None:
 def test_a_producer_named_like_the_aggregate_run_gets_another_name(tmp_path: Path) -> None:
     with SummaryWriter(str(tmp_path / "log")).aggregate("*") as w:
         hub = w._owned.hub
-        assert _aggregate.AGGREGATE_RUN in hub._live_names
+        assert _aggregate.AGGREGATE_RUN in hub.store.live_names
 
 
 def test_the_owners_non_fast_scalars_are_not_lost_when_aggregating(tmp_path: Path) -> None:

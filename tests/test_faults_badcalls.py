@@ -173,14 +173,14 @@ def test_a_hub_method_that_raises_is_counted_and_the_hub_lives(
     hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Producers hand the hub framed records; the hub's own work on them starts at RunFile.add.
-    real = _hub.RunFile.add
+    real = _hub.runfile.RunFile.add
 
     def cursed(self, data, *args):
         if f"{os.sep}cursed{os.sep}" in self.path and b"cursed" in data:  # not the "fine" records
             raise RuntimeError("the hub cannot take this record")
         return real(self, data, *args)
 
-    monkeypatch.setattr(_hub.RunFile, "add", cursed)
+    monkeypatch.setattr(_hub.runfile.RunFile, "add", cursed)
     _run_child(fw.log_cursed, (str(tmp_path / "r.json"),), name="cursed")
     assert fw.hub_thread_alive()
     _run_child(fw.survivor, ("after/fine", 100, str(tmp_path / "s.json")), name="after")
@@ -213,7 +213,7 @@ def test_a_write_that_raises_something_unexpected_does_not_kill_the_hub(
 ) -> None:
     """A bug or a MemoryError while writing one run's files: that run's batch is lost and counted,
     the hub thread lives on and serves everyone else."""
-    real = _hub._Run.write_pending
+    real = _hub.store.Run.write_pending
     fired = []
 
     def flaky(self):
@@ -222,7 +222,7 @@ def test_a_write_that_raises_something_unexpected_does_not_kill_the_hub(
             raise MemoryError("simulated")
         return real(self)
 
-    monkeypatch.setattr(_hub._Run, "write_pending", flaky)
+    monkeypatch.setattr(_hub.store.Run, "write_pending", flaky)
     _run_child(fw.survivor, ("doomed/x", 50, str(tmp_path / "d.json")), name="doomed")
     fw.wait_until(lambda: fired, 5, "the fault to fire")
     fw.record(6, "unexpected_write_error", hub_alive=fw.hub_thread_alive())

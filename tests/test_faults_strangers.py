@@ -80,9 +80,9 @@ class _SpyDecoder:
 def short_hub(logdir: Path, monkeypatch: pytest.MonkeyPatch):
     """A hub with a 1 s handshake timeout and a spy on its frame decoding."""
     fw.patch_hub_config(monkeypatch, handshake_timeout=HANDSHAKE_S)
-    assert not hasattr(_hub, "pickle"), "the hub must not even import pickle"
+    assert not hasattr(_hub.server, "pickle"), "the hub must not even import pickle"
     spy = _SpyDecoder(_wire)
-    monkeypatch.setattr(_hub, "_wire", spy)
+    monkeypatch.setattr(_hub.server, "_wire", spy)
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
     hub = STATE.hub
     yield hub, spy

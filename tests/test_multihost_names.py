@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from hyrax_tbhub import _naming
 from hyrax_tbhub._discovery import hubfile
-from hyrax_tbhub._hub import _clean_run_name
+from hyrax_tbhub._hub.store import clean_run_name as _clean_run_name
 
 
 @pytest.mark.parametrize(("given_name", "stored"), [

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _distributed, _wire
+from hyrax_tbhub import _wire
 from hyrax_tbhub._discovery import hubfile
+from hyrax_tbhub._discovery import store as distributed_store
 from hyrax_tbhub._discovery.store import KEY_ENV, STORE_KEY, find_distributed_hub
 from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub._producer import Producer
@@ -122,7 +123,7 @@ def test_a_records_blob_that_breaks_tfrecord_framing_is_refused(hub: Path) -> No
 def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub_obj = STATE.hub
     assert hub_obj is not None
-    monkeypatch.setattr(hub_obj._guard, "max_subruns", 3)
+    monkeypatch.setattr(hub_obj.store.guard, "max_subruns", 3)
     info = _hub_info()
     records = _frame_records([b"\x10\x01"])
     with _connect(info.address) as sock:
@@ -143,7 +144,7 @@ def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: py
 def test_runs_past_the_cap_are_refused_and_counted(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub_obj = STATE.hub
     assert hub_obj is not None
-    monkeypatch.setattr(hub_obj._guard, "max_runs", 2)
+    monkeypatch.setattr(hub_obj.store.guard, "max_runs", 2)
     info = _hub_info()
     served = []
     for i in range(4):
@@ -370,8 +371,9 @@ def test_a_rank_without_the_launcher_key_says_so_and_logs_nothing(monkeypatch: p
     entry = {"address": "tcp:127.0.0.1:1", "authkey": "", "start_ns": 0, "logdir": "/x", "owner_pid": 1,
              "hub_id": "ab", "key_env": "HYRAX_TBHUB_TEST_KEY"}
     store.set(STORE_KEY, json.dumps(entry))
-    monkeypatch.setattr(_distributed, "_dist", lambda: object())
-    monkeypatch.setattr(_distributed, "_default_store", lambda dist: store)
+    # A fake process group: the store lookup is the code under test, torch is not needed.
+    monkeypatch.setattr(distributed_store, "torch_distributed", lambda: object())
+    monkeypatch.setattr(distributed_store, "default_store", lambda dist: store)
     monkeypatch.delenv("HYRAX_TBHUB_TEST_KEY", raising=False)
     assert find_distributed_hub() is None
     assert "HYRAX_TBHUB_TEST_KEY" in capfd.readouterr().err

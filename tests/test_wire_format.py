@@ -207,9 +207,9 @@ def test_fuzz_a_live_hub_with_authenticated_peers(hub: Path) -> None:
                 pass
             closed_by_peer(sock)
 
-    before = hub_obj._guard.rejected
+    before = hub_obj.store.guard.rejected
     one()
-    cut[0] = hub_obj._guard.rejected - before
+    cut[0] = hub_obj.store.guard.rejected - before
     assert hub_obj._thread.is_alive()
     w = hyrax_tbhub.get_tensorboard_logger()
     w.add_scalar("owner/ok", 1.0, 1)
@@ -217,10 +217,10 @@ def test_fuzz_a_live_hub_with_authenticated_peers(hub: Path) -> None:
     assert cut[0] > 0
     # Only the root run is read: a key holder may write records TensorBoard cannot parse into
     # its own run (docs/threat-model.md), which EventAccumulator raises on.
-    assert fast_counters(hub)["hyrax_tbhub/rejected"] == hub_obj._guard.rejected
+    assert fast_counters(hub)["hyrax_tbhub/rejected"] == hub_obj.store.guard.rejected
 
 
-_SOCKET_READERS = ("_hub.py", "_producer.py", "_wire.py", "_guard.py")
+_SOCKET_READERS = ("_hub/server.py", "_hub/store.py", "_hub/guard.py", "_producer.py", "_wire.py")
 
 
 @pytest.mark.parametrize("module", _SOCKET_READERS)

@@ -19,8 +19,7 @@ import os
 
 from .. import _naming
 from .._discovery import hubfile
-from .._hub import Hub, HubConfig
-from .._owner import LocalChannel
+from .._hub import Hub, HubConfig, LocalChannel
 from .._producer import _local_start_ns, options_of
 from .._util.stderr import warn
 from . import hooks

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 # Imported here, not in the first logging call: an import running in one thread while another
 # forks leaves the module's import lock held in the child (FACTS), and DataLoader workers fork
 # from processes whose threads log.
-from .._hub import Hub, HubConfig
-from .._owner import LocalChannel
+from .._hub import Hub, HubConfig, LocalChannel
 from .._producer import Producer
 from . import hooks
 

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._counters import RESERVED_PREFIX
-from ._util.stderr import warn as _warn
+from .._counters import OVER_CAP, REJECTED, STRANGERS
+from .._util.stderr import warn as _warn
 
 __all__ = ["Guard"]
 
 
 class Guard:
-    __slots__ = ("max_runs", "max_subruns", "rejected", "over_cap", "_reported", "_warned")
+    __slots__ = ("max_runs", "max_subruns", "rejected", "strangers", "over_cap", "_reported", "_warned")
 
     def __init__(self, max_runs: int, max_subruns: int) -> None:
         self.max_runs = max_runs
         self.max_subruns = max_subruns
         self.rejected = 0
+        self.strangers = 0
         self.over_cap = 0
         self._reported: dict[str, int] = {}
         self._warned: set[str] = set()
@@ -39,14 +40,21 @@ class Guard:
         """An authenticated peer broke the protocol: its connection is being closed."""
         self.rejected += 1
         self._once("rejected", f"hyrax_tbhub: closed the connection of {who}: {why} (counted under "
-                               f"{RESERVED_PREFIX}rejected)")
+                               f"{REJECTED})")
+
+    def stranger(self) -> None:
+        """A peer did not prove the key (or was the oldest of too many trying): it is cut.
+
+        Not said on stderr: anyone who can connect can make this count grow.
+        """
+        self.strangers += 1
 
     def run_allowed(self, known_runs: int, is_new: bool) -> bool:
         if not is_new or known_runs < self.max_runs:
             return True
         self.over_cap += 1
         self._once("runs", f"hyrax_tbhub: refused a producer: this hub already keeps {self.max_runs} "
-                           f"runs (counted under {RESERVED_PREFIX}over_cap)")
+                           f"runs (counted under {OVER_CAP})")
         return False
 
     def keep_items(
@@ -62,20 +70,19 @@ class Guard:
                     self.over_cap += item[3]
                     self._once("subruns", f"hyrax_tbhub: run {run_name!r} opened {self.max_subruns} "
                                           f"sub-runs; the events of further ones are counted under "
-                                          f"{RESERVED_PREFIX}over_cap")
+                                          f"{OVER_CAP}")
                     continue
                 new.add(item[1])
             kept.append(item)
         return kept
 
-    def changed(self, strangers: int) -> list[tuple[str, int]]:
+    def changed(self) -> list[tuple[str, int]]:
         """The counters whose value changed since the last call, as (tag, value)."""
         out = []
-        values = (("rejected", self.rejected), ("strangers", strangers), ("over_cap", self.over_cap))
-        for name, value in values:
-            if value != self._reported.get(name, 0):
-                self._reported[name] = value
-                out.append((f"{RESERVED_PREFIX}{name}", value))
+        for tag, value in ((REJECTED, self.rejected), (STRANGERS, self.strangers), (OVER_CAP, self.over_cap)):
+            if value != self._reported.get(tag, 0):
+                self._reported[tag] = value
+                out.append((tag, value))
         return out
 
     def _once(self, key: str, message: str) -> None:

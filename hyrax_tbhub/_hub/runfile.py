@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from ._events import event_file_name, file_version_event, frame
+from .._events import event_file_name, file_version_event, frame
 
 __all__ = ["RunFile"]
 
@@ -20,7 +20,7 @@ _file_counter = itertools.count()
 
 
 class RunFile:
-    __slots__ = ("path", "_fd", "_pending", "events")
+    __slots__ = ("path", "_fd", "_pending")
 
     def __init__(self, folder: str, suffix: str = "") -> None:
         os.makedirs(folder, exist_ok=True)
@@ -29,12 +29,10 @@ class RunFile:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = os.open(self.path, flags, 0o644)
         self._pending: list[bytes] = [frame(file_version_event())]
-        self.events = 0
 
-    def add(self, framed: bytes, events: int = 1) -> None:
-        """Queue framed records (``events`` of them) for the next write."""
+    def add(self, framed: bytes) -> None:
+        """Queue framed records for the next write."""
         self._pending.append(framed)
-        self.events += events
 
     def write_pending(self) -> None:
         """Hand everything added so far to the OS; readers see it from here on."""

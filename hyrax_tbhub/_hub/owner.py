@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ._channel import import_capture_writer
-from ._hub import Hub
+from .._channel import import_capture_writer
+from .server import Hub
 
 if TYPE_CHECKING:
-    from ._capture import CaptureWriter
+    from .._capture import CaptureWriter
 
 __all__ = ["LocalChannel"]
 

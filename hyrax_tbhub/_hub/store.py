@@ -1,0 +1,341 @@
+"""The hub's files: a run per producer and the owner's root run, their sub-runs, and the counters.
+
+No sockets and no threads: the server calls it from the hub thread, under the hub's lock, and a
+test can drive it alone, given a folder. What could not be written is counted here and the
+counters (tags from :mod:`.._counters`) are written to the root run, so a loss is visible where
+the data is.
+
+Layout: the owner writes the root run (``logdir`` itself, or ``logdir/rank_<n>`` for the hub of
+one rank of a job); every producer process gets its own run folder below ``logdir``, because
+TensorBoard drops points when one (run, tag) sees steps go back (FACTS) and several producers'
+steps are never ordered with each other. A batch's items are tuples whose first element says
+what they are (:mod:`.._wire`): ``s`` scalar, ``r`` records a producer framed, ``e`` one event,
+``d`` the producer's drop count; ``f`` (flush) and ``b`` (bye) are for the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from typing import Any
+
+from .. import _counters as tags
+from .._events import encode_scalar, encode_scalar_records, file_version_event, frame, session_start_event
+from .._util.stderr import warn, warn_internal
+from ..options import DEFAULT_OPTIONS, Options
+from .aggregate import Aggregator
+from .guard import Guard
+from .runfile import RunFile
+
+__all__ = ["Run", "Store", "clean_run_name"]
+
+_STATS_INTERVAL = 1.0  # s: counters change often under load; a point a second is enough to see them
+_CONTROLS = frozenset("fb")  # flush and bye: what the connection (or the owner) acts on, not the files
+
+
+class Run:
+    """The event files of one producer (or of the owner): the run folder and its sub-runs."""
+
+    __slots__ = ("name", "folder", "suffix", "files", "dropped", "errors")
+
+    def __init__(self, name: str, folder: str, suffix: str) -> None:
+        self.name = name
+        self.folder = folder
+        self.suffix = suffix
+        self.files: dict[str, RunFile] = {}  # sub-run ("" for the run itself) -> its open file
+        self.dropped = 0  # what the producer says it dropped (its queue was full)
+        self.errors = 0  # what the hub could not write
+
+    def file(self, subrun: str) -> RunFile:
+        f = self.files.get(subrun)
+        if f is None:
+            folder = os.path.join(self.folder, _safe_subpath(subrun)) if subrun else self.folder
+            f = self.files[subrun] = RunFile(folder, self.suffix)
+        return f
+
+    def write_pending(self) -> None:
+        for f in self.files.values():
+            f.write_pending()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def abandon(self) -> None:
+        for f in self.files.values():
+            f.abandon()
+
+
+class Store:
+    """The runs under ``logdir`` and what the hub counts about them."""
+
+    def __init__(
+        self, logdir: str, options: Options = DEFAULT_OPTIONS, suffix: str = "", *,
+        root_folder: str | None = None, purge_step: int | None = None, start_ns: int | None = None,
+    ) -> None:
+        self.logdir = logdir
+        self.suffix = suffix
+        # The counters' steps are microseconds since this (the hub's clock origin).
+        self.start_ns = time.monotonic_ns() if start_ns is None else start_ns
+        self.guard = Guard(options.max_runs, options.max_subruns)
+        # A rank's hub names its root run after its folder (rank_<n>): its counters then say whose.
+        root_name = "root" if root_folder is None else os.path.basename(root_folder.rstrip("/"))
+        self.root = Run(root_name, logdir if root_folder is None else root_folder, suffix)
+        root_file = self.root.file("")  # tensorboardX opens the file at construction; so do we
+        if purge_step is not None:
+            # As SummaryWriter: tells TensorBoard to hide earlier data at steps >= purge_step.
+            root_file.add(frame(file_version_event(step=int(purge_step))))
+            root_file.add(frame(session_start_event(int(purge_step))))
+        self.live_names: set[str] = set()  # taken: by a connected producer, or by the hub itself
+        self._runs: dict[str, Run] = {}  # every other run ever opened: its counters outlive it
+        self._dirty: set[Run] = set()  # runs with records not yet handed to the OS
+        self.aggregator: Aggregator | None = None
+        self.transport_errors = 0
+        self.internal_errors = 0
+        self._reported: dict[str, object] = {}  # what each counter said when last written
+        self._warned: set[str] = set()
+        self._next_counters = 0.0
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def open_run(self, requested: str) -> Run | None:
+        """The run of a producer that asked for ``requested``; None if it is over ``max_runs``.
+
+        The name is cleaned and made unique among the producers connected now; a producer that
+        takes the name of one that has gone writes new files in the same folder.
+        """
+        base = clean_run_name(requested)
+        name, n = base, 1
+        while name in self.live_names:
+            n += 1
+            name = f"{base}-{n}"
+        if not self.guard.run_allowed(len(self._runs), name not in self._runs):
+            return None
+        self.live_names.add(name)
+        run = self._runs.get(name)
+        if run is None:
+            run = self._runs[name] = Run(name, os.path.join(self.logdir, name), self.suffix)
+        else:
+            run.files = {}  # its earlier files were closed by end_run
+        return run
+
+    def end_run(self, run: Run) -> None:
+        """The producer of ``run`` is gone: finish its files and free its name."""
+        try:
+            run.close()
+        except OSError as exc:  # the disk, not the connection: an error of that run's files
+            self._count_error(run, exc)
+        self.live_names.discard(run.name)
+        self._dirty.discard(run)
+
+    def own_run(self, name: str) -> Run:
+        """A run the hub writes itself (the aggregates): no producer gets its name."""
+        self.live_names.add(name)
+        run = self._runs.get(name)
+        if run is None:
+            run = self._runs[name] = Run(name, os.path.join(self.logdir, name), self.suffix)
+        return run
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def admit(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The items of a peer's batch that the caps let in (the others are counted)."""
+        return self.guard.keep_items(run.name, run.files, items)
+
+    def write(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Queue one batch of ``run`` in order; return its flush and bye items, for the caller.
+
+        An item that cannot be written is counted under ``errors/<run>``; the others still are.
+        """
+        controls: list[tuple[Any, ...]] = []
+        scalars: list[tuple[Any, ...]] = []  # consecutive scalars are encoded in one call
+        for item in items:
+            kind = item[0]
+            if kind == "s":
+                scalars.append(item)
+                continue
+            if scalars:
+                self._write_scalars(run, scalars)
+                scalars = []
+            try:
+                if kind == "r":  # records a producer already encoded and framed
+                    self._write_records(run, item[1], item[2])
+                elif kind == "e":
+                    run.file(item[1]).add(frame(item[2]))
+                elif kind == "d":  # the producer's running total: a late or repeated one cannot lower it
+                    run.dropped = max(run.dropped, int(item[1]))
+                elif kind in _CONTROLS:
+                    controls.append(item)
+                else:
+                    raise ValueError(f"unknown item kind {kind!r}")
+            except Exception as exc:
+                self._count_error(run, exc)
+        if scalars:
+            self._write_scalars(run, scalars)
+        self._dirty.add(run)
+        return controls
+
+    def add_own(self, run: Run, records: bytes) -> None:
+        """Queue framed records the hub made itself (aggregates): they are not aggregated again."""
+        run.file("").add(records)
+        self._dirty.add(run)
+
+    def write_pending(self) -> None:
+        """Hand every record queued so far to the OS; readers see it from here on."""
+        for run in self._dirty:
+            try:
+                run.write_pending()
+            except Exception as exc:  # a full disk, or worse: that run's batch, not the hub
+                self._count_error(run, exc)
+        self._dirty.clear()
+
+    def _write_scalars(self, run: Run, scalars: list[tuple[Any, ...]]) -> None:
+        if self.aggregator is not None:
+            self.aggregator.scalars(scalars)
+        try:
+            run.file("").add(encode_scalar_records(scalars))
+        except Exception:
+            # Some item is malformed, or the run's folder cannot be made: keep the good ones,
+            # count the others.
+            for item in scalars:
+                try:
+                    run.file("").add(frame(encode_scalar(item[1], item[2], item[3], item[4])))
+                except Exception as exc:
+                    self._count_error(run, exc)
+
+    def _write_records(self, run: Run, subrun: str, blob: bytes) -> None:
+        if self.aggregator is not None and not subrun:
+            self.aggregator.records(blob)
+        try:
+            run.file(subrun).add(blob)
+            return
+        except Exception:
+            pass
+        # Something refused the batch (a folder that cannot be created, a record the file
+        # will not take): keep every record it will take, count the others.
+        for record in _split_records(blob):
+            try:
+                run.file(subrun).add(record)
+            except Exception as exc:
+                self._count_error(run, exc)
+
+    # -- aggregates -----------------------------------------------------------------------------
+
+    def add_aggregate(self, pattern: str, every_s: float) -> None:
+        """Aggregate the tags matching ``pattern`` too (:func:`.aggregate.attach` checked both)."""
+        if self.aggregator is None:
+            self.aggregator = Aggregator(self)
+        self.aggregator.add_pattern(pattern, every_s)
+
+    # -- counters -------------------------------------------------------------------------------
+
+    def count_transport_error(self, what: str) -> None:
+        """A connection broke in a way that lost events (a producer killed mid-batch...)."""
+        self.transport_errors += 1
+        if self.transport_errors == 1:
+            warn(f"hyrax_tbhub: {what} (further transport errors are counted under "
+                 f"{tags.TRANSPORT_ERRORS})")
+
+    def count_internal_error(self, exc: BaseException) -> None:
+        """A bug of the hub itself: counted apart from transport failures, said once with its
+        traceback so that it can be reported."""
+        self.internal_errors += 1
+        if self.internal_errors == 1:
+            warn_internal("the hub thread", exc, f"further internal errors are counted under "
+                          f"{tags.INTERNAL_ERRORS}")
+
+    def _count_error(self, run: Run, exc: BaseException) -> None:
+        run.errors += 1
+        if run.name not in self._warned:
+            self._warned.add(run.name)
+            warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
+                 f"counted under {tags.ERRORS}{run.name}")
+
+    def tick(self, now: float) -> None:
+        """What is due at ``now`` (monotonic s): windows of aggregates that ended, the counters."""
+        if self.aggregator is not None:
+            self.aggregator.tick(now)
+        if now >= self._next_counters:
+            self._write_counters()
+            self._next_counters = now + _STATS_INTERVAL
+
+    def _write_counters(self) -> None:
+        """Write every counter whose value changed since it was last written."""
+        changed: list[tuple[str, int]] = []
+        for run in [self.root, *self._runs.values()]:
+            pair = (run.dropped, run.errors)
+            if pair == self._reported.get(run.name, (0, 0)):
+                continue
+            self._reported[run.name] = pair  # both are written when either changed: they read as a pair
+            changed += [(tags.DROPPED + run.name, run.dropped), (tags.ERRORS + run.name, run.errors)]
+            if run.dropped and ("drop:" + run.name) not in self._warned:
+                self._warned.add("drop:" + run.name)
+                warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was "
+                     f"full); the count is logged as {tags.DROPPED}{run.name}")
+        changed += self.guard.changed()
+        for tag, value in ((tags.TRANSPORT_ERRORS, self.transport_errors),
+                           (tags.INTERNAL_ERRORS, self.internal_errors)):
+            if value != self._reported.get(tag, 0):
+                self._reported[tag] = value
+                changed.append((tag, value))
+        if changed:
+            step = (time.monotonic_ns() - self.start_ns) // 1000
+            wall = time.time()
+            self.root.file("").add(b"".join(frame(encode_scalar(t, v, step, wall)) for t, v in changed))
+            self._dirty.add(self.root)
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End every open window, write the counters and every record, close every file."""
+        if self.aggregator is not None:
+            self.aggregator.tick(None)
+        self._write_counters()
+        self.write_pending()
+        for run in [self.root, *self._runs.values()]:
+            try:
+                run.close()
+            except OSError:
+                pass  # already counted by write_pending; nothing is left to write it to
+
+    def abandon(self) -> None:
+        """After fork, in the child: drop the parent's pending records and our copies of its fds."""
+        for run in [self.root, *self._runs.values()]:
+            run.abandon()
+
+
+def _safe_subpath(subrun: str) -> str:
+    # Sub-runs come from tag names (add_scalars): keep them inside the run folder.
+    parts = [p for p in subrun.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return os.path.join(*parts) if parts else "_"
+
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+# The one nesting a run name may have: the rank a producer descends from (``rank_3/...``).
+_RANK_PREFIX = re.compile(r"rank_[0-9]{1,9}/")
+
+
+def clean_run_name(name: str) -> str:
+    """A run folder name that stays one level (or ``rank_<n>/`` plus one) below the log folder."""
+    prefix = ""
+    match = _RANK_PREFIX.match(name)
+    if match is not None:
+        prefix, name = match.group(0), name[match.end():]
+    name = _NAME_BAD.sub("_", name)[:80].lstrip(".")
+    if not name or name.startswith(tags.RESERVED_PREFIX.rstrip("/")):
+        name = "producer"
+    return prefix + name
+
+
+def _split_records(blob: bytes) -> list[bytes]:
+    """The framed records of a batch, each with its own framing (length, CRCs)."""
+    records = []
+    offset = 0
+    while offset + 12 <= len(blob):
+        (length,) = struct.unpack_from("<Q", blob, offset)
+        end = offset + 12 + length + 4
+        records.append(blob[offset:end])
+        offset = end
+    return records
