@@ -269,6 +269,15 @@ class CapturedLogs:
             out.setdefault(e.tag, []).append((e.step, e.value))
         return out
 
+    def scalars_by_run(self) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """``{run: {tag: [(step, value), ...]}}`` of every run read (``{}`` for a run without
+        scalars): the whole log at a glance, to compare with an expected picture."""
+        out: dict[str, dict[str, list[tuple[int, float]]]] = {run: {} for run in self.runs}
+        for e in self._ready():
+            if e.kind == "scalar" and isinstance(e.value, float):
+                out[e.run].setdefault(e.tag, []).append((e.step, e.value))
+        return out
+
     def counts(self, kind: str | None = None) -> dict[str, dict[str, int]]:
         """``{run: {tag: number of entries}}`` (of ``kind`` only, if given): a compact picture of what
         landed."""

@@ -123,9 +123,9 @@ def test_grandchildren_of_a_forkserver_child_started_before_init_log(tmp_path: P
     import multiprocessing
 
     import hyrax_tbhub
+    from hyrax_tbhub.testing import read_logs
 
     import workers
-    from readback import read_log
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("no forkserver here")
@@ -140,7 +140,7 @@ def test_grandchildren_of_a_forkserver_child_started_before_init_log(tmp_path: P
     p.join(90)
     assert p.exitcode == 0
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)
+    log = read_logs(logdir).scalars_by_run()
     expected = [(s, s * 0.5) for s in range(50)]
     assert [tags["n/child"] for tags in log.values() if "n/child" in tags] == [expected]
     assert [tags["n/grandchild"] for tags in log.values() if "n/grandchild" in tags] == [expected]

@@ -290,7 +290,7 @@ def test_read_logs_reads_only_the_runs_asked_for(tmp_path: Path) -> None:
     assert len(read_logs(tmp_path).problems) == 1
 
 
-def test_scalar_series_and_counts_by_kind(tmp_path: Path) -> None:
+def test_scalar_series_scalars_by_run_and_counts_by_kind(tmp_path: Path) -> None:
     with capture_logs(tmp_path / "log") as logs:
         w = hyrax_tbhub.get_tensorboard_logger()
         w.add_scalar("a", 1.0, 0)
@@ -302,6 +302,7 @@ def test_scalar_series_and_counts_by_kind(tmp_path: Path) -> None:
     (child_run,) = [r for r in logs.runs if r != ROOT_RUN]
     assert logs.scalar_series(child_run) == {"child": [(0, 0.0), (1, 0.5)]}
     assert set(logs.scalar_series()) == {"a", "b", "child"}
+    assert logs.scalars_by_run() == {run: logs.scalar_series(run) for run in logs.runs}
     assert logs.counts(kind="text") == {ROOT_RUN: {"note/text_summary": 1}}
     assert logs.counts(kind="scalar") == {ROOT_RUN: {"a": 2, "b": 1}, child_run: {"child": 2}}
 
