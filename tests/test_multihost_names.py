@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from hyrax_tbhub import _discovery, _naming
 from hyrax_tbhub._hub import _clean_run_name
+from hyrax_tbhub.testing import DROPPED_PREFIX, RESERVED_PREFIX
 
 
 @pytest.mark.parametrize(("given_name", "stored"), [
@@ -26,8 +27,8 @@ from hyrax_tbhub._hub import _clean_run_name
     ("../x", "_x"),
     ("rank_3/rank_4/x", "rank_3/rank_4_x"),  # one level of nesting, no more
     ("rank_3/", "rank_3/producer"),
-    ("rank_3/hyrax_tbhub", "rank_3/producer"),  # the reserved prefix, below a rank too
-    ("hyrax_tbhub/dropped", "producer"),
+    ("rank_3/" + RESERVED_PREFIX.rstrip("/"), "rank_3/producer"),  # the reserved prefix, below a rank too
+    (DROPPED_PREFIX.rstrip("/"), "producer"),
     ("rank_x/worker", "rank_x_worker"),
     ("rank_1\\worker", "rank_1_worker"),
     ("/abs/path", "_abs_path"),

@@ -253,19 +253,19 @@ def _write_records(path: Path, records: list[bytes]) -> None:
 def test_read_logs_counters_are_kept_apart(tmp_path: Path) -> None:
     _write_records(tmp_path / "events.out.tfevents.1.host", [
         encode_scalar("real", 1.0, 1, 10.0),
-        encode_scalar("hyrax_tbhub/dropped/worker", 3, 5, 11.0),
-        encode_scalar("hyrax_tbhub/dropped/worker", 7, 6, 12.0),
-        encode_scalar("hyrax_tbhub/errors/worker", 1, 6, 12.0),
-        encode_scalar("hyrax_tbhub/transport_errors", 2, 6, 12.0),
+        encode_scalar(dropped_tag("worker"), 3, 5, 11.0),
+        encode_scalar(dropped_tag("worker"), 7, 6, 12.0),
+        encode_scalar(errors_tag("worker"), 1, 6, 12.0),
+        encode_scalar(TRANSPORT_ERRORS, 2, 6, 12.0),
     ])
     _write_records(tmp_path / "worker" / "events.out.tfevents.1.host", [encode_scalar("w", 2.0, 0, 10.0)])
     logs = read_logs(tmp_path)
     assert logs.runs == [ROOT_RUN, "worker"]
     assert logs.tags() == ["real", "w"]
     assert logs.counters == {
-        "hyrax_tbhub/dropped/worker": 7.0,
-        "hyrax_tbhub/errors/worker": 1.0,
-        "hyrax_tbhub/transport_errors": 2.0,
+        dropped_tag("worker"): 7.0,
+        errors_tag("worker"): 1.0,
+        TRANSPORT_ERRORS: 2.0,
     }
     assert (logs.dropped, logs.errors, logs.transport_errors) == (7, 1, 2)
     with pytest.raises(AssertionError, match="not complete"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import _discovery, _distributed, _state, _wire
+from hyrax_tbhub import _discovery, _distributed, _wire
 from hyrax_tbhub._producer import Producer
 from hyrax_tbhub.options import DEFAULT_OPTIONS, Options
 from hyrax_tbhub.testing import OVER_CAP, REJECTED, STRANGERS
@@ -118,10 +118,9 @@ def test_a_records_blob_that_breaks_tfrecord_framing_is_refused(hub: Path) -> No
     assert read_intact(hub).tags(run="liar") == []  # and every file's framing is intact
 
 
-def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub_obj = _state.STATE.hub
-    assert hub_obj is not None
-    monkeypatch.setattr(hub_obj._guard, "max_subruns", 3)
+def test_sub_runs_past_the_cap_are_counted_not_opened(logdir: Path) -> None:
+    hub = logdir
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub), options=Options(max_subruns=3))
     info = _hub_info()
     records = _frame_records([b"\x10\x01"])
     with _connect(info.address) as sock:
@@ -139,10 +138,9 @@ def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: py
     assert counters(hub)[OVER_CAP] == 7
 
 
-def test_runs_past_the_cap_are_refused_and_counted(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub_obj = _state.STATE.hub
-    assert hub_obj is not None
-    monkeypatch.setattr(hub_obj._guard, "max_runs", 2)
+def test_runs_past_the_cap_are_refused_and_counted(logdir: Path) -> None:
+    hub = logdir
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub), options=Options(max_runs=2))
     info = _hub_info()
     served = []
     for i in range(4):
