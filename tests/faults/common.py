@@ -102,6 +102,7 @@ def runtime_leftovers(folder: Path) -> list[str]:
 
 
 def producer() -> Any:
+    """This process's Producer, or None (the owner, or no hub)."""
     from hyrax_tbhub._producer import Producer
 
     ch = _state.STATE.channel
@@ -109,11 +110,13 @@ def producer() -> Any:
 
 
 def dropped() -> int:
+    """Events this process's producer dropped so far (0 without one)."""
     p = producer()
     return 0 if p is None else int(p.dropped)
 
 
 def hub_thread_alive() -> bool:
+    """Whether this process runs a hub whose thread is still alive (a bug must not kill it)."""
     hub = _state.STATE.hub
     return hub is not None and hub._thread.is_alive()
 
