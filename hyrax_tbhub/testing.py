@@ -48,7 +48,7 @@ import re
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,20 +56,48 @@ from typing import Any
 
 from crc32c import crc32c as _crc32c
 
+from ._counters import DROPPED as DROPPED_PREFIX
+from ._counters import ERRORS as ERRORS_PREFIX
+from ._counters import INTERNAL_ERRORS, OVER_CAP, REJECTED, RESERVED_PREFIX, STRANGERS, TRANSPORT_ERRORS
+from ._process.state import STATE
 from .tensorboardx_logger import close_tensorboard_logger, init_tensorboard_logger
 
 __all__ = [
     "CapturedLogs",
+    "DROPPED_PREFIX",
+    "ERRORS_PREFIX",
+    "INTERNAL_ERRORS",
     "LoggedEvent",
+    "OVER_CAP",
+    "REJECTED",
     "RESERVED_PREFIX",
     "ROOT_RUN",
+    "STRANGERS",
+    "TRANSPORT_ERRORS",
     "capture_logs",
+    "dropped_tag",
+    "errors_tag",
     "read_logs",
 ]
 
-#: Tags under this prefix are the hub's own counters (root run); kept out of ``entries``.
-from ._counters import RESERVED_PREFIX  # noqa: E402 - re-exported: part of this module's API
-from ._process.state import STATE
+# The counters' tags (from _counters, their one home), as they appear as keys of
+# ``CapturedLogs.counters``: RESERVED_PREFIX starts every one, and they are kept out of ``entries``.
+# ``DROPPED_PREFIX + run``: events that producer logged but never sent; ``ERRORS_PREFIX + run``:
+# events of that run the hub could not write; TRANSPORT_ERRORS: broken producer connections;
+# INTERNAL_ERRORS: bugs of the hub thread; REJECTED: peers that broke the protocol after the
+# handshake; STRANGERS: connections that never proved the key; OVER_CAP: events past
+# ``Options.max_runs`` / ``max_subruns``.
+
+
+def dropped_tag(run: str) -> str:
+    """The counter tag of the events run ``run`` dropped: ``hyrax_tbhub/dropped/<run>``."""
+    return DROPPED_PREFIX + run
+
+
+def errors_tag(run: str) -> str:
+    """The counter tag of the events of run ``run`` the hub could not write."""
+    return ERRORS_PREFIX + run
+
 
 #: The name of the run the owner writes (``log_dir`` itself), as TensorBoard's ``--logdir`` shows it.
 ROOT_RUN = "."
@@ -218,10 +246,37 @@ class CapturedLogs:
         """``[(step, text), ...]`` of text ``tag`` (the name given to ``add_text`` or the stored tag)."""
         return [(e.step, e.value) for e in self.select(tag, run=run, kind="text") if isinstance(e.value, str)]
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """``{run: {tag: number of entries}}``: a compact picture of what landed."""
+    def scalar_series(self, run: str | None = None) -> dict[str, list[tuple[int, float]]]:
+        """``{tag: [(step, value), ...]}`` of every scalar tag (in ``run``, a name or glob, if given).
+
+        Without ``run``, a tag logged in several runs has their points in run order; use
+        :meth:`select` to tell them apart.
+        """
+        out: dict[str, list[tuple[int, float]]] = {}
+        for e in self._ready():
+            if e.kind != "scalar" or not isinstance(e.value, float):
+                continue
+            if run is not None and not _run_matches(e.run, run):
+                continue
+            out.setdefault(e.tag, []).append((e.step, e.value))
+        return out
+
+    def scalars_by_run(self) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """``{run: {tag: [(step, value), ...]}}`` of every run read (``{}`` for a run without
+        scalars): the whole log at a glance, to compare with an expected picture."""
+        out: dict[str, dict[str, list[tuple[int, float]]]] = {run: {} for run in self.runs}
+        for e in self._ready():
+            if e.kind == "scalar" and isinstance(e.value, float):
+                out[e.run].setdefault(e.tag, []).append((e.step, e.value))
+        return out
+
+    def counts(self, kind: str | None = None) -> dict[str, dict[str, int]]:
+        """``{run: {tag: number of entries}}`` (of ``kind`` only, if given): a compact picture of what
+        landed."""
         out: dict[str, dict[str, int]] = {}
         for e in self._ready():
+            if kind is not None and e.kind != kind:
+                continue
             per_run = out.setdefault(e.run, {})
             per_run[e.tag] = per_run.get(e.tag, 0) + 1
         return out
@@ -346,24 +401,33 @@ def capture_logs(log_dir: str | os.PathLike[str] | None = None, *, keep: bool = 
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_logs(log_dir: str | os.PathLike[str]) -> CapturedLogs:
-    """Read a log folder (written by any process, finished or not) into :class:`CapturedLogs`."""
+def read_logs(log_dir: str | os.PathLike[str], *, runs: str | Sequence[str] | None = None) -> CapturedLogs:
+    """Read a log folder (written by any process, finished or not) into :class:`CapturedLogs`.
+
+    ``runs`` (a run name or glob, or a list of them) reads only those runs' files: a fast path for
+    large logs. The hub's counters are in the root run ``"."``: ``read_logs(d, runs=".").counters``
+    reads them without the producers' runs; without the root run, ``counters`` is empty.
+    ``CapturedLogs.runs`` lists the runs read.
+    """
     if not os.path.isdir(log_dir):
         raise FileNotFoundError(f"no log folder at {os.fspath(log_dir)!r}")
+    patterns = None if runs is None else ([runs] if isinstance(runs, str) else list(runs))
     captured = CapturedLogs(log_dir=os.path.abspath(log_dir))
-    _fill(captured, os.fspath(log_dir))
+    _fill(captured, os.fspath(log_dir), patterns)
     return captured
 
 
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _fill(captured: CapturedLogs, folder: str) -> None:
+def _fill(captured: CapturedLogs, folder: str, patterns: list[str] | None = None) -> None:
     event_cls = _event_class()
     entries: list[LoggedEvent] = []
     counters: dict[str, float] = {}
     problems: list[str] = []
     runs = _run_folders(folder)
+    if patterns is not None:
+        runs = {run: path for run, path in runs.items() if any(_run_matches(run, p) for p in patterns)}
     for run, path in runs.items():
         for file in sorted(p for p in path.iterdir() if "tfevents" in p.name and p.is_file()):
             records, problem = _read_records(file)

@@ -28,8 +28,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import hyrax_tbhub  # noqa: E402
 from hyrax_tbhub._process.state import STATE
 
-from readback import read_log  # noqa: E402,F401  (re-exported for tests)
-
 START_METHOD_ENV = "HYRAX_TBHUB_TEST_START_METHOD"
 
 

@@ -13,8 +13,7 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import tensorboardx_logger as tbl
-
-from readback import counters, read_log
+from hyrax_tbhub.testing import ROOT_RUN, read_logs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,7 +71,7 @@ def test_drop_in_swap_into_hyrax_module_name(logdir: Path) -> None:
         hyrax_logger.close_tensorboard_logger()
     finally:
         del sys.modules["hyrax.tensorboardx_logger"]
-    assert read_log(logdir)["."]["swapped"] == [(1, 1.0)]
+    assert read_logs(logdir).scalar_series(ROOT_RUN)["swapped"] == [(1, 1.0)]
 
 
 def test_without_a_hub_calls_are_noops_and_create_no_files(tmp_path: Path) -> None:
@@ -96,7 +95,7 @@ def test_handle_taken_before_init_logs_after_init(logdir: Path) -> None:
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
     early.add_scalar("after", 2.0, 2)
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)["."]
+    log = read_logs(logdir).scalar_series(ROOT_RUN)
     assert log == {"after": [(2, 2.0)]}
 
 
@@ -107,7 +106,7 @@ def test_every_event_is_on_disk_when_close_returns_and_close_is_idempotent(logdi
         w.add_scalar("loss", step / 2, step)
     hyrax_tbhub.close_tensorboard_logger()
     hyrax_tbhub.close_tensorboard_logger()
-    points = read_log(logdir)["."]["loss"]
+    points = read_logs(logdir).scalar_series(ROOT_RUN)["loss"]
     assert points == [(s, s / 2) for s in range(20000)]
 
 
@@ -134,7 +133,7 @@ def test_flush_is_a_barrier_in_the_owner(logdir: Path) -> None:
     for step in range(5000):
         w.add_scalar("loss", 1.0, step)
     assert w.flush() is True
-    assert len(read_log(logdir)["."]["loss"]) == 5000
+    assert len(read_logs(logdir).scalar_series(ROOT_RUN)["loss"]) == 5000
 
 
 def test_init_closes_the_previous_hub_first(tmp_path: Path) -> None:
@@ -144,8 +143,8 @@ def test_init_closes_the_previous_hub_first(tmp_path: Path) -> None:
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(second))
     hyrax_tbhub.get_tensorboard_logger().add_scalar("y", 2.0, 2)
     hyrax_tbhub.close_tensorboard_logger()
-    assert read_log(first)["."] == {"x": [(1, 1.0)]}
-    assert read_log(second)["."] == {"y": [(2, 2.0)]}
+    assert read_logs(first).scalar_series(ROOT_RUN) == {"x": [(1, 1.0)]}
+    assert read_logs(second).scalar_series(ROOT_RUN) == {"y": [(2, 2.0)]}
 
 
 def test_ts_helpers_use_microseconds_since_the_hub_started(logdir: Path) -> None:
@@ -159,7 +158,7 @@ def test_ts_helpers_use_microseconds_since_the_hub_started(logdir: Path) -> None
     w.log_duration_ts("dur", t0 - 1_000_000_000)  # started one second before t0
     t2 = time.monotonic_ns()
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)["."]
+    log = read_logs(logdir).scalar_series(ROOT_RUN)
     assert log["fixed"] == [(2500, 3.0)]
     (step, _), = log["now"]
     assert (t0 - start) // 1000 <= step <= (t1 - start) // 1000
@@ -180,16 +179,16 @@ def test_all_common_methods_write_the_event_kinds_tensorboardx_writes(logdir: Pa
     w.add_scalars("multi", {"a": 1.0, "b": 2.0}, 5)
     w.add_hparams({"lr": 0.1}, {"hparam/acc": 0.9}, name="trial")
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)
-    root = log["."]
-    assert root["np64"] == [(3, 1.5)] and root["np32"] == [(4, 2.5)]
-    assert root["_other"]["histograms"] == {"hist": 1}
-    assert root["_other"]["images"] == {"img": 1}
-    assert "note/text_summary" in root["_other"]["tensors"]
-    assert "pr" in root["_other"]["tensors"]
-    assert log[os.path.join("multi", "a")]["multi"] == [(5, 1.0)]
-    assert log[os.path.join("multi", "b")]["multi"] == [(5, 2.0)]
-    assert log["trial"]["hparam/acc"] == [(0, pytest.approx(0.9))]
+    logs = read_logs(logdir)
+    assert logs.scalar_series(ROOT_RUN) == {"np64": [(3, 1.5)], "np32": [(4, 2.5)]}
+    kinds = {e.tag: (e.kind, e.plugin) for e in logs.select(run=ROOT_RUN)}
+    assert kinds["hist"] == ("histogram", "histograms") and kinds["img"] == ("image", "images")
+    assert kinds["note/text_summary"] == ("text", "text") and kinds["pr"] == ("other", "pr_curves")
+    each_once = dict.fromkeys(["np64", "np32", "hist", "img", "note/text_summary", "pr"], 1)
+    assert logs.counts()[ROOT_RUN] == each_once
+    assert logs.scalars("multi", run="multi/a") == [(5, 1.0)]
+    assert logs.scalars("multi", run="multi/b") == [(5, 2.0)]
+    assert logs.scalars("hparam/acc", run="trial") == [(0, pytest.approx(0.9))]
 
 
 def test_add_figure_renders_in_the_caller(logdir: Path) -> None:
@@ -202,7 +201,7 @@ def test_add_figure_renders_in_the_caller(logdir: Path) -> None:
     plt.plot([1, 2, 3])
     hyrax_tbhub.get_tensorboard_logger().add_figure("fig", fig, 1)
     hyrax_tbhub.close_tensorboard_logger()
-    assert read_log(logdir)["."]["_other"]["images"] == {"fig": 1}
+    assert read_logs(logdir).counts(kind="image")[ROOT_RUN] == {"fig": 1}
 
 
 @pytest.mark.parametrize(
@@ -226,7 +225,7 @@ def test_purge_step_and_filename_suffix_are_honoured(logdir: Path) -> None:
     hyrax_tbhub.close_tensorboard_logger()
     files = list(logdir.glob("events.out.tfevents.*"))
     assert len(files) == 1 and files[0].name.endswith(".mine")
-    assert read_log(logdir)["."]["x"] == [(8, 1.0)]
+    assert read_logs(logdir).scalar_series(ROOT_RUN)["x"] == [(8, 1.0)]
 
 
 def test_comment_and_default_logdir_follow_summarywriter(tmp_path: Path) -> None:
@@ -243,7 +242,7 @@ def test_no_counters_written_when_nothing_went_wrong(logdir: Path) -> None:
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
     hyrax_tbhub.get_tensorboard_logger().add_scalar("x", 1.0, 1)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(logdir) == {}
+    assert read_logs(logdir).counters == {}
 
 
 def test_threads_log_concurrently_in_the_owner(logdir: Path) -> None:
@@ -262,7 +261,7 @@ def test_threads_log_concurrently_in_the_owner(logdir: Path) -> None:
     for t in threads:
         t.join(30)
     hyrax_tbhub.close_tensorboard_logger()
-    root = read_log(logdir)["."]
+    root = read_logs(logdir).scalar_series(ROOT_RUN)
     for k in range(4):
         assert root[f"t{k}"] == [(s, float(s)) for s in range(2000)]
 
@@ -273,7 +272,7 @@ def test_ts_steps_never_repeat_for_a_tag_so_tensorboard_keeps_every_point(logdir
     for i in range(3000):  # far more than one call per microsecond
         w.log_scalar_ts("fast", float(i))
     hyrax_tbhub.close_tensorboard_logger()
-    points = read_log(logdir)["."]["fast"]
+    points = read_logs(logdir).scalar_series(ROOT_RUN)["fast"]
     steps = [s for s, _ in points]
     assert [v for _, v in points] == [float(i) for i in range(3000)]
     assert all(b > a for a, b in zip(steps, steps[1:], strict=False))

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-
-from readback import read_log
+from hyrax_tbhub.testing import read_logs
 
 torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
@@ -78,7 +77,7 @@ def test_a_rank_with_no_local_hub_logs_through_the_store(
             rank1.wait(10)
         if dist.is_initialized():
             dist.destroy_process_group()
-    log = read_log(logdir)
+    log = read_logs(logdir).scalars_by_run()
     assert log["rank_1"]["remote"] == [(s, s * 0.5) for s in range(N)]
     assert len(log["rank_1"]["remote_ts"]) == 1
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from readback import read_log  # noqa: E402
+from hyrax_tbhub.testing import ROOT_RUN, read_logs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,16 +42,12 @@ def producer_runs(log: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]
     return {run: tags for run, tags in log.items() if run.startswith(prefix)}
 
 
-def texts(log: dict[str, Any], run: str) -> dict[str, int]:
-    return dict(log.get(run, {}).get("_other", {}).get("tensors", {}))
-
-
 @pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
 def test_dataloader_timing(tmp_path: Path, context: str) -> None:
     pytest.importorskip("torch")
     logdir = tmp_path / "log"
     out = run_example("dataloader_timing.py", logdir, "--context", context, "--items", "32")
-    log = read_log(logdir)
+    log = read_logs(logdir).scalars_by_run()
     assert [step for step, _ in log["."]["train/batch_wait_s"]] == list(range(4))
     workers = producer_runs(log, "dataloader_worker_")
     assert sorted(workers) == ["dataloader_worker_0", "dataloader_worker_1"]
@@ -68,7 +63,7 @@ def test_dataloader_timing(tmp_path: Path, context: str) -> None:
 def test_parallel_verb(tmp_path: Path) -> None:
     logdir = tmp_path / "log"
     out = run_example("parallel_verb.py", logdir, "--tasks", "6")
-    log = read_log(logdir)
+    log = read_logs(logdir).scalars_by_run()
     workers = producer_runs(log, "SpawnPoolWorker-")
     assert workers and set(log) == {".", *workers}
     items = sorted(p for tags in workers.values() for p in tags.get("verb/items_per_task", []))
@@ -82,7 +77,7 @@ def test_torch_spawn_ranks(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     logdir = tmp_path / "log"
     run_example("torch_spawn_ranks.py", logdir, "--steps", "10")
-    log = read_log(logdir)
+    log = read_logs(logdir).scalars_by_run()
     assert sorted(producer_runs(log, "rank_")) == ["rank_0", "rank_1"]
     for rank in ("rank_0", "rank_1"):
         losses = log[rank]["training/loss"]
@@ -94,7 +89,7 @@ def test_torch_spawn_ranks_without_a_process_group(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     logdir = tmp_path / "log"
     run_example("torch_spawn_ranks.py", logdir, "--steps", "3", "--no-distributed")
-    runs = producer_runs(read_log(logdir), "SpawnProcess-")
+    runs = producer_runs(read_logs(logdir).scalars_by_run(), "SpawnProcess-")
     assert len(runs) == 2 and all(len(tags["training/loss"]) == 3 for tags in runs.values())
 
 
@@ -102,7 +97,7 @@ def test_hyrax_swap(tmp_path: Path) -> None:
     logdir = tmp_path / "log"
     out = run_example("hyrax_swap.py", logdir, "--items", "8")
     assert "hyrax.tensorboardx_logger is hyrax_tbhub.tensorboardx_logger" in out
-    log = read_log(logdir)
+    log = read_logs(logdir).scalars_by_run()
     workers = producer_runs(log, "SpawnPoolWorker-")
     for tag in ("DataProvider/file_read_time_s", "DataCache/cache_hit_s"):
         assert sum(len(tags.get(tag, [])) for tags in workers.values()) == 8
@@ -114,9 +109,10 @@ def test_hyrax_swap(tmp_path: Path) -> None:
 def test_logging_handler(tmp_path: Path) -> None:
     logdir = tmp_path / "log"
     out = run_example("logging_handler.py", logdir, "--items", "6")
-    log = read_log(logdir)
-    assert texts(log, ".") == {"logs/WARNING/text_summary": 1, "logs/ERROR/text_summary": 1}
-    worker_texts = [texts(log, run) for run in producer_runs(log, "SpawnPoolWorker-")]
+    logs = read_logs(logdir)
+    texts = logs.counts(kind="text")
+    assert texts.get(ROOT_RUN) == {"logs/WARNING/text_summary": 1, "logs/ERROR/text_summary": 1}
+    worker_texts = [texts.get(run, {}) for run in logs.runs if run.startswith("SpawnPoolWorker-")]
     assert sum(t.get("logs/WARNING/text_summary", 0) for t in worker_texts) == 2  # items 0 and 3
     assert sum(t.get("logs/ERROR/text_summary", 0) for t in worker_texts) == 1  # item 4
     assert not any("logs/INFO/text_summary" in t for t in worker_texts)  # INFO is not a chosen level

@@ -19,8 +19,10 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import _hub
+from hyrax_tbhub.options import Options
+from hyrax_tbhub.testing import ROOT_RUN, dropped_tag, errors_tag
 
-import fault_workers as fw
+from faults import badcalls, common, loggers
 from readback import read_log
 
 pytestmark = [
@@ -32,7 +34,7 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def _run_child(target, args, name: str = "child") -> None:
@@ -42,13 +44,13 @@ def _run_child(target, args, name: str = "child") -> None:
     assert p.exitcode == 0, (name, p.exitcode)
 
 
-@pytest.mark.parametrize("case", sorted(fw.CALLER_FAULTS))
+@pytest.mark.parametrize("case", sorted(badcalls.CALLER_FAULTS))
 def test_caller_at_fault_raises_at_the_call_site_in_a_producer(hub: Path, tmp_path: Path, case: str) -> None:
     if "tensor" in case:
         pytest.importorskip("torch")
     result = tmp_path / "r.json"
-    _run_child(fw.bad_call, (case, str(result)), name="bad")
-    rep = fw.read_report(result)
+    _run_child(badcalls.bad_call, (case, str(result)), name="bad")
+    rep = common.read_report(result)
     hyrax_tbhub.close_tensorboard_logger()
     problems = []
     if rep["raised"] is None:
@@ -56,7 +58,7 @@ def test_caller_at_fault_raises_at_the_call_site_in_a_producer(hub: Path, tmp_pa
     if not (rep["before_flush"] and rep["after_flush"]):
         problems.append(f"flush failed after the bad call ({rep})")
     try:
-        run = fw.fast_scalars(hub)["bad"]  # fails on a corrupt record
+        run = common.scalars_by_run(hub)["bad"]  # fails on a corrupt record
         read_log(hub)  # tensorboard's own reader accepts every file
     except Exception as exc:
         problems.append(f"the run cannot be read back: {exc!r}")
@@ -67,20 +69,20 @@ def test_caller_at_fault_raises_at_the_call_site_in_a_producer(hub: Path, tmp_pa
             problems.append(
                 f"the bad call was written: {[(t, v) for t, v in run.items() if t.startswith('bad/')]}"
             )
-        if fw.fast_counters(hub).get("hyrax_tbhub/errors/bad", 0):
+        if common.counters(hub).get(errors_tag("bad"), 0):
             problems.append("the hub counted an error for what the caller got wrong")
-    fw.record(6, f"producer:{case}", problems=problems)
+    common.record(6, f"producer:{case}", problems=problems)
     assert not problems, f"{case}: " + "; ".join(problems)
 
 
-@pytest.mark.parametrize("case", sorted(fw.CALLER_FAULTS))
+@pytest.mark.parametrize("case", sorted(badcalls.CALLER_FAULTS))
 def test_caller_at_fault_raises_at_the_call_site_in_the_owner(hub: Path, case: str) -> None:
     if "tensor" in case:
         pytest.importorskip("torch")
     w = hyrax_tbhub.get_tensorboard_logger()
     problems = []
     try:
-        fw.CALLER_FAULTS[case](w)
+        badcalls.CALLER_FAULTS[case](w)
         problems.append("no error at the call site")
     except Exception:
         pass
@@ -89,7 +91,7 @@ def test_caller_at_fault_raises_at_the_call_site_in_the_owner(hub: Path, case: s
         problems.append("flush failed after the bad call")
     hyrax_tbhub.close_tensorboard_logger()
     try:
-        root = fw.fast_scalars(hub)["."]
+        root = common.scalars_by_run(hub)[ROOT_RUN]
         read_log(hub)
     except Exception as exc:
         problems.append(f"the root run cannot be read back: {exc!r}")
@@ -100,9 +102,9 @@ def test_caller_at_fault_raises_at_the_call_site_in_the_owner(hub: Path, case: s
             problems.append(
                 f"the bad call was written: {[(t, v) for t, v in root.items() if t.startswith('bad/')]}"
             )
-        if fw.fast_counters(hub).get("hyrax_tbhub/errors/root"):
+        if common.counters(hub).get(errors_tag("root")):
             problems.append("the hub counted an error for what the caller got wrong")
-    fw.record(6, f"owner:{case}", problems=problems)
+    common.record(6, f"owner:{case}", problems=problems)
     assert not problems, f"{case}: " + "; ".join(problems)
 
 
@@ -110,12 +112,12 @@ def test_nan_inf_and_odd_tags_land_as_tensorboardx_writes_them(hub: Path, tmp_pa
     from tensorboardX.summary import _clean_tag
 
     result = tmp_path / "r.json"
-    _run_child(fw.odd_values_and_tags, (str(result),), name="../../odd run name")
-    rep = fw.read_report(result)
+    _run_child(badcalls.odd_values_and_tags, (str(result),), name="../../odd run name")
+    rep = common.read_report(result)
     assert rep["flush"] and rep["dropped"] == 0
     hyrax_tbhub.close_tensorboard_logger()
     # The odd process name became a run folder inside the log folder.
-    runs = fw.fast_scalars(hub)
+    runs = common.scalars_by_run(hub)
     assert set(runs) == {".", "odd_run_name"} or all(not r.startswith("..") for r in runs), runs
     (run,) = [r for r in runs if r != "."]
     got = runs[run]
@@ -125,14 +127,14 @@ def test_nan_inf_and_odd_tags_land_as_tensorboardx_writes_them(hub: Path, tmp_pa
     assert (
         got["v/np_int"] == [(1, 7.0)] and got["v/int"] == [(1, float(2**40))] and got["v/bool"] == [(1, 1.0)]
     )
-    fw.record(
+    common.record(
         6,
         "odd",
         values=9,
-        tags=len(fw.ODD_TAGS),
-        tags_ok=sum(got.get(_clean_tag(t)) == [(i, float(i))] for i, t in enumerate(fw.ODD_TAGS)),
+        tags=len(badcalls.ODD_TAGS),
+        tags_ok=sum(got.get(_clean_tag(t)) == [(i, float(i))] for i, t in enumerate(badcalls.ODD_TAGS)),
     )
-    for i, tag in enumerate(fw.ODD_TAGS):
+    for i, tag in enumerate(badcalls.ODD_TAGS):
         assert got.get(_clean_tag(tag)) == [(i, float(i))], repr(tag)
     for folder, _dirs, _files in os.walk(tmp_path):
         assert Path(folder).resolve().is_relative_to(tmp_path.resolve())
@@ -143,28 +145,30 @@ def test_nan_inf_and_odd_tags_land_as_tensorboardx_writes_them(hub: Path, tmp_pa
 def test_figure_and_large_image_land(hub: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     result = tmp_path / "r.json"
-    _run_child(fw.figure_and_images, (str(result), 2500), name="pictures")  # ~19 MB of PNG noise
-    rep = fw.read_report(result)
+    _run_child(badcalls.figure_and_images, (str(result), 2500), name="pictures")  # ~19 MB of PNG noise
+    rep = common.read_report(result)
     assert rep["flush"] and rep["dropped"] == 0
     hyrax_tbhub.close_tensorboard_logger()
-    other = read_log(hub)["pictures"]["_other"]
-    fw.record(6, "figure", images=other.get("images"))
-    assert other["images"] == {"fig/line": 1, "img/huge": 1}
+    images = common.read_intact(hub).counts(kind="image").get("pictures")
+    common.record(6, "figure", images=images)
+    assert images == {"fig/line": 1, "img/huge": 1}
 
 
-def test_event_larger_than_the_producer_may_queue(hub: Path, tmp_path: Path) -> None:
+def test_event_larger_than_the_producer_may_queue(logdir: Path, tmp_path: Path) -> None:
     """An image bigger than Options.queue_max_bytes can never be sent. The caller is told: at the
     call site, or at least by a counted drop and a message that says why (not "logging too fast")."""
+    hub = logdir
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub), options=Options(queue_max_bytes=1 << 20))
     result, err = tmp_path / "r.json", tmp_path / "err.txt"
-    _run_child(fw.oversized_event, (str(result), str(err), 1 << 20, 1200), name="oversized")  # ~4 MB PNG
-    rep = fw.read_report(result)
+    _run_child(badcalls.oversized_event, (str(result), str(err), 1200), name="oversized")  # ~4 MB PNG
+    rep = common.read_report(result)
     hyrax_tbhub.close_tensorboard_logger()
-    fw.record(6, "oversized", raised=rep["raised"], dropped=rep["dropped"], message=err.read_text()[:200])
+    common.record(6, "oversized", raised=rep["raised"], dropped=rep["dropped"], message=err.read_text()[:200])
     assert rep["flush"] is True
-    assert fw.fast_scalars(hub)["oversized"]["good/after"] == [(1, 1.0)]
+    assert common.scalars_by_run(hub)["oversized"]["good/after"] == [(1, 1.0)]
     if rep["raised"] is None:
         assert rep["dropped"] == 1
-        assert fw.fast_counters(hub).get("hyrax_tbhub/dropped/oversized") == 1
+        assert common.counters(hub).get(dropped_tag("oversized")) == 1
         message = err.read_text()
         assert "max_bytes" in message or "too large" in message or "larger than" in message, message
 
@@ -181,30 +185,30 @@ def test_a_hub_method_that_raises_is_counted_and_the_hub_lives(
         return real(self, data, *args)
 
     monkeypatch.setattr(_hub.runfile.RunFile, "add", cursed)
-    _run_child(fw.log_cursed, (str(tmp_path / "r.json"),), name="cursed")
-    assert fw.hub_thread_alive()
-    _run_child(fw.survivor, ("after/fine", 100, str(tmp_path / "s.json")), name="after")
+    _run_child(badcalls.log_cursed, (str(tmp_path / "r.json"),), name="cursed")
+    assert common.hub_thread_alive()
+    _run_child(loggers.survivor, ("after/fine", 100, str(tmp_path / "s.json")), name="after")
     hyrax_tbhub.close_tensorboard_logger()
-    runs = fw.fast_scalars(hub)
-    fw.record(6, "hub_method_raises", lost=10, counted=fw.fast_counters(hub).get("hyrax_tbhub/errors/cursed"))
+    runs = common.scalars_by_run(hub)
+    common.record(6, "hub_method_raises", lost=10, counted=common.counters(hub).get(errors_tag("cursed")))
     assert runs["cursed"]["fine"] == [(s, float(s)) for s in range(10)]
     assert "cursed" not in runs["cursed"]
     assert runs["after"]["after/fine"] == [(s, s * 0.5) for s in range(100)]
-    assert fw.fast_counters(hub)["hyrax_tbhub/errors/cursed"] == 10
+    assert common.counters(hub)[errors_tag("cursed")] == 10
     assert capfd.readouterr().err.count("could not be written") == 1
 
 
 def test_run_folder_cannot_be_created(hub: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Something else took the producer's run folder name (a file): its events are counted as errors."""
     (hub / "blocked").write_text("not a folder")
-    _run_child(fw.survivor, ("blocked/x", 50, str(tmp_path / "b.json")), name="blocked")
-    assert fw.read_report(tmp_path / "b.json")["flush"] is True
-    assert fw.hub_thread_alive()
-    _run_child(fw.survivor, ("after/fine", 100, str(tmp_path / "s.json")), name="after")
+    _run_child(loggers.survivor, ("blocked/x", 50, str(tmp_path / "b.json")), name="blocked")
+    assert common.read_report(tmp_path / "b.json")["flush"] is True
+    assert common.hub_thread_alive()
+    _run_child(loggers.survivor, ("after/fine", 100, str(tmp_path / "s.json")), name="after")
     hyrax_tbhub.close_tensorboard_logger()
-    fw.record(6, "blocked_folder", lost=50, counted=fw.fast_counters(hub).get("hyrax_tbhub/errors/blocked"))
-    assert fw.fast_counters(hub)["hyrax_tbhub/errors/blocked"] == 50
-    assert fw.fast_scalars(hub)["after"]["after/fine"] == [(s, s * 0.5) for s in range(100)]
+    common.record(6, "blocked_folder", lost=50, counted=common.counters(hub).get(errors_tag("blocked")))
+    assert common.counters(hub)[errors_tag("blocked")] == 50
+    assert common.scalars_by_run(hub)["after"]["after/fine"] == [(s, s * 0.5) for s in range(100)]
     assert capfd.readouterr().err.count("could not be written") == 1
 
 
@@ -223,16 +227,16 @@ def test_a_write_that_raises_something_unexpected_does_not_kill_the_hub(
         return real(self)
 
     monkeypatch.setattr(_hub.store.Run, "write_pending", flaky)
-    _run_child(fw.survivor, ("doomed/x", 50, str(tmp_path / "d.json")), name="doomed")
-    fw.wait_until(lambda: fired, 5, "the fault to fire")
-    fw.record(6, "unexpected_write_error", hub_alive=fw.hub_thread_alive())
-    assert fw.hub_thread_alive(), "the hub thread died"
-    _run_child(fw.survivor, ("after/fine", 100, str(tmp_path / "s.json")), name="after")
-    assert fw.read_report(tmp_path / "s.json")["flush"] is True
+    _run_child(loggers.survivor, ("doomed/x", 50, str(tmp_path / "d.json")), name="doomed")
+    common.wait_until(lambda: fired, 5, "the fault to fire")
+    common.record(6, "unexpected_write_error", hub_alive=common.hub_thread_alive())
+    assert common.hub_thread_alive(), "the hub thread died"
+    _run_child(loggers.survivor, ("after/fine", 100, str(tmp_path / "s.json")), name="after")
+    assert common.read_report(tmp_path / "s.json")["flush"] is True
     w = hyrax_tbhub.get_tensorboard_logger()
     w.add_scalar("owner/fine", 1.0, 1)
     hyrax_tbhub.close_tensorboard_logger()
-    runs = fw.fast_scalars(hub)
+    runs = common.scalars_by_run(hub)
     assert runs["after"]["after/fine"] == [(s, s * 0.5) for s in range(100)]
     assert runs["."]["owner/fine"] == [(1, 1.0)]
-    assert fw.fast_counters(hub).get("hyrax_tbhub/errors/doomed", 0) >= 1
+    assert common.counters(hub).get(errors_tag("doomed"), 0) >= 1

@@ -19,8 +19,7 @@ import pytest
 
 import hyrax_tbhub
 
-import fault_workers as fw
-from readback import read_log
+from faults import common, dataloader
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
@@ -35,23 +34,19 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def _landed(logdir: Path) -> set[tuple[str, int]]:
     """Every (tag, step) in every run; a duplicate would mean an event was written twice."""
-    seen: list[tuple[str, int]] = []
-    for tags in read_log(logdir).values():
-        for tag, points in tags.items():
-            if tag != "_other":
-                seen += [(tag, step) for step, _value in points]
+    seen = [(e.tag, e.step) for e in common.read_intact(logdir).select(kind="scalar")]
     assert len(seen) == len(set(seen)), "an event landed twice"
     return set(seen)
 
 
 def _record(test: str, normal: list, other: list, landed: set, **extra) -> None:
     """Ledger rows of normally exiting workers and of the others, and how many of each landed."""
-    fw.record(
+    common.record(
         2,
         test,
         normal_logged=len(normal),
@@ -73,13 +68,13 @@ def test_workers_restart_every_epoch(hub: Path, tmp_path: Path, ctx: str) -> Non
     ledger.mkdir()
     epochs, n = 3, 40
     for epoch in range(epochs):
-        ds = fw.LoggingDataset(n, f"epoch{epoch}", str(ledger))
+        ds = dataloader.LoggingDataset(n, f"epoch{epoch}", str(ledger))
         got = [int(x) for x in _loader(ds, ctx, persistent_workers=False)]
         assert got == list(range(n))
     t0 = time.monotonic()
     hyrax_tbhub.close_tensorboard_logger()
     close_s = time.monotonic() - t0
-    ledgers = fw.read_ledgers(ledger)
+    ledgers = dataloader.read_ledgers(ledger)
     landed = _landed(hub)
     _record(
         f"restart_{ctx}",
@@ -98,7 +93,7 @@ def test_worker_exception_nothing_hangs_and_events_land(hub: Path, tmp_path: Pat
     """A worker raises in __getitem__: the main process gets the error, workers shut down normally."""
     ledger = tmp_path / "ledger"
     ledger.mkdir()
-    ds = fw.LoggingDataset(30, "items", str(ledger), raise_index=7)
+    ds = dataloader.LoggingDataset(30, "items", str(ledger), raise_index=7)
     it = iter(_loader(ds, "fork"))
     workers = list(it._workers)
     got = []
@@ -109,7 +104,7 @@ def test_worker_exception_nothing_hangs_and_events_land(hub: Path, tmp_path: Pat
     it._shutdown_workers()
     assert [w.exitcode for w in workers] == [0, 0]
     hyrax_tbhub.close_tensorboard_logger()
-    logged = {row for rows in fw.read_ledgers(ledger).values() for row in rows}
+    logged = {row for rows in dataloader.read_ledgers(ledger).values() for row in rows}
     landed = _landed(hub)
     _record("exception", list(logged), [], landed)
     assert {("items", i) for i in range(7)} <= logged
@@ -124,13 +119,13 @@ def test_worker_stuck_in_getitem_is_terminated(
     ledger = tmp_path / "ledger"
     ledger.mkdir()
     # batch_size=1, two workers: worker 1 loads the odd items, and gets stuck in item 9.
-    ds = fw.LoggingDataset(40, "items", str(ledger), hang_index=9)
+    ds = dataloader.LoggingDataset(40, "items", str(ledger), hang_index=9)
     it = iter(_loader(ds, "fork"))
     workers = list(it._workers)
     got = [int(next(it)) for _ in range(8)]
     assert got == list(range(8))
-    fw.wait_until(
-        lambda: ("items", 9) in {r for rows in fw.read_ledgers(ledger).values() for r in rows},
+    common.wait_until(
+        lambda: ("items", 9) in {r for rows in dataloader.read_ledgers(ledger).values() for r in rows},
         20,
         "worker 1 to reach the item it hangs in",
     )
@@ -140,7 +135,7 @@ def test_worker_stuck_in_getitem_is_terminated(
     assert shutdown_s < 10
     assert not any(w.is_alive() for w in workers)
     hyrax_tbhub.close_tensorboard_logger()
-    ledgers = fw.read_ledgers(ledger)
+    ledgers = dataloader.read_ledgers(ledger)
     normal = ledgers[workers[0].pid]
     landed = _landed(hub)
     _record("stuck_in_getitem", normal, ledgers.get(workers[1].pid, []), landed, shutdown_s=shutdown_s)
@@ -155,14 +150,14 @@ def test_worker_cannot_exit_in_time_is_terminated(
     monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 1.0)
     ledger = tmp_path / "ledger"
     ledger.mkdir()
-    ds = fw.LoggingDataset(40, "items", str(ledger))
-    loader = _loader(ds, "fork", worker_init_fn=functools.partial(fw.worker_init_hang_at_exit, 1))
+    ds = dataloader.LoggingDataset(40, "items", str(ledger))
+    loader = _loader(ds, "fork", worker_init_fn=functools.partial(dataloader.worker_init_hang_at_exit, 1))
     it = iter(loader)
     workers = list(it._workers)
     assert [int(x) for x in it] == list(range(40))
-    fw.wait_until(lambda: not any(w.is_alive() for w in workers), 15, "the stuck worker to be terminated")
+    common.wait_until(lambda: not any(w.is_alive() for w in workers), 15, "the stuck worker to be terminated")
     hyrax_tbhub.close_tensorboard_logger()
-    ledgers = fw.read_ledgers(ledger)
+    ledgers = dataloader.read_ledgers(ledger)
     landed = _landed(hub)
     _record("cannot_exit", ledgers.get(workers[0].pid, []), ledgers.get(workers[1].pid, []), landed)
     # Both workers' exit hooks ran (the stuck one was terminated in threading's shutdown, after them).
@@ -173,7 +168,7 @@ def test_worker_sigkilled_mid_epoch(hub: Path, tmp_path: Path) -> None:
     """A worker killed by the OOM killer (SIGKILL): torch raises in the main process; nothing hangs."""
     ledger = tmp_path / "ledger"
     ledger.mkdir()
-    ds = fw.LoggingDataset(10_000, "items", str(ledger))
+    ds = dataloader.LoggingDataset(10_000, "items", str(ledger))
     it = iter(_loader(ds, "fork"))
     workers = list(it._workers)
     for _ in range(50):
@@ -188,7 +183,7 @@ def test_worker_sigkilled_mid_epoch(hub: Path, tmp_path: Path) -> None:
     except (RuntimeError, ConnectionError) as exc:
         errors.append(exc)
     try:
-        fw.wait_until(lambda: workers[1].exitcode is not None, 10, "the killed worker to be reaped")
+        common.wait_until(lambda: workers[1].exitcode is not None, 10, "the killed worker to be reaped")
         it._shutdown_workers()
     except RuntimeError as exc:
         errors.append(exc)
@@ -196,7 +191,7 @@ def test_worker_sigkilled_mid_epoch(hub: Path, tmp_path: Path) -> None:
     assert errors and all(isinstance(e, ConnectionError) or "DataLoader worker" in str(e) for e in errors)
     assert workers[0].exitcode == 0
     hyrax_tbhub.close_tensorboard_logger()
-    ledgers = fw.read_ledgers(ledger)
+    ledgers = dataloader.read_ledgers(ledger)
     landed = _landed(hub)
     _record("sigkilled", ledgers[workers[0].pid], ledgers.get(workers[1].pid, []), landed)
     assert set(ledgers[workers[0].pid]) <= landed

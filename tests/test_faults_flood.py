@@ -23,8 +23,9 @@ import hyrax_tbhub
 from hyrax_tbhub import _hub
 from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub.options import DEFAULT_OPTIONS
+from hyrax_tbhub.testing import DROPPED_PREFIX, dropped_tag
 
-import fault_workers as fw
+from faults import common, flood, hubgone
 
 pytestmark = [
     pytest.mark.faults,
@@ -46,7 +47,7 @@ HUB_BOUND_KIB = (N_FLOODERS + 4) * DEFAULT_OPTIONS.queue_max_bytes // 1024 + 64 
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def _warnings(path: Path, needle: str) -> list[str]:
@@ -62,7 +63,7 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
     o_recv, o_send = ctx.Pipe(duplex=False)
     quit_r, quit_w = ctx.Pipe(duplex=False)
     owner = ctx.Process(
-        target=fw.owner_main, args=(str(logdir), o_send, quit_r, str(owner_err)), name="owner"
+        target=hubgone.owner_main, args=(str(logdir), o_send, quit_r, str(owner_err)), name="owner"
     )
     owner.start()
     assert o_recv.poll(30)
@@ -75,7 +76,7 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
         recv, send = spawn.Pipe(duplex=False)
         go_r, go_w = spawn.Pipe(duplex=False)
         p = spawn.Process(
-            target=fw.flood,
+            target=flood.flood,
             args=(
                 send,
                 go_r,
@@ -103,7 +104,7 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
         go.send("flush")
     reports = {}
     for name, p, _recv, _go in procs:
-        reports[name] = fw.read_report(tmp_path / f"{name}.json", 180)
+        reports[name] = common.read_report(tmp_path / f"{name}.json", 180)
         p.join(30)
         assert p.exitcode == 0, name
     quit_w.send("close")
@@ -112,8 +113,8 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
     owner.join(30)
     assert owner.exitcode == 0
 
-    log = fw.fast_tag_counts(logdir)
-    counted = fw.fast_counters(logdir)
+    log = common.read_intact(logdir).counts()
+    counted = common.counters(logdir)
     for name, n, text_bytes in specs:
         rep = reports[name]
         assert rep["connected"] and rep["flush"], rep
@@ -122,7 +123,7 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
         assert rep["max_dq"] <= rep["limits"]["max_events"], rep
         assert rep["max_queued_bytes"] <= rep["limits"]["max_bytes"], rep
         assert rep["dropped"] > 0, rep
-        assert counted.get(f"hyrax_tbhub/dropped/{run}") == rep["dropped"], (run, counted)
+        assert counted.get(dropped_tag(run)) == rep["dropped"], (run, counted)
         landed = log[run].get(f"flood/{name}/text_summary" if text_bytes else f"flood/{name}", 0)
         bound = TEXT_PRODUCER_BOUND_KIB if text_bytes else SCALAR_PRODUCER_BOUND_KIB
         assert rep["rss_growth_kib"] < bound, rep
@@ -132,14 +133,14 @@ def test_flood_while_the_hub_is_frozen(tmp_path: Path, monkeypatch: pytest.Monke
         # assertion: they measure the machine's load, not a property of the code.
         assert len(_warnings(tmp_path / f"{name}.err", "dropped")) == 1, name
         assert len(_warnings(owner_err, f"producer {run!r} dropped")) == 1, run
-    fw.record(
+    common.record(
         4,
         "frozen",
         flooders={
             name: {
                 "logged": rep["logged"],
                 "dropped": rep["dropped"],
-                "counter": counted.get(f"hyrax_tbhub/dropped/{rep['run']}"),
+                "counter": counted.get(dropped_tag(rep['run'])),
                 "landed": log.get(rep["run"], {}).get(
                     f"flood/{name}/text_summary" if name == "texts" else f"flood/{name}", 0
                 ),
@@ -164,7 +165,9 @@ def test_bursts_within_the_queue_bound_drop_nothing(hub: Path, tmp_path: Path) -
     assert n < DEFAULT_OPTIONS.queue_max_events
     ctx = mp.get_context("fork")
     procs = [
-        ctx.Process(target=fw.burst, args=(f"burst/{i}", n, str(tmp_path / f"b{i}.json")), name=f"burst-{i}")
+        ctx.Process(
+            target=flood.burst, args=(f"burst/{i}", n, str(tmp_path / f"b{i}.json")), name=f"burst-{i}"
+        )
         for i in range(3)
     ]
     for p in procs:
@@ -172,11 +175,11 @@ def test_bursts_within_the_queue_bound_drop_nothing(hub: Path, tmp_path: Path) -
     for i, p in enumerate(procs):
         p.join(180)
         assert p.exitcode == 0
-        rep = fw.read_report(tmp_path / f"b{i}.json")
+        rep = common.read_report(tmp_path / f"b{i}.json")
         assert rep["flush"] and rep["dropped"] == 0, rep
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(fw.fast_scalars(hub))
-    fw.record(
+    merged = common.merged_scalars(common.read_intact(hub))
+    common.record(
         4,
         "bursts",
         producers=3,
@@ -185,7 +188,7 @@ def test_bursts_within_the_queue_bound_drop_nothing(hub: Path, tmp_path: Path) -
     )
     for i in range(3):
         assert len(merged[f"burst/{i}"]) == n
-    assert not any(k.startswith("hyrax_tbhub/dropped/") and v for k, v in fw.fast_counters(hub).items())
+    assert not any(k.startswith(DROPPED_PREFIX) and v for k, v in common.counters(hub).items())
 
 
 def test_paced_producers_drop_nothing(hub: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -193,7 +196,9 @@ def test_paced_producers_drop_nothing(hub: Path, tmp_path: Path, capfd: pytest.C
     ctx = mp.get_context("fork")
     procs = [
         ctx.Process(
-            target=fw.paced, args=(f"paced/{i}", 20_000, 3.0, str(tmp_path / f"p{i}.json")), name=f"paced-{i}"
+            target=flood.paced,
+            args=(f"paced/{i}", 20_000, 3.0, str(tmp_path / f"p{i}.json")),
+            name=f"paced-{i}",
         )
         for i in range(4)
     ]
@@ -202,11 +207,11 @@ def test_paced_producers_drop_nothing(hub: Path, tmp_path: Path, capfd: pytest.C
     for i, p in enumerate(procs):
         p.join(60)
         assert p.exitcode == 0
-        rep = fw.read_report(tmp_path / f"p{i}.json")
+        rep = common.read_report(tmp_path / f"p{i}.json")
         assert rep["flush"] and rep["dropped"] == 0 and rep["logged"] == 60_000, rep
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(fw.fast_scalars(hub))
-    fw.record(
+    merged = common.merged_scalars(common.read_intact(hub))
+    common.record(
         4,
         "paced",
         producers=4,
@@ -228,7 +233,7 @@ def test_owner_floods_its_own_hub(hub: Path) -> None:
         w.add_scalar("owner/flood", float(step), step)
         if step % 256 == 0:
             longest = max(longest, len(hub_obj._local))
-    fw.record(4, "owner_flood", logged=n, longest_queue=longest)
+    common.record(4, "owner_flood", logged=n, longest_queue=longest)
     assert longest <= _hub.server._LOCAL_HIGH_WATER + 256
     hyrax_tbhub.close_tensorboard_logger()
-    assert [s for s, _v in fw.all_scalars(fw.fast_scalars(hub))["owner/flood"]] == list(range(n))
+    assert [s for s, _v in common.merged_scalars(common.read_intact(hub))["owner/flood"]] == list(range(n))

@@ -17,8 +17,9 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub.testing import TRANSPORT_ERRORS, dropped_tag
 
-import fault_workers as fw
+from faults import common, fork, loggers
 from readback import read_log
 
 pytestmark = [
@@ -30,38 +31,38 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def test_producer_forks_mid_send(hub: Path, tmp_path: Path) -> None:
     rounds, child_events = 15, 500
     result = tmp_path / "parent.json"
     p = mp.get_context("fork").Process(
-        target=fw.fork_at_worst_moments,
+        target=fork.fork_at_worst_moments,
         args=(str(result), str(tmp_path), rounds, child_events),
         name="parent",
     )
     p.start()
     p.join(90)
     assert p.exitcode == 0
-    rep = fw.read_report(result)
+    rep = common.read_report(result)
     assert rep["errors"] == [], rep["errors"]
     assert rep["exitcodes"] == [0] * rounds, rep
     assert rep["flush"] is True
     assert sorted(set(rep["rounds"])) == ["bare_fork_from_thread", "locks_held", "process"]
     hyrax_tbhub.close_tensorboard_logger()
 
-    runs = fw.fast_scalars(hub)  # every record's framing and checksum is checked on the way
-    counted = fw.fast_counters(hub)
-    assert counted.get("hyrax_tbhub/transport_errors", 0) == 0, "a frame was torn or interleaved"
-    merged = fw.all_scalars(runs)
+    logs = common.read_intact(hub)  # every record's framing and checksum is checked on the way
+    counted = logs.counters
+    assert counted.get(TRANSPORT_ERRORS, 0) == 0, "a frame was torn or interleaved"
+    merged = common.merged_scalars(logs)
     for r in range(rounds):
-        assert fw.read_report(tmp_path / f"child-{r}.json")["flush"] is True
+        assert common.read_report(tmp_path / f"child-{r}.json")["flush"] is True
         assert merged[f"child/{r}"] == [(s, float(s)) for s in range(child_events)], r
     # The parent: a gap-free accounting of what it logged (its queue overflowed while the sender
     # was held mid-frame, so some were dropped, and counted).
     spam = [s for s, _v in merged["parent/spam"]]
-    fw.record(
+    common.record(
         7,
         "producer_forks",
         rounds=rounds,
@@ -70,13 +71,13 @@ def test_producer_forks_mid_send(hub: Path, tmp_path: Path) -> None:
         child_landed=sum(len(merged.get(f"child/{r}", [])) for r in range(rounds)),
         parent_logged=rep["logged"],
         parent_landed=len(spam),
-        parent_dropped=counted.get(f"hyrax_tbhub/dropped/{rep['run']}", 0),
-        transport_errors=counted.get("hyrax_tbhub/transport_errors", 0),
+        parent_dropped=counted.get(dropped_tag(rep["run"]), 0),
+        transport_errors=counted.get(TRANSPORT_ERRORS, 0),
     )
     assert spam == sorted(set(spam)), "the parent's events are out of order or duplicated"
-    assert len(spam) + counted.get(f"hyrax_tbhub/dropped/{rep['run']}", 0) == rep["logged"]
-    assert rep["dropped"] == counted.get(f"hyrax_tbhub/dropped/{rep['run']}", 0)
-    read_log(hub)
+    assert len(spam) + counted.get(dropped_tag(rep["run"]), 0) == rep["logged"]
+    assert rep["dropped"] == counted.get(dropped_tag(rep["run"]), 0)
+    read_log(hub)  # tensorboard's own reader accepts every file
 
 
 def test_owner_forks_while_the_hub_holds_its_lock(hub: Path, tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ def test_owner_forks_while_the_hub_holds_its_lock(hub: Path, tmp_path: Path) -> 
         holder.start()
         assert held.wait(10)
         p = ctx.Process(
-            target=fw.child_logs, args=(f"child/{r}", 300, str(tmp_path / f"c{r}.json")), name=f"c{r}"
+            target=loggers.child_logs, args=(f"child/{r}", 300, str(tmp_path / f"c{r}.json")), name=f"c{r}"
         )
         p.start()
         w.add_scalar("owner/steps", float(r), r)  # the owner carries on meanwhile
@@ -104,10 +105,10 @@ def test_owner_forks_while_the_hub_holds_its_lock(hub: Path, tmp_path: Path) -> 
         holder.join(10)
         p.join(30)
         assert p.exitcode == 0
-        assert fw.read_report(tmp_path / f"c{r}.json")["flush"] is True
+        assert common.read_report(tmp_path / f"c{r}.json")["flush"] is True
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(read_log(hub))
-    fw.record(
+    merged = common.merged_scalars(common.read_intact(hub))
+    common.record(
         7, "owner_forks", rounds=5, child_landed=sum(len(merged.get(f"child/{r}", [])) for r in range(5))
     )
     for r in range(5):

@@ -18,9 +18,9 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub.options import Options
 
-import fault_workers as fw
-from readback import read_log
+from faults import common, hubgone
 
 pytestmark = [
     pytest.mark.faults,
@@ -30,10 +30,10 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
-def _start_loggers(ctx_names: list[str], tmp: Path, hub_file: str | None = None, limits=None):
+def _start_loggers(ctx_names: list[str], tmp: Path, hub_file: str | None = None):
     procs = []
     for i, name in enumerate(ctx_names):
         ctx = mp.get_context(name)
@@ -41,9 +41,8 @@ def _start_loggers(ctx_names: list[str], tmp: Path, hub_file: str | None = None,
         told_r, told_w = ctx.Pipe(duplex=False)
         result = tmp / f"logger-{i}.json"
         p = ctx.Process(
-            target=fw.log_through_hub_loss,
+            target=hubgone.log_through_hub_loss,
             args=(ready_w, told_r, f"steady/{i}", str(result), hub_file),
-            kwargs={"limits": limits},
             name=f"logger-{i}",
         )
         p.start()
@@ -59,7 +58,7 @@ def _tell_and_collect(procs, exit_within: float) -> list[dict]:
         told_w.send("gone")
     reports = []
     for p, _r, _w, result in procs:
-        rep = fw.read_report(result, 60)
+        rep = common.read_report(result, 60)
         t_report = time.monotonic()
         p.join(exit_within + 5)
         assert p.exitcode == 0, (p.name, p.exitcode)
@@ -69,7 +68,7 @@ def _tell_and_collect(procs, exit_within: float) -> list[dict]:
 
 
 def _record(test: str, reports: list[dict], **extra) -> None:
-    fw.record(
+    common.record(
         3,
         test,
         producers=len(reports),
@@ -91,21 +90,18 @@ def _check_calls(rep: dict) -> None:
     assert rep["text_after_s"] < 0.5 and rep["logdir_after_s"] < 0.5, rep
 
 
-def test_owner_closes_while_producers_log(
-    logdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_owner_closes_while_producers_log(logdir: Path, tmp_path: Path) -> None:
     """The producers log as fast as they can, so the hub is behind when it is asked to close."""
     # Close waits for what the producers had queued (up to 3 x max_events), not for what they log
     # meanwhile; 10 s instead of the default 30 s close timeout keeps a failure cheap.
-    fw.patch_hub_config(monkeypatch, close_timeout=10.0)
-    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir), options=Options(close_timeout=10.0))
     hub = logdir
     procs = _start_loggers(["fork", "fork", "spawn"], tmp_path)
     t0 = time.monotonic()
     hyrax_tbhub.close_tensorboard_logger()
     close_s = time.monotonic() - t0
     reports = _tell_and_collect(procs, exit_within=2.0)
-    merged = fw.all_scalars(fw.fast_scalars(hub))
+    merged = common.merged_scalars(common.read_intact(hub))
     _record(
         "closed",
         reports,
@@ -127,7 +123,7 @@ def test_owner_closes_while_producers_log(
 def test_owner_killed_while_producers_log(tmp_path: Path) -> None:
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    owner = ctx.Process(target=fw.owner_main, args=(str(tmp_path / "log"), send), name="owner")
+    owner = ctx.Process(target=hubgone.owner_main, args=(str(tmp_path / "log"), send), name="owner")
     owner.start()
     assert recv.poll(30)
     _hub, hub_file, owner_pid, _rss = recv.recv()
@@ -145,7 +141,7 @@ def test_flush_after_losing_the_hub_does_not_claim_success(tmp_path: Path) -> No
     calls since were no-ops, so True would be a false promise (hyrax's own writer returns None)."""
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    owner = ctx.Process(target=fw.owner_main, args=(str(tmp_path / "log"), send), name="owner")
+    owner = ctx.Process(target=hubgone.owner_main, args=(str(tmp_path / "log"), send), name="owner")
     owner.start()
     assert recv.poll(30)
     _hub, hub_file, owner_pid, _rss = recv.recv()
@@ -158,16 +154,19 @@ def test_flush_after_losing_the_hub_does_not_claim_success(tmp_path: Path) -> No
 
 def test_owner_stops_answering(tmp_path: Path) -> None:
     """The owner is frozen (SIGSTOP): calls stay fast, flush honours its timeout, exit is bounded."""
+    exit_timeout = 1.0  # the producers inherit it from the owner's hub, through its hub file
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    owner = ctx.Process(target=fw.owner_main, args=(str(tmp_path / "log"), send), name="owner")
+    owner = ctx.Process(
+        target=hubgone.owner_main,
+        args=(str(tmp_path / "log"), send),
+        kwargs={"options": Options(exit_timeout=exit_timeout)},
+        name="owner",
+    )
     owner.start()
     assert recv.poll(30)
     _hub, hub_file, owner_pid, _rss = recv.recv()
-    exit_timeout = 1.0
-    procs = _start_loggers(
-        ["fork", "fork"], tmp_path, hub_file=hub_file, limits={"exit_timeout": exit_timeout}
-    )
+    procs = _start_loggers(["fork", "fork"], tmp_path, hub_file=hub_file)
     os.kill(owner_pid, signal.SIGSTOP)
     try:
         reports = _tell_and_collect(procs, exit_within=exit_timeout + 2.0)
@@ -190,29 +189,27 @@ def test_producer_follows_the_new_hub(logdir: Path, tmp_path: Path, ctx_name: st
     ready_r, ready_w = ctx.Pipe(duplex=False)
     told_r, told_w = ctx.Pipe(duplex=False)
     result = tmp_path / "follow.json"
-    p = ctx.Process(target=fw.follow_new_hub, args=(ready_w, told_r, str(result)), name="follower")
+    p = ctx.Process(target=hubgone.follow_new_hub, args=(ready_w, told_r, str(result)), name="follower")
     p.start()
     assert ready_r.poll(60) and ready_r.recv() == "a done"
     hyrax_tbhub.close_tensorboard_logger()
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(second))
     told_w.send("b")
-    rep = fw.read_report(result, 60)
+    rep = common.read_report(result, 60)
     p.join(30)
     hyrax_tbhub.close_tensorboard_logger()
-    fw.record(
+    common.record(
         3,
         f"follow_{ctx_name}",
         followed=rep["second_flush"] is True and rep["second_dir"].startswith(str(second)),
     )
     assert rep["first_flush"] is True and rep["second_flush"] is True, rep
     assert rep["first_dir"].startswith(str(first)) and rep["second_dir"].startswith(str(second)), rep
-    assert fw.all_scalars(read_log(first))["phase/a"] == [(s, float(s)) for s in range(500)]
-    assert fw.all_scalars(read_log(second))["phase/b"] == [(s, float(s)) for s in range(500)]
+    assert common.merged_scalars(common.read_intact(first))["phase/a"] == [(s, float(s)) for s in range(500)]
+    assert common.merged_scalars(common.read_intact(second))["phase/b"] == [(s, float(s)) for s in range(500)]
 
 
-def test_close_and_switch_while_a_producer_logs_flat_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_close_and_switch_while_a_producer_logs_flat_out(tmp_path: Path) -> None:
     """The owner closes and reopens its hub 8 times while a producer logs in a tight loop.
 
     A tight loop outruns the hub, so this is also a flood. Each close must still end promptly
@@ -225,15 +222,15 @@ def test_close_and_switch_while_a_producer_logs_flat_out(
     # hub's work here) but not for what is logged meanwhile. 10 s instead of the default 30 s close
     # timeout keeps a failure cheap and stays well above the bound.
     bound = 6.0
-    fw.patch_hub_config(monkeypatch, close_timeout=10.0)
+    options = Options(close_timeout=10.0)
     ctx = mp.get_context("fork")
-    hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / "log0"))
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / "log0"), options=options)
     ready_r, ready_w = ctx.Pipe(duplex=False)
     told_r, told_w = ctx.Pipe(duplex=False)
     result = tmp_path / "switches.json"
     switches = 8
     p = ctx.Process(
-        target=fw.log_across_hub_switches, args=(ready_w, told_r, str(result), switches), name="steady"
+        target=hubgone.log_across_hub_switches, args=(ready_w, told_r, str(result), switches), name="steady"
     )
     p.start()
     assert ready_r.poll(30)
@@ -241,7 +238,9 @@ def test_close_and_switch_while_a_producer_logs_flat_out(
     for i in range(switches):
         hub = STATE.hub
         try:
-            fw.wait_until(lambda hub=hub: any(c.run is not None for c in hub._conns.values()), 20, "a join")
+            common.wait_until(
+                lambda hub=hub: any(c.run is not None for c in hub._conns.values()), 20, "a join"
+            )
         except TimeoutError:
             status = result.with_name(result.name + ".status")
             raise AssertionError(
@@ -251,16 +250,16 @@ def test_close_and_switch_while_a_producer_logs_flat_out(
         t0 = time.monotonic()
         hyrax_tbhub.close_tensorboard_logger()
         close_s.append(time.monotonic() - t0)
-        hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / f"log{i + 1}"))
+        hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / f"log{i + 1}"), options=options)
         told_w.send(i)
         if close_s[-1] >= bound:  # failing: do not wait the timeout 8 times over
             for j in range(i + 1, switches):
                 told_w.send(j)
             break
-    rep = fw.read_report(result, 60)
+    rep = common.read_report(result, 60)
     p.join(30)
     hyrax_tbhub.close_tensorboard_logger()
-    fw.record(3, "switches", switches=switches, max_close_s=max(close_s), stranded=sum(rep["stranded"]))
+    common.record(3, "switches", switches=switches, max_close_s=max(close_s), stranded=sum(rep["stranded"]))
     assert max(close_s) < bound, (
         f"close took {max(close_s):.1f} s with a producer logging flat out: {close_s}"
     )
@@ -275,7 +274,7 @@ def test_contrast_tensorboardx_writer_blocks_in_a_child_after_close(tmp_path: Pa
     pytest.importorskip("tensorboardX")
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=fw.tbx_writer_after_close, args=(str(tmp_path / "tbx"), send), name="tbx")
+    p = ctx.Process(target=hubgone.tbx_writer_after_close, args=(str(tmp_path / "tbx"), send), name="tbx")
     p.start()
     calls = 0
     stuck_pid = None
@@ -288,9 +287,9 @@ def test_contrast_tensorboardx_writer_blocks_in_a_child_after_close(tmp_path: Pa
                 calls = value
     finally:
         if stuck_pid is not None:
-            fw.kill_quietly(stuck_pid)
+            common.kill_quietly(stuck_pid)
         p.join(10)
     finished = calls == 20
-    fw.record(3, "contrast_tbx", calls_before_blocking=calls)
+    common.record(3, "contrast_tbx", calls_before_blocking=calls)
     assert not finished, "tensorboardX did not block this time"
     assert calls <= 11

@@ -22,8 +22,10 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub.options import Options
+from hyrax_tbhub.testing import TRANSPORT_ERRORS
 
-import fault_workers as fw
+from faults import common, kill, loggers
 from readback import read_log
 
 pytestmark = [
@@ -40,7 +42,7 @@ SURVIVOR_EVENTS = 3000
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def _kill_batch(ctx, rng: random.Random, batch: int, tmp: Path, modes: list[str]) -> dict[str, object]:
@@ -49,7 +51,7 @@ def _kill_batch(ctx, rng: random.Random, batch: int, tmp: Path, modes: list[str]
         recv, send = ctx.Pipe(duplex=False)
         target = rng.randrange(0, 20000)
         p = ctx.Process(
-            target=fw.victim, args=(send, f"victim/{batch}/{v}", target, mode), name=f"victim-{batch}-{v}"
+            target=kill.victim, args=(send, f"victim/{batch}/{v}", target, mode), name=f"victim-{batch}-{v}"
         )
         p.start()
         send.close()
@@ -59,7 +61,7 @@ def _kill_batch(ctx, rng: random.Random, batch: int, tmp: Path, modes: list[str]
         tag = f"survivor/{batch}/{s}"
         result = tmp / f"survivor-{batch}-{s}.json"
         p = ctx.Process(
-            target=fw.survivor, args=(tag, SURVIVOR_EVENTS, str(result)), name=f"survivor-{batch}-{s}"
+            target=loggers.survivor, args=(tag, SURVIVOR_EVENTS, str(result)), name=f"survivor-{batch}-{s}"
         )
         p.start()
         survivors.append((p, tag, result))
@@ -77,7 +79,7 @@ def _kill_batch(ctx, rng: random.Random, batch: int, tmp: Path, modes: list[str]
     for p, tag, result in survivors:
         p.join(60)
         assert p.exitcode == 0, (p.name, p.exitcode)
-        rep = fw.read_report(result, 5)
+        rep = common.read_report(result, 5)
         assert rep["flush"] is True, (tag, rep)
         assert rep["dropped"] == 0, (tag, rep)
     return {
@@ -108,20 +110,20 @@ def test_sigkill_at_random_moments_and_mid_frame_hub_keeps_serving(hub: Path, tm
         modes_seen += out["modes"]
         survivor_tags += out["tags"]
         w.add_scalar("owner/during", float(batch), batch)
-        assert fw.hub_thread_alive()
+        assert common.hub_thread_alive()
     assert kills >= 50
     assert stalled >= BATCHES  # at least one kill per batch with half a frame on the wire
 
     hub_obj = STATE.hub
     # The hub noticed every death: no connection (and so no descriptor) is left behind.
-    fw.wait_until(lambda: not hub_obj._conns, 10, "the hub to drop every dead producer's connection")
+    common.wait_until(lambda: not hub_obj._conns, 10, "the hub to drop every dead producer's connection")
 
     # A new producer after all that is served normally.
     late = tmp_path / "late.json"
-    p = ctx.Process(target=fw.survivor, args=("late/after", 500, str(late)), name="late")
+    p = ctx.Process(target=loggers.survivor, args=("late/after", 500, str(late)), name="late")
     p.start()
     p.join(30)
-    assert p.exitcode == 0 and fw.read_report(late)["flush"] is True
+    assert p.exitcode == 0 and common.read_report(late)["flush"] is True
 
     for step in range(100):
         w.add_scalar("owner/after", float(step), step)
@@ -130,8 +132,8 @@ def test_sigkill_at_random_moments_and_mid_frame_hub_keeps_serving(hub: Path, tm
     close_s = time.monotonic() - t0
     assert close_s < 5.0, "close took too long after the kills"
 
-    merged = fw.all_scalars(fw.fast_scalars(hub))  # also checks every record's framing and CRC
-    fw.record(
+    merged = common.merged_scalars(common.read_intact(hub))  # also checks every record's framing and CRC
+    common.record(
         1,
         "kill",
         kills=kills,
@@ -141,7 +143,7 @@ def test_sigkill_at_random_moments_and_mid_frame_hub_keeps_serving(hub: Path, tm
         survivors=len(survivor_tags),
         survivor_events=len(survivor_tags) * SURVIVOR_EVENTS,
         survivor_landed=sum(len(merged.get(t, [])) for t in survivor_tags),
-        transport_errors=fw.fast_counters(hub).get("hyrax_tbhub/transport_errors", 0),
+        transport_errors=common.counters(hub).get(TRANSPORT_ERRORS, 0),
         close_s=close_s,
     )
     for tag in survivor_tags:
@@ -150,10 +152,10 @@ def test_sigkill_at_random_moments_and_mid_frame_hub_keeps_serving(hub: Path, tm
     assert merged["owner/during"] == [(b, float(b)) for b in range(BATCHES)]
     assert merged["owner/after"] == [(s, float(s)) for s in range(100)]
     # Each half-sent frame is counted, not silently swallowed (half-sent handshakes are not frames).
-    assert fw.fast_counters(hub).get("hyrax_tbhub/transport_errors", 0) >= BATCHES
+    assert common.counters(hub).get(TRANSPORT_ERRORS, 0) >= BATCHES
     # tensorboard's own reader agrees on a sample of runs
     log = read_log(hub)
-    assert fw.all_scalars({r: log[r] for r in ("survivor-0-0", "late")}) == {
+    assert {t: points for r in ("survivor-0-0", "late") for t, points in log[r].items()} == {
         t: merged[t] for t in ("survivor/0/0", "late/after")
     }
 
@@ -170,8 +172,8 @@ def test_sigkill_spawned_producers(hub: Path, tmp_path: Path) -> None:
     )
     assert out["kills"] == 6
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(read_log(hub))
-    fw.record(
+    merged = common.merged_scalars(common.read_intact(hub))
+    common.record(
         1,
         "kill_spawn",
         kills=out["kills"],
@@ -182,9 +184,7 @@ def test_sigkill_spawned_producers(hub: Path, tmp_path: Path) -> None:
         assert merged[tag] == [(s, s * 0.5) for s in range(SURVIVOR_EVENTS)], tag
 
 
-def test_killed_producer_with_live_forked_child_does_not_stall_close(
-    hub: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_killed_producer_with_live_forked_child_does_not_stall_close(logdir: Path) -> None:
     """A producer that forked a child (a DataLoader worker, say) and is then killed.
 
     The child inherits the producer's socket; unless the library closes that copy, the hub never
@@ -192,25 +192,24 @@ def test_killed_producer_with_live_forked_child_does_not_stall_close(
     """
 
     # The default close timeout is 30 s; 8 s keeps a failure cheap and still far above 3 s.
-    fw.patch_hub_config(monkeypatch, close_timeout=8.0)
-    hyrax_tbhub.close_tensorboard_logger()
-    hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub))
+    hub = logdir
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub), options=Options(close_timeout=8.0))
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=fw.producer_with_forked_child, args=(send, "parent"), name="parent")
+    p = ctx.Process(target=kill.producer_with_forked_child, args=(send, "parent"), name="parent")
     p.start()
     assert recv.poll(30)
     _ready, child_pid = recv.recv()
     os.kill(p.pid, signal.SIGKILL)
     # Not p.join(): its sentinel pipe is held open by the child, which inherited it too.
-    fw.wait_until(lambda: p.exitcode is not None, 10, "the killed producer to be reaped")
+    common.wait_until(lambda: p.exitcode is not None, 10, "the killed producer to be reaped")
     t0 = time.monotonic()
     hyrax_tbhub.close_tensorboard_logger()
     took = time.monotonic() - t0
-    fw.kill_quietly(child_pid)
-    fw.record(1, "kill_forked_child", close_s=took)
+    common.kill_quietly(child_pid)
+    common.record(1, "kill_forked_child", close_s=took)
     assert took < 3.0, f"close waited {took:.1f} s for a producer that was killed"
-    merged = fw.all_scalars(read_log(hub))
+    merged = common.merged_scalars(common.read_intact(hub))
     assert merged["parent"] == [(s, float(s)) for s in range(100)]
     assert merged["parent/child"] == [(s, float(s)) for s in range(100)]
 
@@ -230,16 +229,16 @@ def test_contrast_shared_mp_queue_wedges_after_sigkill_mid_put() -> None:
     """
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    victim = ctx.Process(target=fw.mpqueue_victim, args=(q, 1 << 20))
+    victim = ctx.Process(target=kill.mpqueue_victim, args=(q, 1 << 20))
     victim.start()
     # The pipe is full (part of the 1 MiB message is in it): the feeder is blocked in its write.
-    fw.wait_until(lambda: _pipe_bytes(q._reader.fileno()) >= 32768, 10, "the queue's pipe to fill")
+    common.wait_until(lambda: _pipe_bytes(q._reader.fileno()) >= 32768, 10, "the queue's pipe to fill")
     os.kill(victim.pid, signal.SIGKILL)
     victim.join(5)
-    survivor = ctx.Process(target=fw.mpqueue_survivor, args=(q,))
+    survivor = ctx.Process(target=kill.mpqueue_survivor, args=(q,))
     survivor.start()
     recv, send = ctx.Pipe(duplex=False)
-    consumer = ctx.Process(target=fw.mpqueue_consumer, args=(q, send))
+    consumer = ctx.Process(target=kill.mpqueue_consumer, args=(q, send))
     consumer.start()
     got = recv.poll(3)
     survivor.join(2)
@@ -247,6 +246,6 @@ def test_contrast_shared_mp_queue_wedges_after_sigkill_mid_put() -> None:
     for p in (survivor, consumer):
         p.kill()
         p.join(5)
-    fw.record(1, "contrast_mpqueue", wedged=not got and wedged_survivor)
+    common.record(1, "contrast_mpqueue", wedged=not got and wedged_survivor)
     assert not got, "the reader got something: the shared queue did not wedge this time"
     assert wedged_survivor, "the survivor exited: the shared queue did not wedge this time"

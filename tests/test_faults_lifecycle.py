@@ -21,8 +21,9 @@ import pytest
 import hyrax_tbhub
 from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._process.state import SAVED_ENV, STATE
+from hyrax_tbhub.testing import ROOT_RUN
 
-import fault_workers as fw
+from faults import common, lifecycle, loggers, procfs
 
 pytestmark = [
     pytest.mark.faults,
@@ -35,7 +36,7 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def test_thousand_init_close_cycles(tmp_path: Path, _runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,7 +47,7 @@ def test_thousand_init_close_cycles(tmp_path: Path, _runtime: Path, monkeypatch:
     w = hyrax_tbhub.get_tensorboard_logger()
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))  # warm-up: imports, first thread
     hyrax_tbhub.close_tensorboard_logger()
-    fds = fw.open_fds()
+    fds = procfs.open_fds()
     threads = {t.ident for t in threading.enumerate()}
     env_before = os.environ.get(hubfile.ENV_INFO)
     ctx = mp.get_context("fork")
@@ -55,31 +56,32 @@ def test_thousand_init_close_cycles(tmp_path: Path, _runtime: Path, monkeypatch:
         hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
         w.add_scalar("cycle", float(i), i)
         if i % 100 == 0:  # now and then a producer joins, logs and leaves
-            p = ctx.Process(target=fw.log_scalars_flush, args=(f"producer/{i}", 10), name=f"p{i}")
+            p = ctx.Process(target=loggers.log_scalars_flush, args=(f"producer/{i}", 10), name=f"p{i}")
             p.start()
             p.join(30)
             assert p.exitcode == 0
             p.close()  # the Process object's own pipe
         hyrax_tbhub.close_tensorboard_logger()
-    fw.record(
+    common.record(
         8,
         "cycles",
         cycles=cycles,
-        new_fds=len(fw.new_fds(fds)),
+        new_fds=len(procfs.new_fds(fds)),
         new_threads=len({t.ident for t in threading.enumerate()} - threads),
-        leftovers=len(fw.runtime_leftovers(_runtime)),
+        leftovers=len(common.runtime_leftovers(_runtime)),
         tmp=len(list(private_tmp.iterdir())),
     )
-    assert fw.new_fds(fds) == {}
+    assert procfs.new_fds(fds) == {}
     assert {t.ident for t in threading.enumerate()} <= threads, [t.name for t in threading.enumerate()]
-    assert fw.runtime_leftovers(_runtime) == []  # no socket or hub file left behind
+    assert common.runtime_leftovers(_runtime) == []  # no socket or hub file left behind
     assert list(private_tmp.iterdir()) == []  # no temporary folder or file left behind
     assert os.environ.get(hubfile.ENV_INFO) == env_before
     assert SAVED_ENV == [] and STATE.hub is None
-    runs = fw.fast_scalars(logdir)
-    assert [s for s, _v in runs["."]["cycle"]] == list(range(cycles))
+    logs = common.read_intact(logdir)
+    assert [s for s, _v in logs.scalars("cycle", run=ROOT_RUN)] == list(range(cycles))
+    merged = common.merged_scalars(logs)
     for i in range(0, cycles, 100):
-        assert len(fw.all_scalars(runs)[f"producer/{i}"]) == 10
+        assert len(merged[f"producer/{i}"]) == 10
 
 
 def test_a_producer_follows_100_hubs_without_leaking(tmp_path: Path) -> None:
@@ -88,7 +90,7 @@ def test_a_producer_follows_100_hubs_without_leaking(tmp_path: Path) -> None:
     rep_r, rep_w = ctx.Pipe(duplex=False)
     result = tmp_path / "follower.json"
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / "log"))
-    p = ctx.Process(target=fw.follow_many_hubs, args=(req_r, rep_w, str(result)), name="follower")
+    p = ctx.Process(target=lifecycle.follow_many_hubs, args=(req_r, rep_w, str(result)), name="follower")
     p.start()
     for i in range(100):
         if i:
@@ -99,8 +101,8 @@ def test_a_producer_follows_100_hubs_without_leaking(tmp_path: Path) -> None:
     req_w.send("stop")
     p.join(30)
     assert p.exitcode == 0
-    rep = fw.read_report(result)
-    fw.record(
+    rep = common.read_report(result)
+    common.record(
         8,
         "follow_100",
         hubs=100,
@@ -111,7 +113,7 @@ def test_a_producer_follows_100_hubs_without_leaking(tmp_path: Path) -> None:
     assert rep["flushed"] == [True] * 100
     assert rep["new_fds"] == {}, rep["new_fds"]
     assert rep["threads"][1] <= rep["threads"][0] + 1, rep["threads"]  # at most the current sender
-    got = fw.all_scalars(fw.fast_scalars(tmp_path / "log"))["cycle"]
+    got = common.merged_scalars(common.read_intact(tmp_path / "log"))["cycle"]
     assert sorted(s for s, _v in got) == list(range(100))
 
 
@@ -126,19 +128,19 @@ def test_two_unrelated_hubs_never_cross(
     for label in ("alpha", "beta"):
         ready, go = tmp_path / f"{label}.ready", tmp_path / "go"
         code = (
-            f"import fault_workers as fw; fw.unrelated_owner({str(tmp_path / label)!r}, {label!r}, "
+            f"from faults import lifecycle; lifecycle.unrelated_owner({str(tmp_path / label)!r}, {label!r}, "
             f"{str(ready)!r}, {str(go)!r}, 4)"
         )
         programs.append((label, ready, subprocess.Popen([sys.executable, "-c", code], cwd=str(tmp_path))))
     try:
-        infos = {label: fw.read_report(ready, 60) for label, ready, _p in programs}
+        infos = {label: common.read_report(ready, 60) for label, ready, _p in programs}
         # Both hubs are up: their hub files and sockets live side by side with this process's own.
         files = sorted(e.name for e in _runtime.iterdir())
         assert len([f for f in files if f.endswith(".json")]) == 3, files
         (tmp_path / "go").write_text("go")
         ctx = mp.get_context("fork")
         mine = [
-            ctx.Process(target=fw.log_scalars_flush, args=(f"mine/{i}", 300), name=f"mine-{i}")
+            ctx.Process(target=loggers.log_scalars_flush, args=(f"mine/{i}", 300), name=f"mine-{i}")
             for i in range(3)
         ]
         for p in mine:
@@ -155,11 +157,11 @@ def test_two_unrelated_hubs_never_cross(
                 proc.kill()
     hyrax_tbhub.close_tensorboard_logger()
     for label in ("alpha", "beta"):
-        tags = fw.all_scalars(fw.fast_scalars(tmp_path / label))
+        tags = common.merged_scalars(common.read_intact(tmp_path / label))
         assert set(tags) == {f"{label}/{i}" for i in range(4)} | {f"{label}/owner"}, (label, sorted(tags))
         assert all(len(points) == 300 for points in tags.values())
-    tags = fw.all_scalars(fw.fast_scalars(tmp_path / "mine"))
-    fw.record(8, "unrelated", hubs=3, crossed=0, leftovers=len(fw.runtime_leftovers(_runtime)))
+    tags = common.merged_scalars(common.read_intact(tmp_path / "mine"))
+    common.record(8, "unrelated", hubs=3, crossed=0, leftovers=len(common.runtime_leftovers(_runtime)))
     assert set(tags) == {f"mine/{i}" for i in range(3)}
-    assert fw.runtime_leftovers(_runtime) == [], "a hub left its socket or hub file behind"
+    assert common.runtime_leftovers(_runtime) == [], "a hub left its socket or hub file behind"
     assert infos["alpha"]["pid"] != infos["beta"]["pid"]

@@ -16,7 +16,7 @@ import pytest
 import hyrax_tbhub
 from hyrax_tbhub._process.state import STATE
 
-import fault_workers as fw
+from faults import common, loggers
 
 pytestmark = [
     pytest.mark.faults,
@@ -30,14 +30,14 @@ EVENTS = 50
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def test_256_producers_connect_at_once(hub: Path) -> None:
     ctx = mp.get_context("fork")
     go, leave = ctx.Event(), ctx.Event()
     procs = [
-        ctx.Process(target=fw.many_producer, args=(go, leave, f"many/{i}", EVENTS), name=f"many-{i}")
+        ctx.Process(target=loggers.many_producer, args=(go, leave, f"many/{i}", EVENTS), name=f"many-{i}")
         for i in range(PRODUCERS)
     ]
     for p in procs:
@@ -47,7 +47,7 @@ def test_256_producers_connect_at_once(hub: Path) -> None:
     go.set()
     try:
         # Every producer has connected, logged and flushed, and all are connected at the same time.
-        fw.wait_until(
+        common.wait_until(
             lambda: (
                 sum(c.run is not None for c in list(hub_obj._conns.values())) >= PRODUCERS
                 or any(p.exitcode not in (None, 0) for p in procs)
@@ -63,10 +63,10 @@ def test_256_producers_connect_at_once(hub: Path) -> None:
     codes = [p.exitcode for p in procs]
     assert codes == [0] * PRODUCERS, {c: codes.count(c) for c in set(codes)}
     hyrax_tbhub.close_tensorboard_logger()
-    runs = fw.fast_scalars(hub)
-    assert len(runs) == PRODUCERS + 1
-    merged = fw.all_scalars(runs)
-    fw.record(
+    logs = common.read_intact(hub)
+    assert len(logs.runs) == PRODUCERS + 1
+    merged = common.merged_scalars(logs)
+    common.record(
         9,
         "many",
         producers=PRODUCERS,

@@ -27,9 +27,10 @@ import hyrax_tbhub
 from hyrax_tbhub import _hub, _wire
 from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
+from hyrax_tbhub.options import Options
+from hyrax_tbhub.testing import REJECTED, ROOT_RUN
 
-import fault_workers as fw
-from readback import read_log
+from faults import common, loggers, procfs
 from wire_peers import authenticate
 
 pytestmark = [
@@ -43,7 +44,7 @@ HANDSHAKE_S = 1.0  # the tests shorten the 10 s default so that silent strangers
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def digest(key: bytes, challenge: bytes) -> bytes:
@@ -79,11 +80,10 @@ class _SpyDecoder:
 @pytest.fixture
 def short_hub(logdir: Path, monkeypatch: pytest.MonkeyPatch):
     """A hub with a 1 s handshake timeout and a spy on its frame decoding."""
-    fw.patch_hub_config(monkeypatch, handshake_timeout=HANDSHAKE_S)
     assert not hasattr(_hub.server, "pickle"), "the hub must not even import pickle"
     spy = _SpyDecoder(_wire)
-    monkeypatch.setattr(_hub.server, "_wire", spy)
-    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+    monkeypatch.setattr(_hub.server, "_wire", spy)  # a spy, not a knob: it counts what the hub decodes
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir), options=Options(handshake_timeout=HANDSHAKE_S))
     hub = STATE.hub
     yield hub, spy
     hyrax_tbhub.close_tensorboard_logger()
@@ -164,7 +164,7 @@ def test_strangers_are_refused_without_unpickling(short_hub, logdir: Path) -> No
     import random
 
     hub, spy = short_hub
-    fds_before = fw.open_fds()
+    fds_before = procfs.open_fds()
     kinds = _strangers(hub.address, random.Random(5))
     n = sum(len(v) for v in kinds.values())
     # Every stranger is hung up on: at once once it sent 64 bytes that are not an answer,
@@ -177,20 +177,26 @@ def test_strangers_are_refused_without_unpickling(short_hub, logdir: Path) -> No
     for socks in kinds.values():
         for s in socks:
             s.close()
-    fw.wait_until(lambda: not hub._conns, 5, "the hub to forget every stranger")
-    fw.record(
-        5, "kinds", strangers=n, kinds=len(kinds), loads=spy.loads_calls, new_fds=len(fw.new_fds(fds_before))
+    common.wait_until(lambda: not hub._conns, 5, "the hub to forget every stranger")
+    common.record(
+        5,
+        "kinds",
+        strangers=n,
+        kinds=len(kinds),
+        loads=spy.loads_calls,
+        new_fds=len(procfs.new_fds(fds_before)),
     )
     assert spy.loads_calls == 0, "the hub decoded bytes from an unauthenticated peer"
-    assert fw.hub_thread_alive()
+    assert common.hub_thread_alive()
     assert hub.strangers_rejected >= n - len(kinds["half_close"]) - len(kinds["slow_loris"])
-    assert fw.new_fds(fds_before) == {}
+    assert procfs.new_fds(fds_before) == {}
     # Nothing of theirs was written anywhere.
     w = hyrax_tbhub.get_tensorboard_logger()
     w.add_scalar("owner/ok", 1.0, 1)
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)
-    assert list(log) == ["."] and fw.all_scalars(log) == {"owner/ok": [(1, 1.0)]}
+    logs = common.read_intact(logdir)
+    assert logs.runs == [ROOT_RUN] and logs.tags() == ["owner/ok"]
+    assert logs.scalars("owner/ok") == [(1, 1.0)]
 
 
 def _storm(address: str, stop: threading.Event, held: list[socket.socket], counts: dict[str, int]) -> None:
@@ -234,25 +240,27 @@ def test_real_producers_are_not_delayed_by_a_stranger_storm(short_hub, logdir: P
     storm.start()
     try:
         # More silent strangers than the hub's 512 pre-authentication slots: the eviction path runs.
-        fw.wait_until(lambda: counts["silent"] >= 600, 60, "the storm to build up")
+        common.wait_until(lambda: counts["silent"] >= 600, 60, "the storm to build up")
         ctx = mp.get_context("fork")
         procs = []
         for i in range(8):
             result = tmp_path / f"real-{i}.json"
-            p = ctx.Process(target=fw.timed_producer, args=(f"real/{i}", 1000, str(result)), name=f"real-{i}")
+            p = ctx.Process(
+                target=loggers.timed_producer, args=(f"real/{i}", 1000, str(result)), name=f"real-{i}"
+            )
             p.start()
             procs.append((p, result))
         reports = []
         for p, result in procs:
             p.join(60)
             assert p.exitcode == 0
-            reports.append(fw.read_report(result))
+            reports.append(common.read_report(result))
     finally:
         stop.set()
         storm.join(10)
     for s in held:
         s.close()
-    fw.record(
+    common.record(
         5,
         "storm",
         strangers=counts["silent"] + counts["other"],
@@ -264,9 +272,9 @@ def test_real_producers_are_not_delayed_by_a_stranger_storm(short_hub, logdir: P
         # Connecting, logging 1000 points and the flush barrier: well under one handshake timeout.
         assert rep["flush"] is True and rep["dropped"] == 0, rep
         assert rep["seconds"] < HANDSHAKE_S, rep
-    assert fw.hub_thread_alive()
+    assert common.hub_thread_alive()
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(fw.fast_scalars(logdir))
+    merged = common.merged_scalars(common.read_intact(logdir))
     for i in range(8):
         assert merged[f"real/{i}"] == [(s, float(s)) for s in range(1000)]
 
@@ -274,7 +282,7 @@ def test_real_producers_are_not_delayed_by_a_stranger_storm(short_hub, logdir: P
 def test_fuzz_the_pre_authentication_path(short_hub, logdir: Path, tmp_path: Path) -> None:
     """3000 random inputs before authentication; one in ten connections is left open meanwhile."""
     hub, spy = short_hub
-    fds_before = fw.open_fds()
+    fds_before = procfs.open_fds()
     held: list[socket.socket] = []
 
     chunks = st.one_of(
@@ -323,22 +331,22 @@ def test_fuzz_the_pre_authentication_path(short_hub, logdir: Path, tmp_path: Pat
     one()
     for s in held:
         s.close()
-    fw.wait_until(lambda: not hub._conns, HANDSHAKE_S + 5, "the hub to forget every fuzzing client")
-    fw.record(5, "fuzz", inputs=3000, loads=spy.loads_calls, new_fds=len(fw.new_fds(fds_before)))
+    common.wait_until(lambda: not hub._conns, HANDSHAKE_S + 5, "the hub to forget every fuzzing client")
+    common.record(5, "fuzz", inputs=3000, loads=spy.loads_calls, new_fds=len(procfs.new_fds(fds_before)))
     assert spy.loads_calls == 0
-    assert fw.hub_thread_alive()
-    assert fw.new_fds(fds_before) == {}
+    assert common.hub_thread_alive()
+    assert procfs.new_fds(fds_before) == {}
     # The hub still serves a real producer.
     ctx = mp.get_context("fork")
     result = tmp_path / "after.json"
-    p = ctx.Process(target=fw.timed_producer, args=("after/fuzz", 200, str(result)), name="after")
+    p = ctx.Process(target=loggers.timed_producer, args=("after/fuzz", 200, str(result)), name="after")
     p.start()
     p.join(30)
-    assert fw.read_report(result)["flush"] is True
+    assert common.read_report(result)["flush"] is True
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)
-    assert set(log) == {".", "after"}
-    assert fw.all_scalars(log) == {"after/fuzz": [(s, float(s)) for s in range(200)]}
+    logs = common.read_intact(logdir)
+    assert logs.runs == [ROOT_RUN, "after"] and logs.tags() == ["after/fuzz"]
+    assert logs.scalars("after/fuzz") == [(s, float(s)) for s in range(200)]
 
 
 @settings(max_examples=2000, deadline=None, database=None, derandomize=True)
@@ -365,9 +373,9 @@ def test_huge_length_prefix_after_auth_is_refused_without_allocating(short_hub, 
     s.sendall(struct.pack("<I", 0xFFFFFFFF) + b"x" * 100)
     assert _closed_by_hub(s, 5)
     s.close()
-    assert fw.hub_thread_alive()
+    assert common.hub_thread_alive()
     hyrax_tbhub.close_tensorboard_logger()
-    assert fw.fast_counters(logdir).get("hyrax_tbhub/rejected") == 1
+    assert common.counters(logdir).get(REJECTED) == 1
     assert spy.loads_calls == 0
 
 
@@ -392,7 +400,9 @@ def test_contrast_listener_accept_is_blocked_by_a_silent_client(tmp_path: Path) 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     silent = _connect(address)
-    fw.wait_until(lambda: _recv_exact(silent, 1), 5, "the listener to start the silent client's handshake")
+    common.wait_until(
+        lambda: _recv_exact(silent, 1), 5, "the listener to start the silent client's handshake"
+    )
     served = threading.Event()
 
     def real_client() -> None:
@@ -406,6 +416,6 @@ def test_contrast_listener_accept_is_blocked_by_a_silent_client(tmp_path: Path) 
     client.join(10)
     server.join(10)
     listener.close()
-    fw.record(5, "contrast_listener", blocked=blocked)
+    common.record(5, "contrast_listener", blocked=blocked)
     assert blocked, "the real client was served while a silent client sat in accept()"
     assert served.is_set()

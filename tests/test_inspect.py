@@ -20,6 +20,7 @@ pytest.importorskip("tensorboard")
 from tensorboardX import SummaryWriter  # noqa: E402
 
 from hyrax_tbhub._tools.inspect import inspect_logdir, main  # noqa: E402
+from hyrax_tbhub.testing import TRANSPORT_ERRORS, dropped_tag, errors_tag  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,11 +41,11 @@ def _write_sample(logdir: Path) -> None:
     root.add_image("train/sample", np.zeros((3, 8, 8), dtype=np.float32), 4, walltime=T0 + 21)
     root.add_text("notes", "hello", 0, walltime=T0 + 22)
     # Counters: the latest value is the total.
-    root.add_scalar("hyrax_tbhub/dropped/dataloader_worker_0", 3, 1, walltime=T0 + 30)
-    root.add_scalar("hyrax_tbhub/dropped/dataloader_worker_0", 5, 2, walltime=T0 + 31)
-    root.add_scalar("hyrax_tbhub/errors/dataloader_worker_1", 2, 1, walltime=T0 + 32)
-    root.add_scalar("hyrax_tbhub/dropped/gone_worker", 4, 1, walltime=T0 + 33)
-    root.add_scalar("hyrax_tbhub/transport_errors", 1, 1, walltime=T0 + 34)
+    root.add_scalar(dropped_tag("dataloader_worker_0"), 3, 1, walltime=T0 + 30)
+    root.add_scalar(dropped_tag("dataloader_worker_0"), 5, 2, walltime=T0 + 31)
+    root.add_scalar(errors_tag("dataloader_worker_1"), 2, 1, walltime=T0 + 32)
+    root.add_scalar(dropped_tag("gone_worker"), 4, 1, walltime=T0 + 33)
+    root.add_scalar(TRANSPORT_ERRORS, 1, 1, walltime=T0 + 34)
     root.close()
 
     w0 = _writer(logdir / "dataloader_worker_0", "w0")
@@ -167,7 +168,7 @@ def test_json_has_documented_keys_and_exact_content(sample: Path, capsys: Any) -
     assert root["tags"]["train/weights"] == _tag("histogram", 1, (3, 3), (T0 + 20, T0 + 20))
     assert root["tags"]["train/sample"] == _tag("image", 1, (4, 4), (T0 + 21, T0 + 21))
     assert root["tags"]["notes/text_summary"] == _tag("text", 1, (0, 0), (T0 + 22, T0 + 22))
-    assert root["tags"]["hyrax_tbhub/dropped/dataloader_worker_0"]["count"] == 2
+    assert root["tags"][dropped_tag("dataloader_worker_0")]["count"] == 2
     [root_file] = root["event_files"]
     assert root_file["file"].startswith("events.out.tfevents.") and root_file["file"].endswith(".root")
     assert root_file["size_bytes"] == root_file["bytes_read"] == (sample / root_file["file"]).stat().st_size
@@ -193,7 +194,7 @@ def test_library_function_returns_dataclasses(sample: Path) -> None:
     report = inspect_logdir(sample)
     assert report.event_file_count == 6
     assert report.runs["dataloader_worker_0"].dropped == 5
-    assert report.runs["."].counters["hyrax_tbhub/transport_errors"] == 1
+    assert report.runs["."].counters[TRANSPORT_ERRORS] == 1
     loss = report.runs["."].tags["train/loss"]
     assert (loss.kind, loss.count, loss.step_min, loss.step_max) == ("scalar", 10, 0, 9)
     assert report.problems == []

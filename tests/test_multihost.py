@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub.testing import CapturedLogs, read_logs
+from hyrax_tbhub.testing import RESERVED_PREFIX, CapturedLogs, read_logs
 
 torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
@@ -168,7 +168,7 @@ def check_job(logdir: Path, mode: str) -> None:
     assert named == expected, logs.runs
     assert (logs.dropped, logs.errors, logs.transport_errors) == (0, 0, 0)
     # A rank's own hub keeps its counters in its own run (read_logs reads only the root's).
-    assert [e for e in logs.entries if e.tag.startswith("hyrax_tbhub/") and e.value] == []
+    assert [e for e in logs.entries if e.tag.startswith(RESERVED_PREFIX) and e.value] == []
     assert logs.problems == []
     owner = {int(f.name.split(".")[-2]) for f in logdir.glob("events.out.tfevents.*")}
     if mode == "off":  # every run written by rank 0's hub

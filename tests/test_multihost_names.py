@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hyrax_tbhub import _naming
 from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._hub.store import clean_run_name as _clean_run_name
+from hyrax_tbhub.testing import DROPPED_PREFIX, RESERVED_PREFIX
 
 
 @pytest.mark.parametrize(("given_name", "stored"), [
@@ -27,8 +28,8 @@ from hyrax_tbhub._hub.store import clean_run_name as _clean_run_name
     ("../x", "_x"),
     ("rank_3/rank_4/x", "rank_3/rank_4_x"),  # one level of nesting, no more
     ("rank_3/", "rank_3/producer"),
-    ("rank_3/hyrax_tbhub", "rank_3/producer"),  # the reserved prefix, below a rank too
-    ("hyrax_tbhub/dropped", "producer"),
+    ("rank_3/" + RESERVED_PREFIX.rstrip("/"), "rank_3/producer"),  # the reserved prefix, below a rank too
+    (DROPPED_PREFIX.rstrip("/"), "producer"),
     ("rank_x/worker", "rank_x_worker"),
     ("rank_1\\worker", "rank_1_worker"),
     ("/abs/path", "_abs_path"),
@@ -124,9 +125,9 @@ def test_grandchildren_of_a_forkserver_child_started_before_init_log(tmp_path: P
     import multiprocessing
 
     import hyrax_tbhub
+    from hyrax_tbhub.testing import read_logs
 
     import workers
-    from readback import read_log
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("no forkserver here")
@@ -141,7 +142,7 @@ def test_grandchildren_of_a_forkserver_child_started_before_init_log(tmp_path: P
     p.join(90)
     assert p.exitcode == 0
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)
+    log = read_logs(logdir).scalars_by_run()
     expected = [(s, s * 0.5) for s in range(50)]
     assert [tags["n/child"] for tags in log.values() if "n/child" in tags] == [expected]
     assert [tags["n/grandchild"] for tags in log.values() if "n/grandchild" in tags] == [expected]

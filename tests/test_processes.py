@@ -14,9 +14,9 @@ import multiprocess
 import pytest
 
 import hyrax_tbhub
+from hyrax_tbhub.testing import ROOT_RUN, CapturedLogs, read_logs
 
 import workers
-from readback import read_log
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,8 +26,12 @@ EXPECTED = [(s, s * 0.5) for s in range(N)]
 METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
 
 
-def _runs_with(log: dict, tag: str) -> dict:
-    return {run: tags[tag] for run, tags in log.items() if tag in tags}
+def _runs_with(logs: CapturedLogs, tag: str) -> dict[str, list[tuple[int, float]]]:
+    """``{run: [(step, value), ...]}`` of scalar ``tag`` in every run that logged it."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for e in logs.select(tag, kind="scalar"):
+        out.setdefault(e.run, []).append((e.step, float(e.value or 0.0)))
+    return out
 
 
 def _join_all(procs: list, timeout: float = 60) -> None:
@@ -46,11 +50,11 @@ def test_process_children_of_each_start_method_log_everything(hub: Path, lib, me
     hyrax_tbhub.get_tensorboard_logger().add_scalar("owner", 1.0, 1)
     _join_all(procs)
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(hub)
+    log = read_logs(hub)
     runs = _runs_with(log, "loss")
     assert len(runs) == 3 and "." not in runs  # one run per producer, never the owner's
     assert all(points == EXPECTED for points in runs.values())
-    assert log["."]["owner"] == [(1, 1.0)]
+    assert log.scalars("owner", run=ROOT_RUN) == [(1, 1.0)]
 
 
 def test_run_names_say_which_process_wrote_them(hub: Path) -> None:
@@ -60,7 +64,7 @@ def test_run_names_say_which_process_wrote_them(hub: Path) -> None:
         p.start()
     _join_all(procs)
     hyrax_tbhub.close_tensorboard_logger()
-    assert set(_runs_with(read_log(hub), "x")) == {"reader-0", "reader-1"}
+    assert set(_runs_with(read_logs(hub), "x")) == {"reader-0", "reader-1"}
 
 
 @pytest.mark.parametrize("lib", [multiprocessing, multiprocess], ids=["stdlib", "multiprocess"])
@@ -78,7 +82,7 @@ def test_forkserver_started_before_init_still_finds_the_hub(logdir: Path, lib) -
         p.start()
     _join_all(procs)
     hyrax_tbhub.close_tensorboard_logger()
-    runs = _runs_with(read_log(logdir), "loss")
+    runs = _runs_with(read_logs(logdir), "loss")
     assert len(runs) == 2 and all(points == EXPECTED for points in runs.values())
 
 
@@ -91,7 +95,7 @@ def test_pool_workers_log_everything(hub: Path, lib, method: str) -> None:
         pool.close()
         pool.join()
     hyrax_tbhub.close_tensorboard_logger()
-    runs = _runs_with(read_log(hub), "loss")
+    runs = _runs_with(read_logs(hub), "loss")
     assert 1 <= len(runs) <= 2 and len(runs) == len(set(pids))
     merged = sorted(p for points in runs.values() for p in points)
     assert merged == [(s, s * 0.5) for s in range(4 * N)]
@@ -106,7 +110,7 @@ def test_pool_started_before_init_finds_the_hub_once_it_exists(logdir: Path) -> 
         pool.close()
         pool.join()
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(logdir)
+    log = read_logs(logdir)
     assert not _runs_with(log, "early")
     merged = sorted(p for points in _runs_with(log, "late").values() for p in points)
     assert merged == [(s, s * 0.5) for s in range(2 * N)]
@@ -118,7 +122,7 @@ def test_process_pool_executor_workers_log_everything(hub: Path, method: str) ->
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
         list(ex.map(workers.log_scalars_task, [("loss", N, k * N) for k in range(3)], timeout=60))
     hyrax_tbhub.close_tensorboard_logger()
-    merged = sorted(p for points in _runs_with(read_log(hub), "loss").values() for p in points)
+    merged = sorted(p for points in _runs_with(read_logs(hub), "loss").values() for p in points)
     assert merged == [(s, s * 0.5) for s in range(3 * N)]
 
 
@@ -132,7 +136,7 @@ def test_python_subprocess_logs_through_the_inherited_environment(hub: Path, tmp
     """))
     subprocess.run([sys.executable, str(script)], check=True, timeout=60)
     hyrax_tbhub.close_tensorboard_logger()
-    runs = _runs_with(read_log(hub), "loss")
+    runs = _runs_with(read_logs(hub), "loss")
     assert list(runs.values()) == [EXPECTED]
     assert next(iter(runs)).startswith("child-")
 
@@ -145,7 +149,7 @@ def test_subprocess_with_a_scrubbed_environment_finds_its_parents_hub(hub: Path,
         env["HYRAX_TBHUB_RUNTIME_DIR"] = os.environ["HYRAX_TBHUB_RUNTIME_DIR"]
     subprocess.run([sys.executable, str(script)], check=True, timeout=60, env=env)
     hyrax_tbhub.close_tensorboard_logger()
-    assert list(_runs_with(read_log(hub), "x").values()) == [[(1, 1.0)]]
+    assert list(_runs_with(read_logs(hub), "x").values()) == [[(1, 1.0)]]
 
 
 def test_grandchildren_find_the_hub(hub: Path) -> None:
@@ -154,7 +158,7 @@ def test_grandchildren_find_the_hub(hub: Path) -> None:
     p.start()
     _join_all([p])
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(hub)
+    log = read_logs(hub)
     assert list(_runs_with(log, "n/child").values()) == [EXPECTED]
     assert list(_runs_with(log, "n/grandchild").values()) == [EXPECTED]
 
@@ -167,7 +171,7 @@ def test_forked_while_logging_from_threads_child_opens_its_own_connection(hub: P
         pool.join()
     assert ok
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(hub)
+    log = read_logs(hub)
     child = _runs_with(log, "f/child")
     assert list(child.values()) == [EXPECTED[:100]]
     (thread_points,) = _runs_with(log, "f/thread").values()
@@ -189,8 +193,9 @@ def test_forked_child_of_the_owner_logs_through_the_hub_not_its_copy(hub: Path) 
             os._exit(0)
     os.waitpid(pid, 0)
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(hub)
-    assert log["."]["owner"] == [(s, float(s)) for s in range(100)]  # written once, by the owner
+    log = read_logs(hub)
+    # Written once, by the owner.
+    assert log.scalars("owner", run=ROOT_RUN) == [(s, float(s)) for s in range(100)]
     assert list(_runs_with(log, "forked").values()) == [EXPECTED]
 
 
@@ -199,7 +204,7 @@ def test_producer_flush_is_a_barrier(hub: Path) -> None:
     with ctx.Pool(1) as pool:
         assert pool.apply(workers.log_and_flush, ("flushed", N)) is True
         # The worker is still alive and connected: the events are readable anyway.
-        assert list(_runs_with(read_log(hub), "flushed").values()) == [EXPECTED]
+        assert list(_runs_with(read_logs(hub), "flushed").values()) == [EXPECTED]
         pool.close()
         pool.join()
 
@@ -209,7 +214,7 @@ def test_close_collects_events_of_producers_that_are_still_running(hub: Path) ->
     with ctx.Pool(2) as pool:
         pool.map(workers.log_scalars_task, [("live", N, k * N) for k in range(2)])
         hyrax_tbhub.close_tensorboard_logger()  # workers are alive, with events maybe still queued
-        merged = sorted(p for points in _runs_with(read_log(hub), "live").values() for p in points)
+        merged = sorted(p for points in _runs_with(read_logs(hub), "live").values() for p in points)
         assert merged == [(s, s * 0.5) for s in range(2 * N)]
         pool.close()
         pool.join()
@@ -223,7 +228,7 @@ def test_leaving_a_with_pool_block_loses_nothing(hub: Path, lib, method: str) ->
     with ctx.Pool(2) as pool:
         pool.map(workers.log_scalars_task, [("task", 1, k) for k in range(8)])
     hyrax_tbhub.close_tensorboard_logger()
-    merged = sorted(p for points in _runs_with(read_log(hub), "task").values() for p in points)
+    merged = sorted(p for points in _runs_with(read_logs(hub), "task").values() for p in points)
     assert merged == [(k, k * 0.5) for k in range(8)]
 
 
@@ -238,6 +243,6 @@ def test_leaving_a_with_pool_block_loses_nothing_when_a_thread_logged_first(
     with ctx.Pool(2) as pool:
         pool.map(workers.log_from_a_thread_first_task, [("tfirst", 1, k) for k in range(8)])
     hyrax_tbhub.close_tensorboard_logger()
-    log = read_log(hub)
+    log = read_logs(hub)
     merged = sorted(p for points in _runs_with(log, "tfirst").values() for p in points)
     assert merged == [(k, k * 0.5) for k in range(8)]

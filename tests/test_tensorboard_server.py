@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
+from hyrax_tbhub.testing import ROOT_RUN, read_logs
 
 import workers
-from readback import run_folders
 
 pytest.importorskip("tensorboard")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -65,7 +65,7 @@ def test_tensorboard_server_serves_every_point_of_every_spawn_worker(logdir: Pat
     hyrax_tbhub.close_tensorboard_logger()
 
     expected = expected_scalars(logdir)
-    worker_runs = [run for run in run_folders(logdir) if run != "."]
+    worker_runs = [run for run in read_logs(logdir).runs if run != ROOT_RUN]
     assert len(worker_runs) == WORKERS
     with running_tensorboard(logdir, 60, ("--samples_per_plugin", f"scalars={POINTS * 10}")) as base:
         wait_for_scalars(base, expected, 90)

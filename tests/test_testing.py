@@ -11,8 +11,25 @@ import multiprocess
 import pytest
 
 import hyrax_tbhub
+from hyrax_tbhub import Options, _events
 from hyrax_tbhub._events import encode_scalar, frame
-from hyrax_tbhub.testing import ROOT_RUN, CapturedLogs, LoggedEvent, capture_logs, read_logs
+from hyrax_tbhub.testing import (
+    DROPPED_PREFIX,
+    ERRORS_PREFIX,
+    INTERNAL_ERRORS,
+    OVER_CAP,
+    REJECTED,
+    RESERVED_PREFIX,
+    ROOT_RUN,
+    STRANGERS,
+    TRANSPORT_ERRORS,
+    CapturedLogs,
+    LoggedEvent,
+    capture_logs,
+    dropped_tag,
+    errors_tag,
+    read_logs,
+)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hyrax_tbhub._process.state import STATE
@@ -238,23 +255,70 @@ def _write_records(path: Path, records: list[bytes]) -> None:
 def test_read_logs_counters_are_kept_apart(tmp_path: Path) -> None:
     _write_records(tmp_path / "events.out.tfevents.1.host", [
         encode_scalar("real", 1.0, 1, 10.0),
-        encode_scalar("hyrax_tbhub/dropped/worker", 3, 5, 11.0),
-        encode_scalar("hyrax_tbhub/dropped/worker", 7, 6, 12.0),
-        encode_scalar("hyrax_tbhub/errors/worker", 1, 6, 12.0),
-        encode_scalar("hyrax_tbhub/transport_errors", 2, 6, 12.0),
+        encode_scalar(dropped_tag("worker"), 3, 5, 11.0),
+        encode_scalar(dropped_tag("worker"), 7, 6, 12.0),
+        encode_scalar(errors_tag("worker"), 1, 6, 12.0),
+        encode_scalar(TRANSPORT_ERRORS, 2, 6, 12.0),
     ])
     _write_records(tmp_path / "worker" / "events.out.tfevents.1.host", [encode_scalar("w", 2.0, 0, 10.0)])
     logs = read_logs(tmp_path)
     assert logs.runs == [ROOT_RUN, "worker"]
     assert logs.tags() == ["real", "w"]
     assert logs.counters == {
-        "hyrax_tbhub/dropped/worker": 7.0,
-        "hyrax_tbhub/errors/worker": 1.0,
-        "hyrax_tbhub/transport_errors": 2.0,
+        dropped_tag("worker"): 7.0,
+        errors_tag("worker"): 1.0,
+        TRANSPORT_ERRORS: 2.0,
     }
     assert (logs.dropped, logs.errors, logs.transport_errors) == (7, 1, 2)
     with pytest.raises(AssertionError, match="not complete"):
         logs.assert_complete()
+
+
+def test_read_logs_reads_only_the_runs_asked_for(tmp_path: Path) -> None:
+    """``runs=`` skips other runs' files (the fast path for big logs); counters need the root run."""
+    _write_records(tmp_path / "events.out.tfevents.1.host", [
+        encode_scalar("owner", 1.0, 1, 10.0),
+        encode_scalar(dropped_tag("worker_0"), 4, 1, 11.0),
+    ])
+    for run in ("worker_0", "worker_1", "other"):
+        _write_records(tmp_path / run / "events.out.tfevents.1.host", [encode_scalar(run, 2.0, 0, 10.0)])
+    (tmp_path / "other" / "events.out.tfevents.2.host").write_bytes(b"not a record")
+    logs = read_logs(tmp_path, runs="worker_*")
+    assert logs.runs == ["worker_0", "worker_1"]
+    assert logs.tags() == ["worker_0", "worker_1"] and logs.counters == {} and logs.problems == []
+    root = read_logs(tmp_path, runs=ROOT_RUN)
+    assert root.runs == [ROOT_RUN] and root.counters == {DROPPED_PREFIX + "worker_0": 4.0}
+    assert read_logs(tmp_path, runs=[ROOT_RUN, "other"]).runs == [ROOT_RUN, "other"]
+    assert len(read_logs(tmp_path).problems) == 1
+
+
+def test_scalar_series_scalars_by_run_and_counts_by_kind(tmp_path: Path) -> None:
+    with capture_logs(tmp_path / "log") as logs:
+        w = hyrax_tbhub.get_tensorboard_logger()
+        w.add_scalar("a", 1.0, 0)
+        w.add_scalar("a", 2.0, 1)
+        w.add_scalar("b", 3.0, 0)
+        w.add_text("note", "hi", 0)
+        _run_process("spawn", workers.log_scalars, ("child", 2))
+    assert logs.scalar_series(ROOT_RUN) == {"a": [(0, 1.0), (1, 2.0)], "b": [(0, 3.0)]}
+    (child_run,) = [r for r in logs.runs if r != ROOT_RUN]
+    assert logs.scalar_series(child_run) == {"child": [(0, 0.0), (1, 0.5)]}
+    assert set(logs.scalar_series()) == {"a", "b", "child"}
+    assert logs.scalars_by_run() == {run: logs.scalar_series(run) for run in logs.runs}
+    assert logs.counts(kind="text") == {ROOT_RUN: {"note/text_summary": 1}}
+    assert logs.counts(kind="scalar") == {ROOT_RUN: {"a": 2, "b": 1}, child_run: {"child": 2}}
+
+
+def test_counter_names_are_the_hubs() -> None:
+    """The exported counter tags are the ones the hub writes (a dropped event lands under them)."""
+    assert RESERVED_PREFIX == _events.RESERVED_PREFIX
+    assert all(name.startswith(RESERVED_PREFIX) for name in (
+        DROPPED_PREFIX, ERRORS_PREFIX, TRANSPORT_ERRORS, INTERNAL_ERRORS, REJECTED, STRANGERS, OVER_CAP))
+    assert (dropped_tag("w"), errors_tag("w")) == (DROPPED_PREFIX + "w", ERRORS_PREFIX + "w")
+    with capture_logs(options=Options(queue_max_events=1, send_interval=5.0, send_min_gap=5.0)) as logs:
+        _run_process("fork", workers.log_scalars, ("flood", 500))
+    (run,) = [r for r in logs.runs if r != ROOT_RUN]
+    assert logs.counters[dropped_tag(run)] == logs.dropped > 0
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
+from hyrax_tbhub.testing import read_logs
 
 import workers
-from readback import read_log
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
@@ -41,7 +41,7 @@ def test_dataloader_workers_log_every_item_of_every_epoch(hub: Path, method: str
     hyrax_tbhub.close_tensorboard_logger()
 
     assert sorted(seen) == sorted(list(range(SIZE)) * 2)
-    log = read_log(hub)
+    log = read_logs(hub).scalars_by_run()
     runs = {run: tags for run, tags in log.items() if "item" in tags}
     assert set(runs) == {"dataloader_worker_0", "dataloader_worker_1"}
     values = sorted(v for tags in runs.values() for _, v in tags["item"])

@@ -28,11 +28,12 @@ from hyrax_tbhub import _wire
 from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._discovery import store as distributed_store
 from hyrax_tbhub._discovery.store import KEY_ENV, STORE_KEY, find_distributed_hub
-from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub._producer import Producer
 from hyrax_tbhub.options import DEFAULT_OPTIONS, Options
+from hyrax_tbhub.testing import OVER_CAP, REJECTED, STRANGERS
 
-from readback import counters, read_log
+from faults.common import counters, read_intact
+from readback import read_log
 from wire_peers import Boom, RogueHub, authenticate, closed_by_peer, raw_frame, recv_exact
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,7 +72,7 @@ def test_a_key_holder_sending_a_pickle_executes_nothing_in_the_owner(
         assert closed_by_peer(sock), "the hub kept the connection of a peer that sent a pickle"
     hyrax_tbhub.close_tensorboard_logger()
     assert not marker.exists(), "the owner executed a pickle from the wire"
-    assert counters(hub)["hyrax_tbhub/rejected"] == 1
+    assert counters(hub)[REJECTED] == 1
 
 
 def _read_frame(sock: socket.socket) -> bytes:
@@ -95,7 +96,7 @@ def test_a_rejected_peer_costs_only_its_own_connection(hub: Path) -> None:
         good.sendall(frame)
         assert _wire.decode_hub_message(_read_frame(good)) == ("ack", 7)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(hub)["hyrax_tbhub/rejected"] == 1
+    assert counters(hub)[REJECTED] == 1
 
 
 def _frame_records(events: list[bytes]) -> bytes:
@@ -116,14 +117,13 @@ def test_a_records_blob_that_breaks_tfrecord_framing_is_refused(hub: Path) -> No
         sock.sendall(raw_frame(body))
         assert closed_by_peer(sock)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(hub)["hyrax_tbhub/rejected"] == 1
-    assert "liar" not in read_log(hub) or read_log(hub)["liar"] == {}
+    assert counters(hub)[REJECTED] == 1
+    assert read_intact(hub).tags(run="liar") == []  # and every file's framing is intact
 
 
-def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub_obj = STATE.hub
-    assert hub_obj is not None
-    monkeypatch.setattr(hub_obj.store.guard, "max_subruns", 3)
+def test_sub_runs_past_the_cap_are_counted_not_opened(logdir: Path) -> None:
+    hub = logdir
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub), options=Options(max_subruns=3))
     info = _hub_info()
     records = _frame_records([b"\x10\x01"])
     with _connect(info.address) as sock:
@@ -138,13 +138,12 @@ def test_sub_runs_past_the_cap_are_counted_not_opened(hub: Path, monkeypatch: py
         assert closed_by_peer(sock)
     hyrax_tbhub.close_tensorboard_logger()
     assert sorted(p.name for p in (hub / "wide").iterdir()) == ["sub0", "sub1", "sub2"]
-    assert counters(hub)["hyrax_tbhub/over_cap"] == 7
+    assert counters(hub)[OVER_CAP] == 7
 
 
-def test_runs_past_the_cap_are_refused_and_counted(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub_obj = STATE.hub
-    assert hub_obj is not None
-    monkeypatch.setattr(hub_obj.store.guard, "max_runs", 2)
+def test_runs_past_the_cap_are_refused_and_counted(logdir: Path) -> None:
+    hub = logdir
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub), options=Options(max_runs=2))
     info = _hub_info()
     served = []
     for i in range(4):
@@ -159,7 +158,7 @@ def test_runs_past_the_cap_are_refused_and_counted(hub: Path, monkeypatch: pytes
             assert closed_by_peer(sock)
     hyrax_tbhub.close_tensorboard_logger()
     assert served == ["run0", "run1"]
-    assert counters(hub)["hyrax_tbhub/over_cap"] == 2
+    assert counters(hub)[OVER_CAP] == 2
 
 
 def test_failed_handshakes_are_written_to_the_log(hub: Path) -> None:
@@ -169,7 +168,7 @@ def test_failed_handshakes_are_written_to_the_log(hub: Path) -> None:
         sock.sendall(_wire.producer_answer(secrets.token_bytes(32), challenge, b"\0" * 32))
         assert closed_by_peer(sock)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(hub)["hyrax_tbhub/strangers"] == 1
+    assert counters(hub)[STRANGERS] == 1
 
 
 def test_the_hub_does_not_accept_its_own_proof_reflected(hub: Path) -> None:
@@ -181,7 +180,7 @@ def test_the_hub_does_not_accept_its_own_proof_reflected(hub: Path) -> None:
         sock.sendall(nonce + _wire.hub_proof(info.key, challenge, nonce))
         assert closed_by_peer(sock)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(hub)["hyrax_tbhub/strangers"] == 1
+    assert counters(hub)[STRANGERS] == 1
 
 
 # -- the producer side ------------------------------------------------------------------------------
@@ -412,22 +411,17 @@ def test_without_a_launcher_key_records_from_the_store_door_must_parse_as_events
             sock.sendall(b"".join(_wire.pack_batch([("r", "", bad, 1), ("f", 2)])))
             assert closed_by_peer(sock)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(hub)["hyrax_tbhub/rejected"] == 2
-    log = read_log(hub)  # readable: the good records (a bare step) are there, no scalar
+    assert counters(hub)[REJECTED] == 2
+    log = read_log(hub)  # TensorBoard reads it: the good records (a bare step) are there, no scalar
     assert log["remote0"] == {} and log["remote1"] == {}
 
 
-def test_a_key_holder_that_sends_no_hello_is_cut_at_the_handshake_deadline(
-    logdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_key_holder_that_sends_no_hello_is_cut_at_the_handshake_deadline(logdir: Path) -> None:
     """Proving the key does not buy a connection that never says who it is."""
-    import fault_workers
-
-    fault_workers.patch_hub_config(monkeypatch, handshake_timeout=0.5)
-    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir), options=Options(handshake_timeout=0.5))
     info = _hub_info()
     with _connect(info.address) as sock:
         authenticate(sock, info.key)
         assert closed_by_peer(sock, timeout=20)
     hyrax_tbhub.close_tensorboard_logger()
-    assert counters(logdir)["hyrax_tbhub/rejected"] == 1
+    assert counters(logdir)[REJECTED] == 1

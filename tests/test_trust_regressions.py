@@ -23,9 +23,10 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import _hub
+from hyrax_tbhub.testing import INTERNAL_ERRORS, TRANSPORT_ERRORS, dropped_tag
 
-import fault_workers as fw
 import trust_workers as tw
+from faults import common
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -35,7 +36,7 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def _runtime(monkeypatch: pytest.MonkeyPatch):
-    yield from fw.private_runtime(monkeypatch)
+    yield from common.private_runtime(monkeypatch)
 
 
 def _join(p: Any, timeout: float) -> None:
@@ -47,12 +48,7 @@ def _join(p: Any, timeout: float) -> None:
 
 
 def _histogram_tags(logdir: Path) -> set[str]:
-    return {
-        value.tag
-        for _run, event in fw.iter_events(logdir)
-        for value in event.summary.value
-        if value.WhichOneof("value") == "histo"
-    }
+    return {e.tag for e in common.read_intact(logdir).select(kind="histogram")}
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -67,9 +63,9 @@ def test_threads_that_start_logging_at_once_lose_nothing(hub: Path, tmp_path: Pa
     p.start()
     _join(p, 90)
     assert p.exitcode == 0
-    rep = fw.read_report(result)
+    rep = common.read_report(result)
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(fw.fast_scalars(hub))
+    merged = common.merged_scalars(common.read_intact(hub))
     landed = {i: len(merged.get(f"thread{i}", [])) for i in range(threads)}
     assert landed == {i: events for i in range(threads)}, (landed, rep)
     assert rep["flush"] is True and rep["dropped"] == 0, rep
@@ -87,7 +83,7 @@ def _check_fork_children(hub: Path, tmp_path: Path, rep: dict[str, Any], childre
     # A child that hangs dumps its stacks and exits 1 (trust_workers.STACK_AFTER_S).
     assert failed == [], f"children {failed} hung or failed after the fork: {rep}; stacks: {stacks}"
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(fw.fast_scalars(hub))
+    merged = common.merged_scalars(common.read_intact(hub))
     for i in range(children):
         assert merged.get(f"child{i}") == [(s, float(s)) for s in range(9)], i
     hists = _histogram_tags(hub)
@@ -106,7 +102,7 @@ def test_fork_while_another_thread_logs_never_hangs_the_child(hub: Path, tmp_pat
     p.start()
     _join(p, 150)
     assert p.exitcode == 0
-    _check_fork_children(hub, tmp_path, fw.read_report(result), children)
+    _check_fork_children(hub, tmp_path, common.read_report(result), children)
 
 
 @pytest.fixture
@@ -134,7 +130,7 @@ def test_forkserver_child_whose_threads_log_forks_a_grandchild(hub: Path, tmp_pa
     p.start()
     _join(p, 150)
     assert p.exitcode == 0
-    _check_fork_children(hub, tmp_path, fw.read_report(result), children)
+    _check_fork_children(hub, tmp_path, common.read_report(result), children)
 
 
 def test_a_producer_with_more_than_1024_descriptors_loses_nothing(hub: Path, tmp_path: Path) -> None:
@@ -147,10 +143,10 @@ def test_a_producer_with_more_than_1024_descriptors_loses_nothing(hub: Path, tmp
     p.start()
     _join(p, 90)
     assert p.exitcode == 0
-    rep = fw.read_report(result)
+    rep = common.read_report(result)
     assert rep["sock_fd"] is not None and rep["sock_fd"] >= 1024, rep  # the case is really exercised
     hyrax_tbhub.close_tensorboard_logger()
-    merged = fw.all_scalars(fw.fast_scalars(hub))
+    merged = common.merged_scalars(common.read_intact(hub))
     assert merged.get("many_fds") == [(s, float(s)) for s in range(events)], (rep, stderr.read_text())
     assert rep["flush"] is True and rep["dropped"] == 0, rep
 
@@ -166,14 +162,14 @@ def test_a_bug_in_the_sender_is_counted_and_said_once(hub: Path, tmp_path: Path)
     )
     p.start()
     _join(p, 60)
-    rep = fw.read_report(result)
+    rep = common.read_report(result)
     assert rep["first_flush"] is True and rep["gone"] is True, rep
     assert rep["later_flush"] is False, rep  # what it logs since goes nowhere: flush says so
     assert rep["dropped"] == events, rep
     hyrax_tbhub.close_tensorboard_logger()
-    counted = fw.fast_counters(hub)
-    assert counted.get(f"hyrax_tbhub/dropped/{rep['run']}") == events, counted
-    assert counted.get("hyrax_tbhub/transport_errors", 0) == 0, counted
+    counted = common.counters(hub)
+    assert counted.get(dropped_tag(rep['run'])) == events, counted
+    assert counted.get(TRANSPORT_ERRORS, 0) == 0, counted
     text = stderr.read_text()
     lines = [line for line in text.splitlines() if line.startswith("hyrax_tbhub:")]
     assert len(lines) == 1, text
@@ -201,13 +197,13 @@ def test_a_bug_in_the_hub_is_an_internal_error_not_a_transport_error(
     w = hyrax_tbhub.get_tensorboard_logger()
     w.add_scalar("owner", 1.0, 0)
     assert w.flush(30)
-    fw.wait_until(lambda: raised, 30, "the injected bug")
+    common.wait_until(lambda: raised, 30, "the injected bug")
     w.add_scalar("owner", 2.0, 1)  # the hub carries on
     hyrax_tbhub.close_tensorboard_logger()
-    counted = fw.fast_counters(logdir)
-    assert counted.get("hyrax_tbhub/internal_errors") == 1, counted
-    assert counted.get("hyrax_tbhub/transport_errors", 0) == 0, counted
-    assert fw.all_scalars(fw.fast_scalars(logdir))["owner"] == [(0, 1.0), (1, 2.0)]
+    counted = common.counters(logdir)
+    assert counted.get(INTERNAL_ERRORS) == 1, counted
+    assert counted.get(TRANSPORT_ERRORS, 0) == 0, counted
+    assert common.merged_scalars(common.read_intact(logdir))["owner"] == [(0, 1.0), (1, 2.0)]
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("hyrax_tbhub:")]
     assert len(lines) == 1 and "internal error" in lines[0], err

@@ -25,8 +25,9 @@ from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._events import encode_scalar, frame
 from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub._wire import WireError
+from hyrax_tbhub.testing import REJECTED
 
-from fault_workers import fast_counters
+from faults.common import counters
 from wire_peers import authenticate, closed_by_peer
 
 FUZZ = settings(max_examples=3000, deadline=None, database=None, derandomize=True,
@@ -217,7 +218,7 @@ def test_fuzz_a_live_hub_with_authenticated_peers(hub: Path) -> None:
     assert cut[0] > 0
     # Only the root run is read: a key holder may write records TensorBoard cannot parse into
     # its own run (docs/threat-model.md), which EventAccumulator raises on.
-    assert fast_counters(hub)["hyrax_tbhub/rejected"] == hub_obj.store.guard.rejected
+    assert counters(hub)[REJECTED] == hub_obj.store.guard.rejected
 
 
 _SOCKET_READERS = ("_hub/server.py", "_hub/store.py", "_hub/guard.py", "_producer.py", "_wire.py")

@@ -1,6 +1,6 @@
 """Child-process functions of tests/test_trust_regressions.py (importable by spawn and forkserver).
 
-Children report through small JSON files written atomically (fault_workers.report). No sleep is
+Children report through small JSON files written atomically (faults.common.report). No sleep is
 used to synchronise: threads start together behind a Barrier, children are waited for with
 bounded waits.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import hyrax_tbhub
 from hyrax_tbhub._process.state import STATE
 
-from fault_workers import redirect_stderr, report
+from faults.common import redirect_stderr, report
 
 SAFETY_S = 90.0
 STACK_AFTER_S = 20.0  # a forked child still running after this long dumps its stacks and exits
