@@ -11,7 +11,7 @@ import multiprocess
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import Options, _events
+from hyrax_tbhub import Options, _counters
 from hyrax_tbhub._events import encode_scalar, frame
 from hyrax_tbhub.testing import (
     DROPPED_PREFIX,
@@ -311,7 +311,7 @@ def test_scalar_series_scalars_by_run_and_counts_by_kind(tmp_path: Path) -> None
 
 def test_counter_names_are_the_hubs() -> None:
     """The exported counter tags are the ones the hub writes (a dropped event lands under them)."""
-    assert RESERVED_PREFIX == _events.RESERVED_PREFIX
+    assert RESERVED_PREFIX == _counters.RESERVED_PREFIX
     assert all(name.startswith(RESERVED_PREFIX) for name in (
         DROPPED_PREFIX, ERRORS_PREFIX, TRANSPORT_ERRORS, INTERNAL_ERRORS, REJECTED, STRANGERS, OVER_CAP))
     assert (dropped_tag("w"), errors_tag("w")) == (DROPPED_PREFIX + "w", ERRORS_PREFIX + "w")
