@@ -57,3 +57,15 @@ def test_writers_of_one_folder_share_the_first_ones_options(tmp_path: Path) -> N
     finally:
         second.close()
         first.close()
+
+
+def test_the_lightning_logger_hands_its_options_to_its_writer(tmp_path: Path) -> None:
+    pytest.importorskip("pytorch_lightning")
+    from hyrax_tbhub.integrations.lightning import TensorBoardHubLogger
+
+    logger = TensorBoardHubLogger(str(tmp_path), name="exp", version=0, options=Options(close_timeout=7.0))
+    try:
+        owned = logger.experiment._owned
+        assert owned is not None and owned.hub.config.options.close_timeout == 7.0
+    finally:
+        logger.close()
