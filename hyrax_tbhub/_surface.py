@@ -63,17 +63,9 @@ class WriterMethods:
         with IMPORT_LOCK:
             getattr(ch.writer(), method)(*args, **kwargs)
 
-    def add_scalar(
-        self,
-        tag: str,
-        scalar_value: float | TensorLike,
-        global_step: int | None = None,
-        walltime: float | None = None,
-        display_name: str | None = "",
-        summary_description: str | None = "",
-    ) -> None:
-        """As ``SummaryWriter.add_scalar``."""
-        self._run("add_scalar", tag, scalar_value, global_step, walltime, display_name, summary_description)
+    if TYPE_CHECKING:  # each writer has its own, with a fast path (and torch's order for one)
+
+        def add_scalar(self, tag: str, scalar_value: TensorLike, global_step: int | None = None) -> None: ...
 
     def log_scalar_ts(
         self, name: str, scalar: float | TensorLike, since_tensorboard_start_ns: int | None = None
