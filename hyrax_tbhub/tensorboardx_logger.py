@@ -5,7 +5,8 @@ Same names as the hyrax module::
     sys.modules["hyrax.tensorboardx_logger"] = hyrax_tbhub.tensorboardx_logger
 
 - ``init_tensorboard_logger(**kwargs)`` starts a hub in the calling process (kwargs are
-  tensorboardX ``SummaryWriter``'s); any hub this process already runs is closed first.
+  tensorboardX ``SummaryWriter``'s, each a named parameter); any hub this process already runs
+  is closed first.
 - ``get_tensorboard_logger()`` returns a :class:`HyraxSummaryWriter` in any process. In a
   descendant of the owner (fork, spawn, forkserver, pools, DataLoader workers, ``subprocess``)
   its calls travel to the hub; with no hub they are no-ops.
@@ -308,15 +309,33 @@ def _resolve_logdir(kwargs: dict[str, Any]) -> str:
 _saved_env: list[str | None] = []
 
 
-def init_tensorboard_logger(*, options: Options | None = None, **kwargs: Any) -> None:
+def init_tensorboard_logger(
+    *,
+    logdir: str | os.PathLike[str] | None = None,
+    comment: str | None = "",
+    purge_step: int | None = None,
+    max_queue: int | None = 10,
+    flush_secs: int | None = 120,
+    filename_suffix: str | None = "",
+    write_to_disk: bool | None = True,
+    log_dir: str | os.PathLike[str] | None = None,
+    comet_config: dict[str, Any] | None = None,
+    options: Options | None = None,
+) -> None:
     """Start a hub in this process that every descendant process logs to.
 
-    Args are those of ``tensorboardX.SummaryWriter`` (``log_dir``/``logdir``, ``comment``,
-    ``purge_step``, ``filename_suffix``, ``flush_secs``, ``max_queue``...). ``flush_secs`` and
-    ``max_queue`` are accepted but unused: the hub hands events to the OS as it receives them.
-    ``options`` sets the bounds and deadlines of the hub and of every process that logs to it
-    (:class:`hyrax_tbhub.Options`).
+    The arguments are those of ``tensorboardX.SummaryWriter``, by keyword as in hyrax (a name it
+    does not have is a TypeError here, where tensorboardX raised at the first event).
+    ``flush_secs`` and ``max_queue`` are accepted but unused: the hub hands events to the OS as
+    it receives them. ``options`` sets the bounds and deadlines of the hub and of every process
+    that logs to it (:class:`hyrax_tbhub.Options`).
     """
+    given = {"logdir": logdir, "log_dir": log_dir, "comet_config": comet_config}
+    kwargs: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    kwargs.update(
+        comment=comment, purge_step=purge_step, max_queue=max_queue, flush_secs=flush_secs,
+        filename_suffix=filename_suffix, write_to_disk=write_to_disk,
+    )
     if options is None:
         options = DEFAULT_OPTIONS
     elif not isinstance(options, Options):

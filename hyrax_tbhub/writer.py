@@ -68,11 +68,12 @@ class SummaryWriter(WriterMethods):
     Same constructor as ``torch.utils.tensorboard.SummaryWriter`` and ``tensorboardX.SummaryWriter``:
     ``log_dir`` (or ``logdir``; default ``runs/<date>_<host><comment>``), ``comment``,
     ``purge_step``, ``filename_suffix``; ``max_queue`` and ``flush_secs`` are accepted and unused
-    (events reach the OS within a loop turn of the hub). ``write_to_disk=False`` makes every call
-    a no-op, as in tensorboardX. ``options`` (:class:`hyrax_tbhub.Options`) sets the bounds and
-    deadlines of the writer's hub and of every process the writer is handed to. Every method of
-    both libraries is here, with their signatures; tensorboardX's code builds the events in the
-    calling process, so bad arguments raise there.
+    (events reach the OS within a loop turn of the hub), and so is tensorboardX's ``comet_config``.
+    ``write_to_disk=False`` makes every call a no-op, as in tensorboardX. ``options``
+    (:class:`hyrax_tbhub.Options`) sets the bounds and deadlines of the writer's hub and of every
+    process the writer is handed to. Every method of both libraries is here, with their
+    signatures; tensorboardX's code builds the events in the calling process, so bad arguments
+    raise there.
 
     - In the process that created it (the *owner*), ``close()`` returns once every event logged
       by the owner and by every process it was handed to is on disk; later calls are no-ops.
@@ -101,8 +102,8 @@ class SummaryWriter(WriterMethods):
         write_to_disk: bool = True,
         *,
         logdir: str | os.PathLike[str] | None = None,
+        comet_config: dict[str, Any] | None = None,
         options: Options | None = None,
-        **kwargs: Any,
     ) -> None:
         if log_dir is not None and logdir is not None and os.fspath(log_dir) != os.fspath(logdir):
             raise ValueError("give log_dir or logdir, not both")
@@ -115,10 +116,10 @@ class SummaryWriter(WriterMethods):
             raise TypeError(f"options must be a hyrax_tbhub.Options, not {type(options).__name__}")
         if purge_step is not None:
             purge_step = int(purge_step)
-        kwargs.pop("comet_config", None)  # tensorboardX's Comet mirror: not carried to other processes
+        del comet_config  # tensorboardX's Comet mirror: accepted, not carried to other processes
         settings = {
             "comment": comment, "purge_step": purge_step, "max_queue": max_queue, "flush_secs": flush_secs,
-            "filename_suffix": filename_suffix or "", "write_to_disk": bool(write_to_disk), **kwargs,
+            "filename_suffix": filename_suffix or "", "write_to_disk": bool(write_to_disk),
         }
         self._pid = os.getpid()
         self._last_ts: dict[str, int] = {}
@@ -129,7 +130,7 @@ class SummaryWriter(WriterMethods):
             self._closed = True
             return
         writer_kwargs = {"logdir": resolved, "comment": comment, "max_queue": max_queue,
-                         "flush_secs": flush_secs, "filename_suffix": filename_suffix or "", **kwargs}
+                         "flush_secs": flush_secs, "filename_suffix": filename_suffix or ""}
         owned = _writers.open_hub(resolved, str(filename_suffix or ""), purge_step, writer_kwargs, options)
         self._owned = owned
         self._channel = owned.channel

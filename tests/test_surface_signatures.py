@@ -149,3 +149,24 @@ def test_each_method_calls_tensorboardx_with_the_same_arguments(make: Any, name:
     assert called == name
     sig = inspect.signature(getattr(TBX, name))
     assert sig.bind(None, *got_args, **got_kwargs).arguments == sig.bind(None, *args, **kwargs).arguments
+
+
+def test_init_takes_tensorboardxs_constructor_arguments_by_name() -> None:
+    """hyrax's init passed ``**kwargs`` to tensorboardX's constructor: the same names, by keyword,
+    with its defaults (``comet_config``'s None stands for its disabled default), plus ``options``."""
+    theirs = _params(TBX.__init__)
+    ours = {p.name: p for p in inspect.signature(hyrax_tbhub.init_tensorboard_logger).parameters.values()}
+    assert all(p.kind is p.KEYWORD_ONLY for p in ours.values())
+    named = [p for p in theirs if p.kind is not p.VAR_KEYWORD]
+    assert set(ours) == {p.name for p in named} | {"options"}
+    for p in named:
+        if p.name != "comet_config":
+            assert ours[p.name].default == p.default, p.name
+
+
+def test_a_keyword_tensorboardx_does_not_take_raises_at_the_call(tmp_path: Any) -> None:
+    with pytest.raises(TypeError):
+        hyrax_tbhub.init_tensorboard_logger(log_dri=str(tmp_path))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        hyrax_tbhub.SummaryWriter(str(tmp_path), bogus_kw=1)  # type: ignore[call-arg]
+    assert tbl._STATE.hub is None  # nothing started

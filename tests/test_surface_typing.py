@@ -42,6 +42,9 @@ SNIPPETS: dict[str, tuple[str, str | None]] = {
     "handle_wrong_options": (_HANDLE + """
         init_tensorboard_logger(log_dir="d", options={"queue_max_events": 10})
     """, "arg-type"),
+    "handle_misspelt_init_keyword": (_HANDLE + """
+        init_tensorboard_logger(log_dri="d")
+    """, "call-arg"),
     "writer_right": (_WRITER + """
         w = SummaryWriter("d", options=Options(queue_max_events=10))
         w.add_scalar("x", 1.0, global_step=1)
@@ -56,6 +59,9 @@ SNIPPETS: dict[str, tuple[str, str | None]] = {
     """, "call-overload"),  # both libraries' orders: mypy's code for a call no overload takes
     "writer_bogus_keyword_plain_method": (_WRITER + """
         SummaryWriter("d").add_histogram("h", [1.0], bogus_kw=1)
+    """, "call-arg"),
+    "writer_bogus_constructor_keyword": (_WRITER + """
+        SummaryWriter("d", bogus_kw=1)
     """, "call-arg"),
     "writer_wrong_options": (_WRITER + """
         SummaryWriter("d", options={"queue_max_events": 10})
