@@ -52,7 +52,6 @@ _STATE = _state.STATE
 _rediscover = _state.rediscover
 _time = time.time
 _INT64 = 1 << 63
-_monotonic_ns = time.monotonic_ns
 
 # Types whose value converts to a float exactly as tensorboardX's make_np + float() would, so the
 # scalar can skip tensorboardX's summary builder (about 6 us) and be encoded by the hub. numpy
@@ -70,9 +69,10 @@ def _is_fast_value(value: Any) -> bool:
     return type(value) in _FAST_VALUE_TYPES
 
 
-# The public methods of tensorboardX.SummaryWriter (2.6). Listed, not read from the class:
-# importing tensorboardX imports torch when it is installed, seconds in every worker that only
-# logs scalars. tests/test_api.py checks the list against the installed tensorboardX.
+# The public methods of tensorboardX.SummaryWriter (2.6), which both writers have (_surface.py).
+# Listed, not read from the class: importing tensorboardX imports torch when it is installed,
+# seconds in every worker that only logs scalars. tests/test_surface_signatures.py checks the
+# list, and each method's signature, against the installed tensorboardX.
 WRITER_METHODS: frozenset[str] = frozenset({
     "add_audio", "add_custom_scalars", "add_custom_scalars_marginchart",
     "add_custom_scalars_multilinechart", "add_embedding", "add_figure", "add_graph",
