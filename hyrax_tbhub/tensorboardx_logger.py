@@ -5,7 +5,8 @@ Same names as the hyrax module::
     sys.modules["hyrax.tensorboardx_logger"] = hyrax_tbhub.tensorboardx_logger
 
 - ``init_tensorboard_logger(**kwargs)`` starts a hub in the calling process (kwargs are
-  tensorboardX ``SummaryWriter``'s); any hub this process already runs is closed first.
+  tensorboardX ``SummaryWriter``'s, each a named parameter); any hub this process already runs
+  is closed first.
 - ``get_tensorboard_logger()`` returns a :class:`HyraxSummaryWriter` in any process. In a
   descendant of the owner (fork, spawn, forkserver, pools, DataLoader workers, ``subprocess``)
   its calls travel to the hub; with no hub they are no-ops.
@@ -20,7 +21,6 @@ back, and producers' steps are not ordered with each other).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
@@ -29,13 +29,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._discovery import hubfile
-from ._events import encode_text_event
 from ._hub import Hub, HubConfig, LocalChannel
 from ._process.connect import close_producer, rediscover
 from ._process.hooks import hook_exit
 from ._process.state import SAVED_ENV, STATE
+from ._surface import TensorLike, WriterMethods
 from ._util.forksafe import IMPORT_LOCK
 from .options import DEFAULT_OPTIONS, Options
+
+if TYPE_CHECKING:
+    from ._channel import Channel
 
 __all__ = [
     "HyraxSummaryWriter",
@@ -51,7 +54,6 @@ _STATE = STATE
 _rediscover = rediscover
 _time = time.time
 _INT64 = 1 << 63
-_monotonic_ns = time.monotonic_ns
 
 # Types whose value converts to a float exactly as tensorboardX's make_np + float() would, so the
 # scalar can skip tensorboardX's summary builder (about 6 us) and be encoded by the hub. numpy
@@ -69,9 +71,10 @@ def _is_fast_value(value: Any) -> bool:
     return type(value) in _FAST_VALUE_TYPES
 
 
-# The public methods of tensorboardX.SummaryWriter (2.6). Listed, not read from the class:
-# importing tensorboardX imports torch when it is installed, seconds in every worker that only
-# logs scalars. tests/test_api.py checks the list against the installed tensorboardX.
+# The public methods of tensorboardX.SummaryWriter (2.6), which both writers have (_surface.py).
+# Listed, not read from the class: importing tensorboardX imports torch when it is installed,
+# seconds in every worker that only logs scalars. tests/test_surface_signatures.py checks the
+# list, and each method's signature, against the installed tensorboardX.
 WRITER_METHODS: frozenset[str] = frozenset({
     "add_audio", "add_custom_scalars", "add_custom_scalars_marginchart",
     "add_custom_scalars_multilinechart", "add_embedding", "add_figure", "add_graph",
@@ -82,7 +85,7 @@ WRITER_METHODS: frozenset[str] = frozenset({
 })
 
 
-def _current() -> Any:
+def _current() -> Channel | None:
     """This process's channel, looking for a hub unless the process is known to have none."""
     ch = _STATE.channel
     if ch is None and not _STATE.idle:
@@ -104,25 +107,30 @@ def _ts_step(tag: str, step: int) -> int:
     return step
 
 
-class HyraxSummaryWriter:
+class HyraxSummaryWriter(WriterMethods):
     """A stateless handle to this process's logging channel, with SummaryWriter's methods.
 
     It reads the process state on every call, so a handle taken at import time works once a
-    hub exists. Every public ``tensorboardX.SummaryWriter`` method is available by name and
-    runs tensorboardX's own code in the calling process (so bad arguments raise here); only the
-    finished event travels to the hub. A name SummaryWriter does not have raises AttributeError.
+    hub exists. Every public ``tensorboardX.SummaryWriter`` method is here with tensorboardX's
+    signature and runs tensorboardX's own code in the calling process (so bad arguments raise
+    here); only the finished event travels to the hub. Any other name raises AttributeError.
     """
 
+    # No __getattr__ on purpose: a class with one gets no specialised method lookups in CPython,
+    # which doubled the cost of every call; and a type checker then flags a misspelt method.
     __slots__ = ()
+
+    def _channel_now(self) -> Channel | None:
+        return _current()
 
     def add_scalar(
         self,
         tag: str,
-        scalar_value: Any,
-        global_step: Any = None,
+        scalar_value: float | TensorLike,
+        global_step: int | None = None,
         walltime: float | None = None,
-        display_name: str = "",
-        summary_description: str = "",
+        display_name: str | None = "",
+        summary_description: str | None = "",
     ) -> None:
         """As ``SummaryWriter.add_scalar``; plain numbers take a fast path to the hub."""
         ch = _STATE.channel
@@ -153,52 +161,8 @@ class HyraxSummaryWriter:
                     tag, scalar_value, global_step, walltime, display_name, summary_description
                 )
 
-    def add_text(
-        self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None
-    ) -> None:
-        """As ``SummaryWriter.add_text``; plain strings skip tensorboardX (and its torch import)."""
-        ch = _STATE.channel
-        if ch is None:
-            if _STATE.idle:
-                return
-            ch = _rediscover()
-            if ch is None:
-                return
-        if type(tag) is str and type(text_string) is str:
-            step = None if global_step is None else int(global_step)
-            wall = _time() if walltime is None else walltime
-            ch.put_event("", encode_text_event(tag, text_string, step, wall))
-        else:
-            with IMPORT_LOCK:
-                ch.writer().add_text(tag, text_string, global_step, walltime)
-
-    def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
-        """Log ``scalar`` with step = whole microseconds since the hub started (or the given ns).
-
-        Without ``since_tensorboard_start_ns`` the step never repeats for a tag in one process:
-        TensorBoard shows one point per step, so a second call within the same microsecond is
-        placed one microsecond later instead of hiding the first.
-        """
-        ch = _current()
-        if ch is None:
-            return
-        if since_tensorboard_start_ns is None:
-            step = _ts_step(name, (_monotonic_ns() - ch.start_ns) // 1000)
-        else:
-            step = int(since_tensorboard_start_ns) // 1000
-        self.add_scalar(name, scalar, step)
-
-    def log_duration_ts(self, name: str, start_time: int) -> None:
-        """Log seconds since ``start_time`` (a ``time.monotonic_ns()`` reading).
-
-        The step is whole microseconds since the hub started, as for :meth:`log_scalar_ts`
-        (hyrax logs milliseconds here by accident).
-        """
-        ch = _current()
-        if ch is None:
-            return
-        now = _monotonic_ns()
-        self.add_scalar(name, (now - start_time) / 1e9, _ts_step(name, (now - ch.start_ns) // 1000))
+    def _ts_step(self, tag: str, step: int) -> int:
+        return _ts_step(tag, step)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Barrier: when it returns True, everything this process logged before is on disk.
@@ -210,7 +174,7 @@ class HyraxSummaryWriter:
         if ch is None:
             return not _STATE.lost_hub
         try:
-            return ch.flush(timeout)
+            return bool(ch.flush(timeout))
         except Exception:
             return False
 
@@ -223,144 +187,100 @@ class HyraxSummaryWriter:
         ch = _current()
         return None if ch is None else ch.folder()
 
-    def use_metadata(self, *, global_step: Any = None, walltime: float | None = None) -> Any:
-        """As ``SummaryWriter.use_metadata``; a do-nothing context manager without a hub."""
-        ch = _current()
-        if ch is None:
-            return contextlib.nullcontext(self)
-        with IMPORT_LOCK:
-            return ch.writer().use_metadata(global_step=global_step, walltime=walltime)
-
-    # No __getattr__ at run time on purpose: a class with one gets no specialised method lookups
-    # in CPython, which doubled the cost of every call. Every SummaryWriter method is a real
-    # method set below; any other name raises AttributeError, hub or not.
-    if TYPE_CHECKING:  # for type checkers only: the methods set below by name return Any
-
-        def __getattr__(self, name: str) -> Any: ...
-
     def __repr__(self) -> str:
         ch = _STATE.channel
         where = "no hub" if ch is None else f"channel={type(ch).__name__}"
         return f"<HyraxSummaryWriter {where}>"
 
 
-def _forwarder(name: str) -> Any:
-    def method(self: HyraxSummaryWriter, *args: Any, **kwargs: Any) -> Any:
-        ch = _STATE.channel
-        if ch is None:
-            if _STATE.idle:
-                return None
-            ch = _rediscover()
-            if ch is None:
-                return None
-        # Under the lock a fork takes: tensorboardX imports lazily (PIL, matplotlib, moviepy...),
-        # and an import another thread is in at a fork hangs the child's next import of it.
-        with IMPORT_LOCK:
-            return getattr(ch.writer(), name)(*args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = f"``tensorboardX.SummaryWriter.{name}``, run in this process and sent to the hub."
-    return method
-
-
-# Every public SummaryWriter method becomes a real method: dir() and help() see them.
-_FORWARDED = sorted(WRITER_METHODS - set(HyraxSummaryWriter.__dict__))
-for _name in _FORWARDED:
-    setattr(HyraxSummaryWriter, _name, _forwarder(_name))
-
-
-def _noop(self: HyraxSummaryWriter, *args: Any, **kwargs: Any) -> None:
-    return None
-
-
 class _IdleWriter(HyraxSummaryWriter):
     """What the process-wide handle becomes while this process has no hub and cannot gain one
-    (a top-level process before init or after close): every call returns at once, at the cost of
-    a plain method call. It switches back as soon as that changes (init, fork)."""
+    (a top-level process before init or after close): a scalar returns at once, at the cost of
+    a plain method call, and every other call finds no channel. It switches back as soon as that
+    changes (init, fork)."""
 
     __slots__ = ()
+
+    def _channel_now(self) -> Channel | None:
+        return None
 
     def add_scalar(
         self,
         tag: str,
-        scalar_value: Any,
-        global_step: Any = None,
+        scalar_value: float | TensorLike,
+        global_step: int | None = None,
         walltime: float | None = None,
-        display_name: str = "",
-        summary_description: str = "",
+        display_name: str | None = "",
+        summary_description: str | None = "",
     ) -> None:
         return None
 
-    def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
-        return None
-
-    def log_duration_ts(self, name: str, start_time: int) -> None:
-        return None
-
-
-for _name in _FORWARDED:
-    setattr(_IdleWriter, _name, _noop)
-del _name
 
 class _WatchingWriter(HyraxSummaryWriter):
     """The handle while this process has no hub but an ancestor may start one (a pool worker
     started before init): each call compares one shared word (the hub generation) with the value
-    last seen, and only looks for a hub when a hub started somewhere since."""
+    last seen, and only looks for a hub when a hub started somewhere since.
+
+    The channel need not be checked too: ``rediscover`` leaves the watch unsettled when it
+    publishes a channel, so a call racing with that publication sees "changed" and looks."""
 
     __slots__ = ()
+
+    def _channel_now(self) -> Channel | None:
+        if _WORD[()] == _SEEN:
+            return None
+        return _current()
 
     def add_scalar(
         self,
         tag: str,
-        scalar_value: Any,
-        global_step: Any = None,
+        scalar_value: float | TensorLike,
+        global_step: int | None = None,
         walltime: float | None = None,
-        display_name: str = "",
-        summary_description: str = "",
+        display_name: str | None = "",
+        summary_description: str | None = "",
     ) -> None:
-        w = _WATCH  # never None while this class is the handle's: _switch_handle sees to it
-        # The channel too: a call that entered this method just before another thread published
-        # a producer (and settled the watch) must not miss it.
-        if w.view[0] == w.seen and _STATE.channel is None:
+        # Module globals and a 0-dimensional view, not the watch's attributes and view[0]: this
+        # is the whole cost of a call in a process that never gets a hub (the benchmark's no-hub
+        # figure: 2.5x a plain call with those, 1.8x with these).
+        if _WORD[()] == _SEEN:
             return None
         return HyraxSummaryWriter.add_scalar(
             self, tag, scalar_value, global_step, walltime, display_name, summary_description
         )
 
 
-def _watching_forwarder(name: str) -> Any:
-    slow = getattr(HyraxSummaryWriter, name)
-
-    def method(self: HyraxSummaryWriter, *args: Any, **kwargs: Any) -> Any:
-        w = _WATCH  # never None while this class is the handle's: _switch_handle sees to it
-        if w.view[0] == w.seen and _STATE.channel is None:
-            return None
-        return slow(self, *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = slow.__doc__
-    return method
-
-
-for _name in [*_FORWARDED, "log_scalar_ts", "log_duration_ts"]:
-    setattr(_WatchingWriter, _name, _watching_forwarder(_name))
-del _name
-
 _HANDLE = HyraxSummaryWriter()
+# While the handle is a _WatchingWriter: this process's watch, its shared word (``word[()]``) and
+# a copy of its ``seen``, kept equal to it by _sync_seen.
 _WATCH: Any = None
+_WORD: Any = None
+_SEEN = -1
+
+
+def _sync_seen(watch: hubfile.GenerationWatch) -> None:
+    # Called by whichever thread changed watch.seen, after the change; it reads seen again, so
+    # the last call leaves the copy equal to the last value whatever the order of the threads.
+    global _SEEN
+    if watch is _WATCH:
+        _SEEN = watch.seen
 
 
 def _switch_handle() -> None:
     # The process-wide handle takes the class whose methods do the least for the current state.
-    global _WATCH
-    _WATCH = _STATE.watch
+    global _WATCH, _WORD, _SEEN
+    watch = _STATE.watch
+    if watch is not None:
+        _WATCH, _WORD = watch, watch.word
+        watch.on_seen = _sync_seen
+        _SEEN = watch.seen
     if _STATE.channel is None:
         _last_ts_step.clear()  # the next hub has its own clock origin
     if _STATE.channel is not None:
         _HANDLE.__class__ = HyraxSummaryWriter
     elif _STATE.idle:
         _HANDLE.__class__ = _IdleWriter
-    elif _WATCH is not None:
+    elif watch is not None:
         _HANDLE.__class__ = _WatchingWriter
     else:
         _HANDLE.__class__ = HyraxSummaryWriter
@@ -388,15 +308,33 @@ def _resolve_logdir(kwargs: dict[str, Any]) -> str:
     return str(logdir)
 
 
-def init_tensorboard_logger(*, options: Options | None = None, **kwargs: Any) -> None:
+def init_tensorboard_logger(
+    *,
+    logdir: str | os.PathLike[str] | None = None,
+    comment: str | None = "",
+    purge_step: int | None = None,
+    max_queue: int | None = 10,
+    flush_secs: int | None = 120,
+    filename_suffix: str | None = "",
+    write_to_disk: bool | None = True,
+    log_dir: str | os.PathLike[str] | None = None,
+    comet_config: dict[str, Any] | None = None,
+    options: Options | None = None,
+) -> None:
     """Start a hub in this process that every descendant process logs to.
 
-    Args are those of ``tensorboardX.SummaryWriter`` (``log_dir``/``logdir``, ``comment``,
-    ``purge_step``, ``filename_suffix``, ``flush_secs``, ``max_queue``...). ``flush_secs`` and
-    ``max_queue`` are accepted but unused: the hub hands events to the OS as it receives them.
-    ``options`` sets the bounds and deadlines of the hub and of every process that logs to it
-    (:class:`hyrax_tbhub.Options`).
+    The arguments are those of ``tensorboardX.SummaryWriter``, by keyword as in hyrax (a name it
+    does not have is a TypeError here, where tensorboardX raised at the first event).
+    ``flush_secs`` and ``max_queue`` are accepted but unused: the hub hands events to the OS as
+    it receives them. ``options`` sets the bounds and deadlines of the hub and of every process
+    that logs to it (:class:`hyrax_tbhub.Options`).
     """
+    given = {"logdir": logdir, "log_dir": log_dir, "comet_config": comet_config}
+    kwargs: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    kwargs.update(
+        comment=comment, purge_step=purge_step, max_queue=max_queue, flush_secs=flush_secs,
+        filename_suffix=filename_suffix, write_to_disk=write_to_disk,
+    )
     if options is None:
         options = DEFAULT_OPTIONS
     elif not isinstance(options, Options):

@@ -7,7 +7,7 @@ workers (fork, spawn, forkserver), passed to ``mp.Process`` or ``torch.multiproc
 There it connects to the hub as a producer and logs into the same log folder, one run per
 process, as the process-wide logger does.
 
-What travels is a small reference (the hub's address and key, and the writer's options), never
+What travels is a small reference (the hub's address, key and options, and the writer's settings), never
 a socket or a file. Under fork nothing is pickled: the child's copy notices it was forked and
 connects on its first call.
 
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
-from ._aggregate import attach as _attach_aggregate
 from ._discovery.hubfile import HubInfo
-from ._events import encode_text_event
+from ._hub import attach as _attach_aggregate
 from ._process import writers
+from ._surface import TensorLike, WriterMethods
 from ._util.forksafe import IMPORT_LOCK
-from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, WRITER_METHODS, _is_fast_value, _resolve_logdir
+from .options import DEFAULT_OPTIONS, Options
+from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, _is_fast_value, _resolve_logdir
 
 if TYPE_CHECKING:
     from ._channel import Channel
@@ -35,25 +36,24 @@ if TYPE_CHECKING:
 __all__ = ["SummaryWriter"]
 
 _time = time.time
-_monotonic_ns = time.monotonic_ns
 
 
 class _Ref:
     """What a pickled writer is: where its hub is and how it was built. Never a socket."""
 
-    __slots__ = ("info", "log_dir", "options", "closed")
+    __slots__ = ("info", "log_dir", "settings", "closed")
 
-    def __init__(self, info: HubInfo | None, log_dir: str, options: dict[str, Any], closed: bool) -> None:
+    def __init__(self, info: HubInfo | None, log_dir: str, settings: dict[str, Any], closed: bool) -> None:
         self.info = info
         self.log_dir = log_dir
-        self.options = options
+        self.settings = settings  # the constructor's arguments, for the attributes of both libraries
         self.closed = closed
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.info, self.log_dir, self.options, self.closed)
+        return (self.info, self.log_dir, self.settings, self.closed)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.info, self.log_dir, self.options, self.closed = state
+        self.info, self.log_dir, self.settings, self.closed = state
 
 
 def _rebuild(ref: _Ref) -> SummaryWriter:
@@ -62,22 +62,26 @@ def _rebuild(ref: _Ref) -> SummaryWriter:
     return writer
 
 
-class SummaryWriter:
+class SummaryWriter(WriterMethods):
     """A ``SummaryWriter`` whose object works in every process it is handed to.
 
     Same constructor as ``torch.utils.tensorboard.SummaryWriter`` and ``tensorboardX.SummaryWriter``:
     ``log_dir`` (or ``logdir``; default ``runs/<date>_<host><comment>``), ``comment``,
     ``purge_step``, ``filename_suffix``; ``max_queue`` and ``flush_secs`` are accepted and unused
-    (events reach the OS within a loop turn of the hub). ``write_to_disk=False`` makes every call
-    a no-op, as in tensorboardX. Every method of both libraries is here; tensorboardX's code builds
-    the events in the calling process, so bad arguments raise there.
+    (events reach the OS within a loop turn of the hub), and so is tensorboardX's ``comet_config``.
+    ``write_to_disk=False`` makes every call a no-op, as in tensorboardX. ``options``
+    (:class:`hyrax_tbhub.Options`) sets the bounds and deadlines of the writer's hub and of every
+    process the writer is handed to. Every method of both libraries is here, with their
+    signatures; tensorboardX's code builds the events in the calling process, so bad arguments
+    raise there.
 
     - In the process that created it (the *owner*), ``close()`` returns once every event logged
       by the owner and by every process it was handed to is on disk; later calls are no-ops.
     - In any other process, ``flush()`` and ``close()`` wait until what this process logged is on
       disk; the writer stays usable, and what is queued is sent when the process exits.
     - Several writers of different folders each run their own hub; writers of one folder in one
-      process share a hub (the first one's ``purge_step`` and ``filename_suffix`` apply).
+      process share a hub (the first one's ``purge_step``, ``filename_suffix`` and ``options``
+      apply).
     """
 
     _channel: Channel | None
@@ -98,34 +102,39 @@ class SummaryWriter:
         write_to_disk: bool = True,
         *,
         logdir: str | os.PathLike[str] | None = None,
-        **kwargs: Any,
+        comet_config: dict[str, Any] | None = None,
+        options: Options | None = None,
     ) -> None:
         if log_dir is not None and logdir is not None and os.fspath(log_dir) != os.fspath(logdir):
             raise ValueError("give log_dir or logdir, not both")
         chosen = log_dir if log_dir is not None else logdir
         chosen = None if chosen is None else os.fspath(chosen)
         resolved = _resolve_logdir({"logdir": chosen, "comment": comment})
+        if options is None:
+            options = DEFAULT_OPTIONS
+        elif not isinstance(options, Options):
+            raise TypeError(f"options must be a hyrax_tbhub.Options, not {type(options).__name__}")
         if purge_step is not None:
             purge_step = int(purge_step)
-        kwargs.pop("comet_config", None)  # tensorboardX's Comet mirror: not carried to other processes
-        options = {
+        del comet_config  # tensorboardX's Comet mirror: accepted, not carried to other processes
+        settings = {
             "comment": comment, "purge_step": purge_step, "max_queue": max_queue, "flush_secs": flush_secs,
-            "filename_suffix": filename_suffix or "", "write_to_disk": bool(write_to_disk), **kwargs,
+            "filename_suffix": filename_suffix or "", "write_to_disk": bool(write_to_disk),
         }
         self._pid = os.getpid()
         self._last_ts: dict[str, int] = {}
         self._owned = None
         self._channel = None
         if not write_to_disk:
-            self._ref = _Ref(None, resolved, options, closed=True)
+            self._ref = _Ref(None, resolved, settings, closed=True)
             self._closed = True
             return
         writer_kwargs = {"logdir": resolved, "comment": comment, "max_queue": max_queue,
-                         "flush_secs": flush_secs, "filename_suffix": filename_suffix or "", **kwargs}
-        owned = writers.open_hub(resolved, str(filename_suffix or ""), purge_step, writer_kwargs)
+                         "flush_secs": flush_secs, "filename_suffix": filename_suffix or ""}
+        owned = writers.open_hub(resolved, str(filename_suffix or ""), purge_step, writer_kwargs, options)
         self._owned = owned
         self._channel = owned.channel
-        self._ref = _Ref(owned.hub.info(), resolved, options, closed=False)
+        self._ref = _Ref(owned.hub.info(), resolved, settings, closed=False)
         self._closed = False
         writers.track(self)
 
@@ -140,9 +149,10 @@ class SummaryWriter:
             writers.track(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # A small reference: the hub's address and key, and the options. The key gives whoever
-        # holds the bytes the right to log here: do not store them or send them to others.
-        ref = _Ref(self._ref.info, self._ref.log_dir, self._ref.options, self._closed)
+        # A small reference: the hub's address, key and options, and the constructor's settings.
+        # The key gives whoever holds the bytes the right to log here: do not store them or send
+        # them to others.
+        ref = _Ref(self._ref.info, self._ref.log_dir, self._ref.settings, self._closed)
         return (_rebuild, (ref,))
 
     def _after_fork(self) -> None:
@@ -180,19 +190,19 @@ class SummaryWriter:
 
     @property
     def purge_step(self) -> int | None:
-        return self._ref.options.get("purge_step")
+        return self._ref.settings.get("purge_step")
 
     @property
     def max_queue(self) -> int:
-        return int(self._ref.options.get("max_queue", 10))
+        return int(self._ref.settings.get("max_queue", 10))
 
     @property
     def flush_secs(self) -> int:
-        return int(self._ref.options.get("flush_secs", 120))
+        return int(self._ref.settings.get("flush_secs", 120))
 
     @property
     def filename_suffix(self) -> str:
-        return str(self._ref.options.get("filename_suffix", ""))
+        return str(self._ref.settings.get("filename_suffix", ""))
 
     def get_logdir(self) -> str:
         """As torch's: the log folder given to the constructor."""
@@ -206,17 +216,45 @@ class SummaryWriter:
 
     # -- logging ---------------------------------------------------------------------------------
 
+    def _channel_now(self) -> Channel | None:
+        ch = self._channel
+        return ch if ch is not None else self._attach()
+
+    @overload
     def add_scalar(
         self,
         tag: str,
-        scalar_value: Any,
-        global_step: Any = None,
+        scalar_value: float | TensorLike,
+        global_step: int | None = None,
         walltime: float | None = None,
-        new_style: Any = False,
+        display_name: str | None = "",
+        summary_description: str | None = "",
+    ) -> None: ...
+
+    @overload
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: float | TensorLike,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        new_style: bool = False,
         double_precision: bool = False,
+    ) -> None: ...
+
+    # One implementation takes both orders; mypy wants each overload's fifth and sixth
+    # parameters under one name in both positions, which both libraries' names cannot be.
+    def add_scalar(  # type: ignore[misc]
+        self,
+        tag: str,
+        scalar_value: float | TensorLike,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        new_style: bool | str | None = False,
+        double_precision: bool | str | None = False,
         *,
-        display_name: str = "",
-        summary_description: str = "",
+        display_name: str | None = "",
+        summary_description: str | None = "",
     ) -> None:
         """As both libraries' ``add_scalar``; plain numbers take a fast path to the hub.
 
@@ -230,7 +268,8 @@ class SummaryWriter:
             if ch is None:
                 return
         if type(new_style) is str:  # tensorboardX's positional order: display_name, summary_description
-            display_name, summary_description = new_style, (double_precision or "")  # type: ignore[assignment]
+            display_name = new_style
+            summary_description = double_precision if isinstance(double_precision, str) else ""
         if (
             (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
             and type(tag) is str
@@ -250,34 +289,36 @@ class SummaryWriter:
                     tag, scalar_value, global_step, walltime, display_name, summary_description
                 )
 
-    def add_text(
-        self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None
-    ) -> None:
-        """As ``add_text``; plain strings skip tensorboardX (and its torch import)."""
-        ch = self._channel
-        if ch is None:
-            ch = self._attach()
-            if ch is None:
-                return
-        if type(tag) is str and type(text_string) is str:
-            step = None if global_step is None else int(global_step)
-            wall = _time() if walltime is None else walltime
-            ch.put_event("", encode_text_event(tag, text_string, step, wall))
-        else:
-            with IMPORT_LOCK:
-                ch.writer().add_text(tag, text_string, global_step, walltime)
-
+    @overload
     def add_hparams(
         self,
         hparam_dict: dict[str, Any],
         metric_dict: dict[str, Any],
-        hparam_domain_discrete: Any = None,
+        name: str | None = None,
+        global_step: int | None = None,
+    ) -> None: ...
+
+    @overload
+    def add_hparams(
+        self,
+        hparam_dict: dict[str, Any],
+        metric_dict: dict[str, Any],
+        hparam_domain_discrete: dict[str, list[Any]] | None = None,
         run_name: str | None = None,
+        global_step: int | None = None,
+    ) -> None: ...
+
+    def add_hparams(  # type: ignore[misc]  # both orders in one implementation, as add_scalar
+        self,
+        hparam_dict: dict[str, Any],
+        metric_dict: dict[str, Any],
+        hparam_domain_discrete: dict[str, list[Any]] | str | None = None,
+        run_name: str | int | None = None,
         global_step: int | None = None,
         *,
         name: str | None = None,
     ) -> None:
-        """As torch's ``add_hparams`` (tensorboardX's ``name`` is torch's ``run_name``).
+        """As both libraries' ``add_hparams`` (tensorboardX's ``name`` is torch's ``run_name``).
 
         A string in the third position is tensorboardX's ``name`` (and then the fourth is its
         ``global_step``). ``hparam_domain_discrete`` is not written (tensorboardX has no field for it).
@@ -285,11 +326,8 @@ class SummaryWriter:
         if isinstance(hparam_domain_discrete, str):
             name, global_step = hparam_domain_discrete, run_name if isinstance(run_name, int) else global_step
             run_name = None
-        ch = self._channel if self._channel is not None else self._attach()
-        if ch is None:
-            return
-        with IMPORT_LOCK:
-            ch.writer().add_hparams(hparam_dict, metric_dict, name=run_name or name, global_step=global_step)
+        run = run_name if isinstance(run_name, str) and run_name else name
+        self._run("add_hparams", hparam_dict, metric_dict, name=run, global_step=global_step)
 
     def add_tensor(
         self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None
@@ -310,25 +348,6 @@ class SummaryWriter:
             proto = TensorProto(dtype=1, tensor_shape=shape, float_val=values)
             summary = Summary(value=[Summary.Value(tag=tag, tensor=proto)])
             ch.writer()._get_file_writer().add_summary(summary, global_step, walltime)
-
-    def log_scalar_ts(self, name: str, scalar: Any, since_tensorboard_start_ns: int | None = None) -> None:
-        """hyrax's helper: step = whole microseconds since the hub started (never repeating per tag)."""
-        ch = self._channel if self._channel is not None else self._attach()
-        if ch is None:
-            return
-        if since_tensorboard_start_ns is None:
-            step = self._ts_step(name, (_monotonic_ns() - ch.start_ns) // 1000)
-        else:
-            step = int(since_tensorboard_start_ns) // 1000
-        self.add_scalar(name, scalar, step)
-
-    def log_duration_ts(self, name: str, start_time: int) -> None:
-        """hyrax's helper: seconds since ``start_time`` (``time.monotonic_ns()``), microsecond step."""
-        ch = self._channel if self._channel is not None else self._attach()
-        if ch is None:
-            return
-        now = _monotonic_ns()
-        self.add_scalar(name, (now - start_time) / 1e9, self._ts_step(name, (now - ch.start_ns) // 1000))
 
     def _ts_step(self, tag: str, step: int) -> int:
         last = self._last_ts.get(tag)
@@ -396,10 +415,6 @@ class SummaryWriter:
         role = "closed" if self._closed else ("owner" if self._owned is not None else "producer")
         return f"<hyrax_tbhub.SummaryWriter log_dir={self._ref.log_dir!r} {role}>"
 
-    if TYPE_CHECKING:  # the methods set below by name return Any
-
-        def __getattr__(self, name: str) -> Any: ...
-
 
 class _NullFileWriter:
     def add_summary(self, *args: Any, **kwargs: Any) -> None:
@@ -432,23 +447,3 @@ class _AnySummaryFileWriter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-
-def _forwarder(name: str) -> Any:
-    def method(self: SummaryWriter, *args: Any, **kwargs: Any) -> Any:
-        ch = self._channel
-        if ch is None:
-            ch = self._attach()
-            if ch is None:
-                return None
-        with IMPORT_LOCK:
-            return getattr(ch.writer(), name)(*args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = f"``SummaryWriter.{name}``: built by tensorboardX in this process, written by the hub."
-    return method
-
-
-for _name in sorted(WRITER_METHODS - set(SummaryWriter.__dict__) - {"close", "flush"}):
-    setattr(SummaryWriter, _name, _forwarder(_name))
-del _name

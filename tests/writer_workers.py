@@ -94,3 +94,11 @@ def fork_idle_child_then_die(writer: Any, pid_file: str) -> None:
         fh.write(str(pid))
     os.replace(pid_file + ".tmp", pid_file)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def log_text_and_scalar(writer: Any, text_size: int) -> int:
+    """One text event of about ``text_size`` bytes and one scalar, then a flush; return the pid."""
+    writer.add_text("big", "x" * text_size, 0)
+    writer.add_scalar("small", 1.0, 0)
+    writer.flush()
+    return os.getpid()

@@ -23,6 +23,7 @@ import stat
 import struct
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,10 +302,10 @@ class GenerationWatch:
 
     A process started before its ancestor's hub (a pool worker, a forkserver child) must find
     the hub as soon as it exists, or it drops what it logs meanwhile; reading a shared page on
-    each call costs ~100 ns, where looking for hub files costs microseconds.
+    each call costs ~15 ns, where looking for hub files costs microseconds.
     """
 
-    __slots__ = ("_mm", "view", "seen")
+    __slots__ = ("_mm", "view", "word", "seen", "on_seen")
 
     def __init__(self) -> None:
         fd = _open_generation()
@@ -312,23 +313,35 @@ class GenerationWatch:
             self._mm = mmap.mmap(fd, 8, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
             os.close(fd)
-        #: The shared word as an int: ``view[0]``. Callers on a hot path compare it to ``seen``.
+        #: The shared word as a one-item array: ``view[0]``.
         self.view = memoryview(self._mm).cast("Q")
+        #: The same word as a 0-dimensional view: ``word[()]`` is the cheapest read of it in
+        #: Python (no index to convert), for callers on a hot path that compare it to ``seen``.
+        self.word = self.view.cast("B").cast("Q", shape=[])
         # Nothing seen yet: every caller looks (and waits for the look in progress) until the
         # look that created this watch has published what it found (see ``_process.connect.rediscover``).
         self.seen: int = -1
+        #: Called with this watch after each change of ``seen``, by the thread that changed it:
+        #: the handle's fast path keeps a copy of ``seen`` in a module global.
+        self.on_seen: Callable[[GenerationWatch], None] | None = None
+
+    def _set_seen(self, value: int) -> None:
+        self.seen = value
+        hook = self.on_seen
+        if hook is not None:
+            hook(self)
 
     def poke(self) -> None:
         """Make the next check report a change (a hub was seen elsewhere: look again)."""
-        self.seen = -1
+        self._set_seen(-1)
 
     def changed(self) -> bool:
         """True when a hub started since the last ``settle``."""
-        return self.view[0] != self.seen
+        return bool(self.word[()] != self.seen)
 
     def current(self) -> int:
-        return int(self.view[0])
+        return int(self.word[()])
 
     def settle(self, generation: int) -> None:
         """Record that the look which read ``generation`` (before looking) has been published."""
-        self.seen = generation
+        self._set_seen(generation)

@@ -28,8 +28,8 @@ def rediscover() -> Channel | None:
     """Look for a hub; return the channel to log to, or None while there is none.
 
     Every thread that calls while a look is in progress waits for it and logs to what it found:
-    the watch's generation is settled only after the outcome (the new producer) is published, so
-    until then every caller sees "changed" and queues on the lock behind the first.
+    the watch's generation is settled only by a look that found nothing (never while a channel
+    exists), so until then every caller sees "changed" and queues on the lock behind the first.
     """
     watch = STATE.watch
     if watch is not None and not watch.changed():
@@ -70,8 +70,10 @@ def rediscover() -> Channel | None:
         hubfile.publish_for_descendants(info, found_at)
         STATE.channel = producer
         STATE.lost_hub = False
-        if watch is not None:
-            watch.settle(generation)
+        # The watch stays unsettled (it says "changed") while the channel exists: a call that read
+        # the word just before the handle stopped watching then looks, finds this channel and logs,
+        # so the watching fast path needs no second check of the channel. The look after this
+        # producer ends settles it.
         producer.start()
         STATE.notify()
         hooks.hook_exit()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 # from processes whose threads log.
 from .._hub import Hub, HubConfig, LocalChannel
 from .._producer import Producer
+from ..options import DEFAULT_OPTIONS, Options
 from . import hooks
 
 if TYPE_CHECKING:
@@ -59,7 +60,13 @@ def track(writer: Any) -> None:
     _writers.add(writer)
 
 
-def open_hub(logdir: str, suffix: str, purge_step: int | None, writer_kwargs: dict[str, Any]) -> OwnedHub:
+def open_hub(
+    logdir: str,
+    suffix: str,
+    purge_step: int | None,
+    writer_kwargs: dict[str, Any],
+    options: Options = DEFAULT_OPTIONS,
+) -> OwnedHub:
     """The hub of ``logdir`` in this process: started now, or shared with an earlier writer.
 
     Two writers of one folder must share it: two hubs would both write the folder's runs (the
@@ -72,7 +79,7 @@ def open_hub(logdir: str, suffix: str, purge_step: int | None, writer_kwargs: di
         if owned is not None:
             owned.users += 1
             return owned
-        hub = Hub(logdir, HubConfig(filename_suffix=suffix), purge_step=purge_step)
+        hub = Hub(logdir, HubConfig(options, filename_suffix=suffix), purge_step=purge_step)
         channel = LocalChannel(hub, writer_kwargs)
         hub.start(publish=False)
         owned = OwnedHub(hub, channel, key)

@@ -36,7 +36,7 @@ def _make_shards(folder: Path, count: int) -> list[str]:
     return paths
 
 
-def loader_worker(paths: list[str], done: multiprocessing.Queue) -> None:
+def loader_worker(paths: list[str], done: multiprocessing.Queue[int]) -> None:
     """Read shards and time every read, like a DataLoader worker's ``__getitem__``."""
     log = get_tensorboard_logger()
     for path in paths:
@@ -63,7 +63,7 @@ def run_pipeline(logdir: Path, shards: int, workers: int, steps: int) -> None:
     log = get_tensorboard_logger()
     data = _make_shards(Path(tempfile.mkdtemp(prefix="hyrax_tbhub_demo_")), shards)
     ctx = multiprocessing.get_context("spawn")
-    done: multiprocessing.Queue = ctx.Queue()
+    done: multiprocessing.Queue[int] = ctx.Queue()
     procs = [
         ctx.Process(target=loader_worker, args=(data[i::workers], done), name=f"loader_worker_{i}")
         for i in range(workers)

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from ..options import Options
 from ..writer import SummaryWriter
 
 if "lightning.pytorch" in sys.modules:  # the unified `lightning` package is in use: match its classes
@@ -47,7 +48,8 @@ class TensorBoardHubLogger(TensorBoardLogger):
 
     Args are Lightning's: ``save_dir``, ``name``, ``version``, ``log_graph``,
     ``default_hp_metric``, ``prefix``, ``sub_dir``, and ``**kwargs`` for the SummaryWriter
-    (``filename_suffix``, ``purge_step``...).
+    (``filename_suffix``, ``purge_step``...); ``options`` (:class:`hyrax_tbhub.Options`) sets the
+    bounds and deadlines of the writer's hub and of every rank and worker that logs to it.
     """
 
     def __init__(
@@ -59,8 +61,12 @@ class TensorBoardHubLogger(TensorBoardLogger):
         default_hp_metric: bool = True,
         prefix: str = "",
         sub_dir: str | os.PathLike[str] | None = None,
+        *,
+        options: Options | None = None,
         **kwargs: Any,
     ) -> None:
+        if options is not None:
+            kwargs["options"] = options  # Lightning keeps kwargs for the writer: _new_writer's
         super().__init__(
             save_dir, name=name, version=version, log_graph=log_graph,
             default_hp_metric=default_hp_metric, prefix=prefix, sub_dir=sub_dir, **kwargs,
