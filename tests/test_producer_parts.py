@@ -201,3 +201,15 @@ def test_a_batch_with_one_unencodable_item_loses_only_it_and_keeps_goodbye_last(
     assert items[0][3] == 1 and items[2] == ("d", 1)
     assert producer.dropped == 1
     assert "could not be encoded" in capfd.readouterr().err
+
+
+# -- the scalar encoder's fast path ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [1, 0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 0xFFFFFFF, 0x10000000])
+def test_each_varint_size_of_the_fast_scalar_path_frames_as_one_scalar_at_a_time(step: int) -> None:
+    from hyrax_tbhub._events import encode_scalar, encode_scalar_records, frame
+
+    items = [("s", tag, value, step, wall) for tag in ("loss", "a b", "x" * 300, "/")
+             for value in (0.5, 1e39, float("nan")) for wall in (0.0, 1.7e9)]
+    assert encode_scalar_records(items) == b"".join(frame(encode_scalar(*item[1:])) for item in items)
