@@ -17,7 +17,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Final
@@ -182,7 +182,7 @@ def _encode_scalar_record(item: tuple[Any, ...]) -> bytes:
     )
 
 
-def encode_scalar_records(items: list[tuple[Any, ...]]) -> bytes:
+def encode_scalar_records(items: Iterable[tuple[Any, ...]]) -> bytes:
     """Encode and frame ``("s", tag, value, step, wall_time)`` items into one buffer.
 
     The same bytes as ``frame(encode_scalar(...))`` per item (tested). This runs in the

@@ -76,7 +76,7 @@ def test_outbox_drops_and_counts_past_queue_max_events(capfd: pytest.CaptureFixt
     box = Outbox(Options(queue_max_events=5), _Wakes())
     for step in range(8):
         box.put_scalar("x", 1.0, step, 0.0)
-    assert len(box.queue) == 5 and box.dropped == 3
+    assert len(box) == 5 and box.dropped == 3
     err = capfd.readouterr().err
     assert err.count("dropped an event") == 1 and "queue is full" in err  # said once, counted always
 
@@ -86,7 +86,7 @@ def test_outbox_drops_an_event_past_queue_max_bytes_but_keeps_taking_scalars() -
     box.put_event("", b"a" * 60)
     box.put_event("", b"b" * 60)  # 120 > 100: dropped
     box.put_scalar("x", 1.0, 1, 0.0)
-    assert [item[0] for item in box.queue] == ["e", "s"]
+    assert [item[0] for item in box.items()] == ["e", "s"]
     assert box.dropped == 1 and box.queued_bytes == 60
 
 
@@ -118,7 +118,7 @@ def test_outbox_flush_barrier_wakes_the_sender_even_if_a_wake_up_is_on_its_way()
     box = Outbox(Options(), wakes)
     box.put_scalar("x", 1.0, 0, 0.0)
     box.put_flush(7)
-    assert wakes.count == 2 and box.queue[-1] == ("f", 7)
+    assert wakes.count == 2 and box.items()[-1] == ("f", 7)
 
 
 def test_outbox_take_returns_what_was_queued_and_keeps_the_byte_count_right() -> None:
@@ -213,3 +213,62 @@ def test_each_varint_size_of_the_fast_scalar_path_frames_as_one_scalar_at_a_time
     items = [("s", tag, value, step, wall) for tag in ("loss", "a b", "x" * 300, "/")
              for value in (0.5, 1e39, float("nan")) for wall in (0.0, 1.7e9)]
     assert encode_scalar_records(items) == b"".join(frame(encode_scalar(*item[1:])) for item in items)
+
+
+@pytest.mark.timeout(60)
+def test_outbox_items_of_threads_logging_at_once_stay_whole() -> None:
+    """The queue is flat (RECORD slots per item): concurrent calls must never interleave slots."""
+    box = Outbox(Options(queue_max_events=1_000_000), _Wakes())
+    per_thread = 20_000
+    go = threading.Event()
+
+    def log(name: str) -> None:
+        go.wait(30)
+        for step in range(per_thread):
+            box.put_scalar(name, float(step), step, 1.0)
+            if step % 1000 == 0:
+                box.put_event(name, b"e")
+
+    threads = [threading.Thread(target=log, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    go.set()
+    taken: list[tuple[Any, ...]] = []
+    while any(t.is_alive() for t in threads) or len(box):
+        taken += box.take(777)[0]
+    for t in threads:
+        t.join(30)
+    scalars = [item for item in taken if item[0] == "s"]
+    assert len(scalars) == 4 * per_thread and len(taken) == 4 * (per_thread + per_thread // 1000)
+    for name in ("t0", "t1", "t2", "t3"):
+        steps = [item[3] for item in scalars if item[1] == name]
+        assert steps == list(range(per_thread))  # whole, and in the order each thread logged
+        assert all(item[2] == float(item[3]) and item[4] == 1.0 for item in scalars if item[1] == name)
+    assert all(item == ("e", item[1], b"e") for item in taken if item[0] == "e") and box.queued_bytes == 0
+
+
+def test_a_round_of_scalars_frames_as_the_general_path_does(tmp_path: Path) -> None:
+    from hyrax_tbhub._producer.outbox import items_of
+
+    producer = _unconnected_producer(tmp_path)
+    box = producer._outbox
+    for step in range(300):
+        box.put_scalar(f"tag{step % 7}", step / 3, step * 1000, 1.7e9 + step)
+    slots, _sized = box.take_slots()
+    extras: list[tuple[Any, ...]] = [("d", 0), ("b",)]
+    assert producer._scalar_frame(slots, extras) == producer._encode(items_of(slots) + extras)
+
+
+def test_a_bad_scalar_in_a_round_of_scalars_loses_only_itself(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    producer = _unconnected_producer(tmp_path)
+    box = producer._outbox
+    box.put_scalar("x", 1.0, 1, 1.0)
+    box.put_scalar("x", 2.0, 2, 10**400)  # a wall time no double holds
+    box.put_scalar("x", 3.0, 3, 1.0)
+    slots, _sized = box.take_slots()
+    (body,) = _wire.FrameReader().feed(producer._scalar_frame(slots, [("b",)]))
+    items = _wire.decode_batch(body)
+    assert [item[0] for item in items] == ["r", "d", "b"] and items[0][3] == 2 and items[1] == ("d", 1)
+    assert "could not be encoded" in capfd.readouterr().err

@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _wire
 from .._discovery import HubInfo
-from .._events import encode_batch
+from .._events import encode_scalar_records
 from .._forksafe import import_capture_writer
 from .._naming import producer_name
 from .._stderr import warn, warn_internal
 from .._threads import daemon_thread
 from ..options import DEFAULT_OPTIONS, Options
+from .frames import encode_frame
 from .link import TRANSPORT_ERRORS, Link
-from .outbox import Item, Outbox, cut_batch
+from .outbox import RECORD, Item, Outbox, cut_batch, items_of
 
 if TYPE_CHECKING:
     from .._capture import CaptureWriter
@@ -73,9 +74,9 @@ class Producer:
         self.run_name: str | None = None
         self._hello = threading.Event()
         self._writer: CaptureWriter | None = None
+        self.frames_sent = 0  # batches on the wire (scripts/bench_remote.py reports them)
         self._link = Link(info.address)
         self._outbox = Outbox(self.options, self._link.wake)
-        self._dq = self._outbox.queue  # tests look at the queue under this name
         self.put_scalar = self._outbox.put_scalar
         self.put_event = self._outbox.put_event
         self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")
@@ -88,6 +89,10 @@ class Producer:
     @property
     def dropped(self) -> int:
         return self._outbox.dropped
+
+    @property
+    def _dq(self) -> list[Item]:  # what tests look at: the queued items
+        return self._outbox.items()
 
     @property
     def _queued_bytes(self) -> int:
@@ -141,7 +146,7 @@ class Producer:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(self.options.exit_timeout if timeout is None else timeout)
         if self._thread.is_alive():
-            warn(f"hyrax_tbhub: {len(self._outbox.queue)} events of this process were not sent before exit")
+            warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
 
     def abandon_in_child(self) -> None:
         """After fork, in the child: drop the parent's queue and close our copies of its sockets."""
@@ -194,13 +199,14 @@ class Producer:
         min_gap = self.options.send_min_gap
         wake_at = self.options.batch_events
         outbox = self._outbox
-        dq = outbox.queue
+        queue = outbox.queue  # RECORD slots per item
+        wake_slots = wake_at * RECORD
         last_send = 0.0
         while True:
             # Sleep until woken (first event after idle, a full batch, flush, exit); when events
             # wait but the last send was under min_gap ago, only until the gap has passed.
             timeout = interval
-            if dq and not self._urgent:
+            if queue and not self._urgent:
                 timeout = max(0.0, last_send + min_gap - time.monotonic())
             woken, messages = link.wait(timeout)
             if woken:
@@ -211,9 +217,9 @@ class Producer:
             if finishing:
                 outbox.close_for_puts()
             now = time.monotonic()
-            if finishing or self._urgent or len(dq) >= wake_at or now - last_send >= min_gap:
+            if finishing or self._urgent or len(queue) >= wake_slots or now - last_send >= min_gap:
                 self._urgent = False
-                if dq or finishing or outbox.dropped != outbox.reported:
+                if queue or finishing or outbox.dropped != outbox.reported:
                     self._send_queued(link, final=finishing)
                     last_send = now
             if finishing:
@@ -230,56 +236,59 @@ class Producer:
         batch_events = self.options.batch_events
         # Bounded while not finishing, so the loop soon looks at the hub's messages again (a
         # drain request must not wait behind a whole backlog of a flooding caller).
-        items, sized = outbox.take(None if final else batch_events * _ROUND_BATCHES)
+        slots, sized = outbox.take_slots(None if final else batch_events * _ROUND_BATCHES)
+        kinds = slots[::RECORD]
+        n = len(kinds)
+        # Only scalars, the usual round: encoded straight from the slots (Producer._scalar_frame).
+        items = None if kinds.count("s") == n else items_of(slots)
         frames: list[bytes] = []
         size_out = 0
         start = 0
         while True:
-            end = cut_batch(items, start, batch_events, self.options.batch_bytes, sized)
-            batch = items[start:end]
-            start = end
-            done = start == len(items)
+            if items is None:
+                end = min(n, start + batch_events)  # what cut_batch says for scalars
+            else:
+                end = cut_batch(items, start, batch_events, self.options.batch_bytes, sized)
+            extras: list[Item] = []
             drops = outbox.unreported_drops()
             if drops is not None:
-                batch.append(("d", drops))
-            if final and done:
-                batch.append(("b",))
-            if batch:
-                frames.append(self._encode(batch))
-                size_out += len(frames[-1])
+                extras.append(("d", drops))
+            if final and end == n:
+                extras.append(("b",))
+            if end > start or extras:
+                if items is None:
+                    frame = self._scalar_frame(slots[start * RECORD : end * RECORD], extras)
+                else:
+                    frame = self._encode(items[start:end] + extras)
+                frames.append(frame)
+                size_out += len(frame)
+            start = end
             # Frames go out several at a time: each sendall lets go of the GIL, and a thread that
             # logs flat out takes it at once, so each one costs this thread a whole switch
             # interval (5 ms, far more on a loaded machine) before it runs again. One sendall per
             # few MiB, not per frame, is what keeps a drain of a full queue short.
-            if frames and (done or size_out >= _SEND_BYTES):
+            if frames and (start == n or size_out >= _SEND_BYTES):
                 link.send(b"".join(frames) if len(frames) > 1 else frames[0])
+                self.frames_sent += len(frames)
                 frames.clear()
                 size_out = 0
-            if done:
+            if start == n:
                 return
 
-    def _encode(self, batch: list[Item]) -> bytes:
-        # Encoding here, not in the hub, spreads it over every producer's CPU time.
+    def _scalar_frame(self, slots: list[Any], extras: list[Item]) -> bytes:
+        """The frame of a batch of scalars (queue slots) and ``extras`` (a drop count, goodbye)."""
+        if not slots:
+            return self._encode(extras)
+        it = iter(slots)
         try:
-            return b"".join(_wire.pack_batch(encode_batch(batch)))
-        except Exception:
-            pass
-        # One malformed item (a value of a type the fast path let through, an event larger than
-        # a frame) must cost only itself: encode one by one, drop and count the ones that fail.
-        good: list[Item] = []
-        for item in batch:
-            try:
-                _wire.pack_batch(encode_batch([item]))
-            except Exception as exc:
-                self._outbox.drop(1, f"an event could not be encoded ({exc!r})")
-                continue
-            good.append(item)
-        drops = self._outbox.unreported_drops()
-        if drops is not None:
-            good = [item for item in good if item[0] != "d"] + [("d", drops)]
-            if any(item[0] == "b" for item in batch):  # goodbye stays the last item
-                good = [item for item in good if item[0] != "b"] + [("b",)]
-        return b"".join(_wire.pack_batch(encode_batch(good)))
+            # zip hands out one tuple at a time, freed before the next: nothing for the GC.
+            blob = encode_scalar_records(zip(it, it, it, it, it, strict=True))
+            return b"".join(_wire.pack_batch([("r", "", blob, len(slots) // RECORD), *extras]))
+        except Exception:  # the general path finds the bad item, drops and counts it
+            return self._encode(items_of(slots) + extras)
+
+    def _encode(self, batch: list[Item]) -> bytes:
+        return encode_frame(batch, self._outbox)
 
     def _on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -297,7 +306,8 @@ class Producer:
         dropped and say goodbye, so the count lands in the log and the run ends cleanly. Then
         this producer stops like one that lost its hub: a bug that recurs must not loop.
         """
-        lost = self._discard_queue()
+        self._state = _GONE
+        lost = self._outbox.discard()  # every later call is a counted drop until rediscovery
         if link is not None:
             try:
                 last = self._encode([("d", self._outbox.dropped), ("b",)])
@@ -312,10 +322,6 @@ class Producer:
         )
         self._finish_gone()
 
-    def _discard_queue(self) -> int:
-        self._state = _GONE
-        return self._outbox.discard()  # every later call is a counted drop until rediscovery
-
     def _finish_gone(self) -> None:
         self.lost = True
         self._state = _GONE
@@ -328,7 +334,8 @@ class Producer:
     def _give_up(self, why: str) -> None:
         """The transport failed: the hub went away, or the connection broke."""
         was_live = self._state == _LIVE
-        lost = self._discard_queue()
+        self._state = _GONE
+        lost = self._outbox.discard()  # every later call is a counted drop until rediscovery
         if lost or was_live or self._link.unproven:
             warn(f"hyrax_tbhub: {why}; {lost} queued events dropped, logging is a no-op from now on")
         self._finish_gone()
