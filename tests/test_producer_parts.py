@@ -14,7 +14,8 @@ import pytest
 
 from hyrax_tbhub import _discovery, _wire
 from hyrax_tbhub._producer import Producer
-from hyrax_tbhub._producer.outbox import Outbox, cut_batch
+from hyrax_tbhub._producer.frames import encode_frame, scalar_frame
+from hyrax_tbhub._producer.outbox import Outbox, cut_batch, items_of
 from hyrax_tbhub.options import Options
 
 
@@ -179,7 +180,7 @@ def test_outbox_discard_counts_queued_events_but_not_flush_barriers(
     assert capfd.readouterr().err == ""
 
 
-# -- Producer._encode ----------------------------------------------------------------------------------
+# -- frames (encoding a round) ----------------------------------------------------------------------
 
 
 def _unconnected_producer(tmp_path: Path) -> Producer:
@@ -194,7 +195,8 @@ def test_a_batch_with_one_unencodable_item_loses_only_it_and_keeps_goodbye_last(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     producer = _unconnected_producer(tmp_path)
-    frame = producer._encode([("s", "x", 1.0, 1, 0.0), ("s", "x", "not a number", 2, 0.0), ("f", 3), ("b",)])
+    batch = [("s", "x", 1.0, 1, 0.0), ("s", "x", "not a number", 2, 0.0), ("f", 3), ("b",)]
+    frame = encode_frame(batch, producer._outbox)
     (body,) = _wire.FrameReader().feed(frame)
     items = _wire.decode_batch(body)
     assert [item[0] for item in items] == ["r", "f", "d", "b"]
@@ -248,15 +250,13 @@ def test_outbox_items_of_threads_logging_at_once_stay_whole() -> None:
 
 
 def test_a_round_of_scalars_frames_as_the_general_path_does(tmp_path: Path) -> None:
-    from hyrax_tbhub._producer.outbox import items_of
-
     producer = _unconnected_producer(tmp_path)
     box = producer._outbox
     for step in range(300):
         box.put_scalar(f"tag{step % 7}", step / 3, step * 1000, 1.7e9 + step)
     slots, _sized = box.take_slots()
     extras: list[tuple[Any, ...]] = [("d", 0), ("b",)]
-    assert producer._scalar_frame(slots, extras) == producer._encode(items_of(slots) + extras)
+    assert scalar_frame(slots, extras, box) == encode_frame(items_of(slots) + extras, box)
 
 
 def test_a_bad_scalar_in_a_round_of_scalars_loses_only_itself(
@@ -268,7 +268,7 @@ def test_a_bad_scalar_in_a_round_of_scalars_loses_only_itself(
     box.put_scalar("x", 2.0, 2, 10**400)  # a wall time no double holds
     box.put_scalar("x", 3.0, 3, 1.0)
     slots, _sized = box.take_slots()
-    (body,) = _wire.FrameReader().feed(producer._scalar_frame(slots, [("b",)]))
+    (body,) = _wire.FrameReader().feed(scalar_frame(slots, [("b",)], box))
     items = _wire.decode_batch(body)
     assert [item[0] for item in items] == ["r", "d", "b"] and items[0][3] == 2 and items[1] == ("d", 1)
     assert "could not be encoded" in capfd.readouterr().err

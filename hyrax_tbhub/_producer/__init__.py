@@ -22,17 +22,15 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _wire
 from .._discovery import HubInfo
-from .._events import encode_scalar_records
 from .._forksafe import import_capture_writer
 from .._naming import producer_name
 from .._stderr import warn, warn_internal
 from .._threads import daemon_thread
 from ..options import DEFAULT_OPTIONS, Options
-from .frames import encode_frame
+from .frames import encode_frame, send_round
 from .link import TRANSPORT_ERRORS, Link
-from .outbox import RECORD, Item, Outbox, cut_batch, items_of
+from .outbox import RECORD, Item, Outbox
 
 if TYPE_CHECKING:
     from .._capture import CaptureWriter
@@ -40,8 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["Producer", "local_start_ns", "options_of"]
 
 _CONNECTING, _LIVE, _GONE = 0, 1, 2
-_SEND_BYTES = 4 * 1024 * 1024  # bytes of frames handed to one sendall
-_ROUND_BATCHES = 16  # batches per round while not finishing (see _send_queued)
 
 
 class Producer:
@@ -232,63 +228,7 @@ class Producer:
 
     def _send_queued(self, link: Link, final: bool) -> None:
         """Send what is queued now: all of it when ``final``, else a bounded round."""
-        outbox = self._outbox
-        batch_events = self.options.batch_events
-        # Bounded while not finishing, so the loop soon looks at the hub's messages again (a
-        # drain request must not wait behind a whole backlog of a flooding caller).
-        slots, sized = outbox.take_slots(None if final else batch_events * _ROUND_BATCHES)
-        kinds = slots[::RECORD]
-        n = len(kinds)
-        # Only scalars, the usual round: encoded straight from the slots (Producer._scalar_frame).
-        items = None if kinds.count("s") == n else items_of(slots)
-        frames: list[bytes] = []
-        size_out = 0
-        start = 0
-        while True:
-            if items is None:
-                end = min(n, start + batch_events)  # what cut_batch says for scalars
-            else:
-                end = cut_batch(items, start, batch_events, self.options.batch_bytes, sized)
-            extras: list[Item] = []
-            drops = outbox.unreported_drops()
-            if drops is not None:
-                extras.append(("d", drops))
-            if final and end == n:
-                extras.append(("b",))
-            if end > start or extras:
-                if items is None:
-                    frame = self._scalar_frame(slots[start * RECORD : end * RECORD], extras)
-                else:
-                    frame = self._encode(items[start:end] + extras)
-                frames.append(frame)
-                size_out += len(frame)
-            start = end
-            # Frames go out several at a time: each sendall lets go of the GIL, and a thread that
-            # logs flat out takes it at once, so each one costs this thread a whole switch
-            # interval (5 ms, far more on a loaded machine) before it runs again. One sendall per
-            # few MiB, not per frame, is what keeps a drain of a full queue short.
-            if frames and (start == n or size_out >= _SEND_BYTES):
-                link.send(b"".join(frames) if len(frames) > 1 else frames[0])
-                self.frames_sent += len(frames)
-                frames.clear()
-                size_out = 0
-            if start == n:
-                return
-
-    def _scalar_frame(self, slots: list[Any], extras: list[Item]) -> bytes:
-        """The frame of a batch of scalars (queue slots) and ``extras`` (a drop count, goodbye)."""
-        if not slots:
-            return self._encode(extras)
-        it = iter(slots)
-        try:
-            # zip hands out one tuple at a time, freed before the next: nothing for the GC.
-            blob = encode_scalar_records(zip(it, it, it, it, it, strict=True))
-            return b"".join(_wire.pack_batch([("r", "", blob, len(slots) // RECORD), *extras]))
-        except Exception:  # the general path finds the bad item, drops and counts it
-            return self._encode(items_of(slots) + extras)
-
-    def _encode(self, batch: list[Item]) -> bytes:
-        return encode_frame(batch, self._outbox)
+        self.frames_sent += send_round(self._outbox, link, self.options, final)
 
     def _on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -310,7 +250,7 @@ class Producer:
         lost = self._outbox.discard()  # every later call is a counted drop until rediscovery
         if link is not None:
             try:
-                last = self._encode([("d", self._outbox.dropped), ("b",)])
+                last = encode_frame([("d", self._outbox.dropped), ("b",)], self._outbox)
             except Exception:
                 last = b""
             link.send_last(last)
