@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from hyrax_tbhub._tools import cli
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 
@@ -29,7 +32,15 @@ def test_bench_quick_runs_and_reports_json() -> None:
     for run in report["runs"]:
         assert run["error"] is None, run["error"]
         assert run["counted"] == run["expected"], run
+        if run["mode"] == "throughput":  # the whole-loop mean is reported next to the chunks' median
+            assert run["caller_us_mean"] is not None and run["caller_cpu_us"] is not None, run
     for figures in report["nohub"].values():  # top-level process and spawned child
         assert {"plain_ns", "nohub_ns"} <= figures.keys()
     assert {t["name"] for t in report["targets"]}
     assert "| contender |" in proc.stderr  # the markdown table moved to stderr
+
+
+def test_the_benchmark_is_not_part_of_the_installed_package(capsys: pytest.CaptureFixture[str]) -> None:
+    assert importlib.util.find_spec("hyrax_tbhub._bench") is None
+    assert cli.main(["bench"]) == 2
+    assert "python scripts/bench.py" in capsys.readouterr().err

@@ -96,12 +96,12 @@ def test_remote_ts_steps_map_the_hubs_wall_clock_start() -> None:
     import time
 
     from hyrax_tbhub._discovery.hubfile import HubInfo
-    from hyrax_tbhub._producer import _local_start_ns
+    from hyrax_tbhub._producer import local_start_ns
 
     wall_start = time.time_ns() - 5_000_000_000  # the hub started 5 s ago, by the wall clock
     info = HubInfo(address="tcp:10.0.0.1:1", authkey="00", start_ns=123, logdir="/x", owner_pid=1,
                    hub_id="h", start_wall_ns=wall_start, hostname=socket.gethostname() + "-other")
-    since = time.monotonic_ns() - _local_start_ns(info)
+    since = time.monotonic_ns() - local_start_ns(info)
     assert 4.9e9 < since < 5.5e9
     local = HubInfo(**{**info.__dict__, "hostname": socket.gethostname()})
-    assert _local_start_ns(local) == 123  # same machine: the shared monotonic clock
+    assert local_start_ns(local) == 123  # same machine: the shared monotonic clock

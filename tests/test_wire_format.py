@@ -221,7 +221,10 @@ def test_fuzz_a_live_hub_with_authenticated_peers(hub: Path) -> None:
     assert counters(hub)[REJECTED] == hub_obj.store.guard.rejected
 
 
-_SOCKET_READERS = ("_hub/server.py", "_hub/store.py", "_hub/guard.py", "_producer.py", "_wire.py")
+_SOCKET_READERS = (
+    "_hub/server.py", "_hub/store.py", "_hub/guard.py", "_producer/__init__.py", "_producer/link.py",
+    "_producer/frames.py", "_producer/outbox.py", "_wire.py",
+)
 
 
 @pytest.mark.parametrize("module", _SOCKET_READERS)

@@ -20,7 +20,7 @@ import os
 from .. import _naming
 from .._discovery import hubfile
 from .._hub import Hub, HubConfig, LocalChannel
-from .._producer import _local_start_ns, options_of
+from .._producer import local_start_ns, options_of
 from .._util.stderr import warn
 from . import hooks
 from .state import SAVED_ENV, STATE
@@ -78,7 +78,7 @@ def _start(info: hubfile.HubInfo, rank: int) -> bool:
     root = os.path.join(info.logdir, f"rank_{rank}")
     hub = Hub(info.logdir, HubConfig(options_of(info)), root_folder=root)
     # One clock origin for the whole job: *_ts steps of every rank stay comparable.
-    hub.start_ns = _local_start_ns(info)
+    hub.start_ns = local_start_ns(info)
     hub.start_wall_ns = info.start_wall_ns
     channel = LocalChannel(hub, {"logdir": root})
     hub_file = hub.start()

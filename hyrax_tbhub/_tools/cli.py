@@ -1,16 +1,16 @@
-"""``hyrax-tbhub``: demo, bench and inspect."""
+"""``hyrax-tbhub``: demo and inspect (the benchmark is ``python scripts/bench.py`` in a checkout)."""
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: hyrax-tbhub {demo,bench,inspect} [options]
+USAGE = """usage: hyrax-tbhub {demo,inspect} [options]
 
   demo      run a small multi-process pipeline into one log and show what landed
-  bench     measure hyrax_tbhub against the usual alternatives (scripts/bench.py)
   inspect   summarise the runs, tags and counters of a log folder
 
-'hyrax-tbhub COMMAND --help' for the options of a command."""
+'hyrax-tbhub COMMAND --help' for the options of a command. The benchmark is not part of the
+installed package: run 'python scripts/bench.py' from a checkout of hyrax_tbhub."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "demo":
         from .demo import main as run
-    elif command == "bench":
-        from .._bench import main as run
     elif command == "inspect":
         from .inspect import main as run
+    elif command == "bench":
+        print("hyrax-tbhub: 'bench' is no longer a command of the installed package; run "
+              "'python scripts/bench.py' from a checkout of hyrax_tbhub", file=sys.stderr)
+        return 2
     else:
         print(f"hyrax-tbhub: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -1,0 +1,304 @@
+"""The channel of every process that is not the owner: buffer calls, ship them from a thread.
+
+A logging call only appends a tuple to the :class:`~.outbox.Outbox` (bounded; overflow is
+counted, never blocks). A daemon thread connects through its :class:`~.link.Link`,
+authenticates the hub (and itself), and sends the outbox in batches of the binary format of
+:mod:`.._wire`; it also reads the hub's acknowledgements (for ``flush()``) and its drain request
+(the hub is closing). The :class:`Producer` decides what is sent when; the outbox knows nothing
+of sockets and the link nothing of events.
+
+Each process has its own socket, so a producer killed mid-send corrupts only its own stream and
+never holds a lock another process needs: the failure that wedges a shared
+``multiprocessing.Queue`` (FACTS) cannot happen here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._channel import import_capture_writer
+from .._discovery.hubfile import HubInfo
+from .._naming import producer_name
+from .._util.stderr import warn, warn_internal
+from .._util.threads import daemon_thread
+from ..options import DEFAULT_OPTIONS, Options
+from .frames import encode_frame, send_round
+from .link import TRANSPORT_ERRORS, Link
+from .outbox import RECORD, Item, Outbox
+
+if TYPE_CHECKING:
+    from .._capture import CaptureWriter
+
+__all__ = ["Producer", "local_start_ns", "options_of"]
+
+_CONNECTING, _LIVE, _GONE = 0, 1, 2
+
+
+class Producer:
+    """Ships this process's events to the hub described by ``info``."""
+
+    #: Every producer of this process (a fork child abandons all the parent's, published or not).
+    instances: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+    # Bound in __init__ to the outbox's methods: a logging call costs one call, not two.
+    put_scalar: Callable[[str, float, int | None, float], None]
+    put_event: Callable[[str, bytes], None]
+
+    def __init__(self, info: HubInfo, on_gone: Callable[[Producer], None]) -> None:
+        Producer.instances.add(self)
+        self.info = info
+        self.start_ns = local_start_ns(info)
+        self.pid = os.getpid()
+        self.options = options_of(info)
+        self._on_gone = on_gone
+        self._name = producer_name()
+        self._state = _CONNECTING
+        self.lost = False  # True when the hub went away without a clean drain
+        self._cond = threading.Condition()  # guards _seq and _acked; flush() waits on it
+        self._seq = 0
+        self._acked = 0
+        self._closing = False
+        self._drain_requested = False
+        self._urgent = False  # a flush waits: send now, not at the next batching gap
+        self._folder: str | None = None
+        self.run_name: str | None = None
+        self._hello = threading.Event()
+        self._writer: CaptureWriter | None = None
+        self.frames_sent = 0  # batches on the wire (scripts/bench_remote.py reports them)
+        self._link = Link(info.address)
+        self._outbox = Outbox(self.options, self._link.wake)
+        self.put_scalar = self._outbox.put_scalar
+        self.put_event = self._outbox.put_event
+        self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")
+
+    def start(self) -> None:
+        """Start the sender thread: only once the process state points at this producer, or a
+        hub closing right after the handshake would retire it before it is published."""
+        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        return self._outbox.dropped
+
+    @property
+    def _dq(self) -> list[Item]:  # what tests look at: the queued items
+        return self._outbox.items()
+
+    @property
+    def _queued_bytes(self) -> int:
+        return self._outbox.queued_bytes
+
+    @property
+    def _sock(self) -> socket.socket | None:
+        return self._link.sock
+
+    @property
+    def alive(self) -> bool:
+        return self._state != _GONE
+
+    # -- called from logging threads -----------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        if self._state == _GONE:
+            return False
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+        self._urgent = True
+        self._outbox.put_flush(seq)
+        deadline = time.monotonic() + (self.options.connect_timeout + 20.0 if timeout is None else timeout)
+        with self._cond:
+            while self._acked < seq and self._state != _GONE:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return self._acked >= seq
+
+    def folder(self) -> str:
+        self._hello.wait(self.options.connect_timeout)
+        if self._folder is None:
+            return os.path.join(self.info.logdir, self._name)
+        return self._folder
+
+    def writer(self) -> CaptureWriter:
+        if self._writer is None:
+            writer_class = import_capture_writer()  # imports tensorboardX: only when needed
+            self._writer = writer_class(self, logdir=self.info.logdir)
+        return self._writer
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send everything queued, say goodbye, and stop the sender (bounded by ``timeout``)."""
+        if os.getpid() != self.pid:
+            return
+        self._closing = True
+        self._link.wake()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(self.options.exit_timeout if timeout is None else timeout)
+        if self._thread.is_alive():
+            warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
+
+    def abandon_in_child(self) -> None:
+        """After fork, in the child: drop the parent's queue and close our copies of its sockets."""
+        self._state = _GONE
+        # getattr: the fork may have come while another thread was still in __init__.
+        outbox = getattr(self, "_outbox", None)
+        if outbox is not None:
+            outbox.abandon()
+        link = getattr(self, "_link", None)
+        if link is not None:
+            link.abandon()
+
+    # -- the sender thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            self._serve_connection()
+        except Exception as exc:  # the last guard: a sender thread never dies of a traceback
+            self._internal_error(None, exc)
+
+    def _serve_connection(self) -> None:
+        link = self._link
+        try:
+            meta, extra = link.handshake(self.info.key, self._name, os.getpid(), self.options.connect_timeout)
+        except TRANSPORT_ERRORS as exc:
+            self._hello.set()
+            self._give_up(f"cannot reach the hub at {self.info.address} ({exc!r})")
+            return
+        except Exception as exc:
+            self._hello.set()
+            self._internal_error(None, exc)
+            return
+        self._folder = str(meta["folder"])
+        self.run_name = str(meta["run"])
+        for message in extra:
+            self._on_message(message)
+        self._state = _LIVE
+        self._hello.set()
+        try:
+            self._pump(link)
+        except TRANSPORT_ERRORS as exc:
+            self._give_up(f"lost the hub ({exc!r})")
+        except Exception as exc:
+            self._internal_error(link, exc)
+        finally:
+            link.close()
+
+    def _pump(self, link: Link) -> None:
+        interval = self.options.send_interval
+        min_gap = self.options.send_min_gap
+        wake_at = self.options.batch_events
+        outbox = self._outbox
+        queue = outbox.queue  # RECORD slots per item
+        wake_slots = wake_at * RECORD
+        last_send = 0.0
+        while True:
+            # Sleep until woken (first event after idle, a full batch, flush, exit); when events
+            # wait but the last send was under min_gap ago, only until the gap has passed.
+            timeout = interval
+            if queue and not self._urgent:
+                timeout = max(0.0, last_send + min_gap - time.monotonic())
+            woken, messages = link.wait(timeout)
+            if woken:
+                outbox.woken = False
+            for message in messages:
+                self._on_message(message)
+            finishing = self._closing or self._drain_requested
+            if finishing:
+                outbox.close_for_puts()
+            now = time.monotonic()
+            if finishing or self._urgent or len(queue) >= wake_slots or now - last_send >= min_gap:
+                self._urgent = False
+                if queue or finishing or outbox.dropped != outbox.reported:
+                    self._send_queued(link, final=finishing)
+                    last_send = now
+            if finishing:
+                self._state = _GONE
+                outbox.final_sent.set()
+                with self._cond:
+                    self._cond.notify_all()
+                self._on_gone(self)
+                return
+
+    def _send_queued(self, link: Link, final: bool) -> None:
+        """Send what is queued now: all of it when ``final``, else a bounded round."""
+        self.frames_sent += send_round(self._outbox, link, self.options, final)
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ack":
+            with self._cond:
+                self._acked = max(self._acked, int(message[1]))
+                self._cond.notify_all()
+        elif kind == "drain":
+            self._drain_requested = True
+
+    def _internal_error(self, link: Link | None, exc: BaseException) -> None:
+        """A bug of ours in the sender thread (not the hub going away, not the user's input).
+
+        The connection itself is still good (the failure was not in it): tell the hub what is
+        dropped and say goodbye, so the count lands in the log and the run ends cleanly. Then
+        this producer stops like one that lost its hub: a bug that recurs must not loop.
+        """
+        self._state = _GONE
+        lost = self._outbox.discard()  # every later call is a counted drop until rediscovery
+        if link is not None:
+            try:
+                last = encode_frame([("d", self._outbox.dropped), ("b",)], self._outbox)
+            except Exception:
+                last = b""
+            link.send_last(last)
+            self._outbox.unreported_drops()  # told
+        warn_internal(
+            f"the sender thread of process {os.getpid()}", exc,
+            f"{lost} queued events dropped (counted under hyrax_tbhub/dropped/<run>); "
+            "logging of this process is a no-op from now on",
+        )
+        self._finish_gone()
+
+    def _finish_gone(self) -> None:
+        self.lost = True
+        self._state = _GONE
+        self._outbox.final_sent.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._hello.set()
+        self._on_gone(self)
+
+    def _give_up(self, why: str) -> None:
+        """The transport failed: the hub went away, or the connection broke."""
+        was_live = self._state == _LIVE
+        self._state = _GONE
+        lost = self._outbox.discard()  # every later call is a counted drop until rediscovery
+        if lost or was_live or self._link.unproven:
+            warn(f"hyrax_tbhub: {why}; {lost} queued events dropped, logging is a no-op from now on")
+        self._finish_gone()
+
+
+def options_of(info: HubInfo) -> Options:
+    """The hub's options; the defaults if the hub file's are not usable by this version."""
+    try:
+        return Options.from_wire(info.options)
+    except (TypeError, ValueError) as exc:
+        warn(f"hyrax_tbhub: the hub's options are not usable here ({exc}); using the defaults")
+        return DEFAULT_OPTIONS
+
+
+def local_start_ns(info: HubInfo) -> int:
+    """The hub's start on this process's monotonic clock (the origin of *_ts steps).
+
+    On the hub's machine the monotonic clock is shared, so it is the hub's own reading. On
+    another machine only wall clocks are comparable (as well as NTP keeps them): map the hub's
+    wall-clock start onto the local monotonic clock.
+    """
+    if not info.address.startswith("tcp:") or info.hostname == socket.gethostname():
+        return info.start_ns
+    return time.monotonic_ns() - (time.time_ns() - info.start_wall_ns)
+
+
