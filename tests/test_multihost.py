@@ -296,6 +296,7 @@ EARLY_RANK = """
 import sys, time
 import torch.distributed as dist
 import hyrax_tbhub
+from hyrax_tbhub._process.state import STATE
 
 
 dist.init_process_group("gloo", init_method=sys.argv[1], rank=1, world_size=2)
@@ -422,9 +423,8 @@ def say(name, text=""):
         fh.write(text)
 
 dist.init_process_group("gloo", init_method=sys.argv[1], rank=0, world_size=2)
-hyrax_tbhub.init_tensorboard_logger(log_dir=sys.argv[3])
 # Far beyond the test's timeout: only noticing the dead node makes this close return in time.
-STATE.hub.config.close_timeout = 3600
+hyrax_tbhub.init_tensorboard_logger(log_dir=sys.argv[3], options=hyrax_tbhub.Options(close_timeout=3600))
 hyrax_tbhub.serve_ranks(host=sys.argv[4], rank_hubs=sys.argv[5] == "auto")
 say("served")
 w = hyrax_tbhub.get_tensorboard_logger()
