@@ -103,6 +103,7 @@ def serve_ranks(
     if info.rank_hubs:
         publish_marker(hub)
     published: dict[str, Any] = asdict(info)
+    published.pop("options")  # ranks do not take options from the store (_discovery/store.py)
     if key is not None:
         published["authkey"] = ""  # the ranks have it from their launcher
         published["key_env"] = key_env

@@ -138,7 +138,6 @@ _FILE_VERSION = b"brain.Event:2"
 
 _HEADER_BY_LENGTH: dict[int, bytes] = {}
 _pack_double = _DOUBLE.pack
-_pack_float = _FLOAT.pack
 _pack_u32 = _U32.pack
 _KIND = itemgetter(0)
 

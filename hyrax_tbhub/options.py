@@ -2,8 +2,10 @@
 
 Set them where the hub starts (``init_tensorboard_logger(..., options=Options(...))`` or
 ``SummaryWriter(..., options=...)``); every process that logs to that hub uses the hub's options:
-they travel in the hub file (and in a served hub's store entry) with the address and key, so a
-descendant inherits them with nothing handed to it. docs/how-it-works.md says why each default.
+they travel in the hub file with the address and key, so a
+descendant inherits them with nothing handed to it. Ranks on other machines use the defaults:
+the torch.distributed store is not authenticated, so options never travel through it.
+docs/how-it-works.md says why each default.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class Options:
         """
         if not data:
             return DEFAULT_OPTIONS
+        if not isinstance(data, Mapping):
+            raise TypeError(f"options must be a mapping, not {type(data).__name__}")
         known = {field.name for field in fields(cls)}
         return cls(**{name: value for name, value in data.items() if name in known})
 

@@ -135,6 +135,29 @@ def test_the_aggregate_run_name_is_taken_from_producers(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_bug_in_the_aggregates_is_an_internal_error_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An exception while aggregating is counted under internal_errors and said once, as the
+    hub's other bugs are; the events themselves still land (seen: counted nowhere)."""
+    store = Store(str(tmp_path))
+    store.add_aggregate("x/*", 1.0)
+    assert store.aggregator is not None
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug in the aggregates")
+
+    monkeypatch.setattr(store.aggregator, "_take", broken)
+    run = store.open_run("worker")
+    assert run is not None
+    store.write(run, [records("", "x/t", 3)])
+    store.close()
+    logs = read_logs(tmp_path)
+    assert len(logs.scalars("x/t", run="worker")) == 3
+    assert logs.counters[INTERNAL_ERRORS] >= 1
+    assert "a bug in the aggregates" in capfd.readouterr().err
+
+
 def test_dropped_and_errors_are_written_to_the_root_run(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -206,6 +206,35 @@ def test_a_batch_with_one_unencodable_item_loses_only_it_and_keeps_goodbye_last(
     assert "could not be encoded" in capfd.readouterr().err
 
 
+def test_an_unencodable_event_of_the_final_batch_is_counted_and_said(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The final batch is cut after the outbox refuses new calls: a bad event in it was logged in
+    time, so it is a loss (counted, said), not a call made after close (seen lost silently)."""
+    producer = _unconnected_producer(tmp_path)
+    outbox = producer._outbox
+    outbox.close_for_puts()
+    frame = encode_frame([("s", "x", 1.0, 1, 0.0), ("s", "x", "not a number", 2, 0.0), ("b",)], outbox)
+    (body,) = _wire.FrameReader().feed(frame)
+    assert [item[0] for item in _wire.decode_batch(body)] == ["r", "d", "b"]
+    assert producer.dropped == 1
+    assert "could not be encoded" in capfd.readouterr().err
+
+
+def test_hub_options_this_version_cannot_read_give_the_defaults(tmp_path: Path) -> None:
+    """A hub file's options that are not a mapping, or out of range: the producer uses the
+    defaults instead of raising into the logging call."""
+    from hyrax_tbhub._producer import options_of
+    from hyrax_tbhub.options import DEFAULT_OPTIONS
+
+    for bad in ("x", 5, {"queue_max_events": 0}, {"connect_timeout": "soon"}):
+        info = hubfile.HubInfo(address=str(tmp_path / "s"), authkey="00", start_ns=0, logdir=str(tmp_path),
+                               owner_pid=1, hub_id="ab", options=bad)  # type: ignore[arg-type]
+        assert options_of(info) is DEFAULT_OPTIONS, bad
+    with pytest.raises(TypeError):
+        Options.from_wire("x")  # type: ignore[arg-type]
+
+
 # -- the scalar encoder's fast path ------------------------------------------------------------------
 
 

@@ -364,6 +364,19 @@ def test_with_a_launcher_key_the_store_carries_only_the_address(
         assert _wire.decode_hub_message(_read_frame(sock))[0] == "hello"
 
 
+def test_options_in_the_store_are_not_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever can write the (unauthenticated) store must not set every rank's bounds and
+    deadlines: a rank uses the default Options, whatever the entry says."""
+    store = _Store()
+    entry = {"address": "tcp:127.0.0.1:1", "authkey": "00" * 32, "start_ns": 0, "logdir": "/x",
+             "owner_pid": 1, "hub_id": "ab", "options": {"queue_max_events": 1, "connect_timeout": 1e6}}
+    store.set(STORE_KEY, json.dumps(entry))
+    monkeypatch.setattr(distributed_store, "torch_distributed", lambda: object())
+    monkeypatch.setattr(distributed_store, "default_store", lambda dist: store)
+    info = find_distributed_hub()
+    assert info is not None and info.options == {}
+
+
 def test_a_rank_without_the_launcher_key_says_so_and_logs_nothing(monkeypatch: pytest.MonkeyPatch,
                                                                    capfd: pytest.CaptureFixture[str]) -> None:
     store = _Store()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from multiprocessing import forkserver
@@ -256,3 +257,44 @@ def test_our_threads_never_take_a_signal_meant_for_the_process(tmp_path: Path) -
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM):
             assert _blocks(mask, sig), (name, signal.Signals(sig).name, hex(mask))
         assert not _blocks(mask, signal.SIGSEGV), name  # faults stay with the thread that caused them
+
+
+_FORK_OF_A_POOL_WORKER = """
+import multiprocessing, os, signal, sys
+multiprocessing.current_process().name = "PoolWorker-1"  # what a pool worker is called
+import hyrax_tbhub
+from hyrax_tbhub._process import hooks
+hooks.flush_on_pool_terminate()  # what a pool worker gets at import and after fork
+armed = signal.set_wakeup_fd(-1)  # read the watch's fd, and put it back
+signal.set_wakeup_fd(armed)
+assert armed != -1
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, str(signal.set_wakeup_fd(-1)).encode())  # the child's wakeup fd, if any
+    os._exit(0)
+os.waitpid(pid, 0)
+print(os.read(r, 64).decode())
+"""
+
+
+def test_a_fork_child_of_a_pool_worker_does_not_share_its_sigterm_watch() -> None:
+    """The SIGTERM watch of a pool worker (the signal module's wakeup fd) is not inherited by a
+    child it forks: a SIGTERM to that child would be written to the parent's watch and end the
+    parent (seen: the pool worker exited 143 when its bare fork child was terminated)."""
+    done = subprocess.run([sys.executable, "-c", _FORK_OF_A_POOL_WORKER], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "-1"
+
+
+def test_every_module_a_hub_needs_is_imported_with_the_package() -> None:
+    """A rank starts its own hub on a logging call or on its watch thread: nothing may be imported
+    then (an import another thread is in at a fork hangs the child's next import of it)."""
+    code = ("import sys, hyrax_tbhub; before = set(sys.modules); "
+            "from hyrax_tbhub._hub import Hub; import tempfile; d = tempfile.mkdtemp(); "
+            "h = Hub(d); h.start(publish=False); h.close(); "
+            "new = sorted(set(sys.modules) - before - {'tempfile'}); print(new)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -59,7 +59,7 @@ class HubInfo:
     version: int = _FORMAT_VERSION
     start_wall_ns: int = 0  # time.time_ns() when the hub started: the *_ts origin on other hosts
     hostname: str = ""
-    # Published by serve_ranks(): ranks that see ``logdir`` run hubs of their own (_rank_hub.py).
+    # Published by serve_ranks(): ranks that see ``logdir`` run hubs of their own (_process/rank_hub.py).
     rank_hubs: bool = False
     # Options.to_wire() of the hub: every producer of this hub uses the hub's options.
     options: dict[str, Any] = field(default_factory=dict)

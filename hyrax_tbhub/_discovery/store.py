@@ -73,6 +73,10 @@ def find_distributed_hub() -> HubInfo | None:
             return None
         data = json.loads(raw)
         key_env = data.pop("key_env", None)
+        # Whoever can write the store could set every rank's bounds and deadlines (a queue of 1,
+        # a connect timeout of days): the store is not authenticated, so its options are not
+        # taken. A rank and its descendants use the defaults (docs/threat-model.md).
+        data.pop("options", None)
         info = HubInfo(**data)
     except Exception:
         return None

@@ -40,6 +40,8 @@ class Store(Protocol):
 
     def add_own(self, run: Any, records: bytes) -> None: ...
 
+    def count_internal_error(self, exc: BaseException) -> None: ...
+
 
 class Hub(Protocol):
     def add_aggregate(self, pattern: str, every_s: float) -> None: ...
@@ -216,7 +218,6 @@ class Aggregator:
         self._next_due = 1 << 62  # monotonic ns at which the first open window ends
         self.points = 0  # values aggregated, for the benchmark
         self.windows = 0  # (tag, window) pairs written
-        self.internal_errors = 0
 
     def add_pattern(self, glob: str, every_s: float) -> None:
         self._patterns.append(_Pattern(glob, every_s))
@@ -229,8 +230,8 @@ class Aggregator:
         """A producer's batch of framed records (its main run only)."""
         try:
             self._take(self._records(blob), time.monotonic_ns())
-        except Exception:
-            self.internal_errors += 1
+        except Exception as exc:
+            self._store.count_internal_error(exc)
 
     def scalars(self, items: list[tuple[Any, ...]]) -> None:
         """The owner's ``("s", tag, value, step, wall_time)`` items."""
@@ -250,15 +251,15 @@ class Aggregator:
                         touched.append(t)
                     pending.append(float(item[2]))
             self._take(touched, time.monotonic_ns())
-        except Exception:
-            self.internal_errors += 1
+        except Exception as exc:
+            self._store.count_internal_error(exc)
 
     def tick(self, now: float | None) -> None:
         """Write every window that has ended (all of them when ``now`` is None: the hub closes)."""
         try:
             self._tick(None if now is None else time.monotonic_ns())
-        except Exception:
-            self.internal_errors += 1
+        except Exception as exc:
+            self._store.count_internal_error(exc)
 
     # -- internals ----------------------------------------------------------------------------
 

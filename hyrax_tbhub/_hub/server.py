@@ -23,6 +23,10 @@ from __future__ import annotations
 import errno
 import functools
 import os
+
+# At import, not in _raise_fd_limit: a rank's own hub starts on a logging call or on the rank
+# watch thread, where an import could leave its lock held in a child forked meanwhile (FACTS).
+import resource
 import secrets
 import selectors
 import socket
@@ -70,7 +74,7 @@ class Hub:
         self.config = config or HubConfig()
         self.logdir = logdir
         # The owner's own run: ``logdir`` itself, or a rank's run when the hub serves one rank of
-        # a job whose log folder is shared (_rank_hub.py).
+        # a job whose log folder is shared (_process/rank_hub.py).
         self.root_folder = logdir if root_folder is None else root_folder
         self.start_wall_ns = time.time_ns()
         self.hub_id = secrets.token_hex(8)
@@ -196,7 +200,7 @@ class Hub:
 
     @start_ns.setter
     def start_ns(self, value: int) -> None:
-        # A rank's hub takes the job's origin (_rank_hub.py), so every rank's steps compare.
+        # A rank's hub takes the job's origin (_process/rank_hub.py), so every rank's steps compare.
         self.store.start_ns = value
 
     @property
@@ -646,12 +650,10 @@ def _tcp_listener(host: str) -> socket.socket:
 def _raise_fd_limit() -> None:
     # Hundreds of producers each hold a socket; the common soft limit of 1024 is too tight.
     try:
-        import resource
-
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         target = hard if hard != resource.RLIM_INFINITY else 65536
         target = min(target, 65536)
         if soft != resource.RLIM_INFINITY and soft < target:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ImportError, ValueError, OSError):
+    except (ValueError, OSError):
         pass

@@ -17,6 +17,7 @@ from .._channel import Channel
 from .._discovery import hubfile
 from .._discovery.store import find_distributed_hub, in_distributed_job, watch_store
 from .._producer import Producer
+from .._util.stderr import warn
 from . import hooks
 from .rank_hub import start_rank_hub
 from .state import STATE
@@ -57,14 +58,23 @@ def rediscover() -> Channel | None:
         found_at = found[1] if found is not None else None
         if info is None or info.hub_id in STATE.finished_hubs:
             info, found_at = _find_distributed(), None
-            if STATE.channel is not None:  # this rank now runs its own hub (_rank_hub.py)
+            if STATE.channel is not None:  # this rank now runs its own hub (_process/rank_hub.py)
                 return STATE.channel
         if info is None or info.hub_id in STATE.finished_hubs:
             if watch is not None:
                 watch.settle(generation)
             STATE.idle = not may_gain  # notifies
             return None
-        producer = Producer(info, _on_producer_gone)
+        try:
+            producer = Producer(info, _on_producer_gone)
+        except Exception as exc:
+            # A hub description this process cannot use (a bad address in a hub file or store
+            # entry): logging must not raise for it. That hub is left for good, said once.
+            STATE.finished_hubs.add(info.hub_id)
+            warn(f"hyrax_tbhub: cannot use the hub at {info.address!r} ({exc!r}); logging here is a no-op")
+            if watch is not None:
+                watch.settle(generation)
+            return None
         # Issue 10: children of ranks. Before the channel is visible: whoever sees it may start
         # a child at once, and that child must find the hub.
         hubfile.publish_for_descendants(info, found_at)

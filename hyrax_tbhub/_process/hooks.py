@@ -16,6 +16,7 @@ Each kind of channel registers its flush here (``add_flusher``); exit and SIGTER
 from __future__ import annotations
 
 import atexit
+import math
 import multiprocessing.util  # noqa: F401 - loaded for hook_pool_workers (a pool made after our import)
 import os
 import signal
@@ -153,10 +154,11 @@ def _wait_for_sigterm(r: socket.socket) -> None:
 
 def _flush_then_die(signum: int, frame: object) -> None:
     try:
-        # Whatever the flush meets, the process ends within 3 s: SIGALRM's default action
-        # terminates it without needing this (main) thread to run again.
+        # Whatever the flush meets, the process ends 1 s after the flushers' budgets (which
+        # add_flusher sums): SIGALRM's default action terminates it without needing this (main)
+        # thread to run again.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(3)
+        signal.alarm(math.ceil(sum(budget for _flush, budget in _flushers)) + 1)
     except (ValueError, OSError, AttributeError):
         pass
     try:
@@ -167,7 +169,33 @@ def _flush_then_die(signum: int, frame: object) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _forget_sigterm_watch() -> None:
+    """In a fork child: let go of the parent's SIGTERM wakeup channel.
+
+    The child inherits the signal module's wakeup fd, which is the parent's socket pair: a
+    SIGTERM sent to the child would be written there, read by the parent's watch thread, and end
+    the parent. A pool worker child arms its own watch again (hook_pool_workers).
+    """
+    global _sigterm_watch
+    watch = _sigterm_watch
+    if watch is None:
+        return
+    _sigterm_watch = None
+    try:
+        previous = signal.set_wakeup_fd(-1)
+        if previous not in (-1, watch[2].fileno()):
+            signal.set_wakeup_fd(previous)  # someone else's since: theirs to keep
+    except (ValueError, OSError):
+        pass
+    for sock in watch[1:]:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
 def _after_fork_in_child() -> None:
+    _forget_sigterm_watch()
     hub, inherited = STATE.hub, list(Producer.instances)
     # The state first: a thread of the parent may have held the lock at the fork (in a look the
     # child never sees finish), and whatever goes wrong below must not leave the child with it.

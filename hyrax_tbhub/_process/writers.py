@@ -148,7 +148,7 @@ def _leave(timeout: float | None) -> None:
             release_hub(owned)
 
 
-hooks.add_flusher(_leave, terminate_timeout=1.5)
+hooks.add_flusher(_leave, terminate_timeout=1.0)
 
 
 def _after_fork_in_child() -> None:

@@ -98,7 +98,7 @@ def encode_frame(batch: list[Item], outbox: Outbox) -> bytes:
         try:
             _wire.pack_batch(encode_batch([item]))
         except Exception as exc:
-            outbox.drop(1, f"an event could not be encoded ({exc!r})")
+            outbox.lose(1, f"an event could not be encoded ({exc!r})")
             continue
         good.append(item)
     drops = outbox.unreported_drops()

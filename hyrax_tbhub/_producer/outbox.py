@@ -73,9 +73,9 @@ def cut_batch(
 class Outbox:
     """The queue between the logging threads and the sender thread.
 
-    Only the sender thread takes from it; any thread appends. No lock: ``deque.append`` and
-    ``popleft`` are atomic, and a counter that is off by a racing call or two only shifts when
-    the sender is woken, never what is sent or counted.
+    Only the sender thread takes from it; any thread appends. No lock: a ``list.extend`` and the
+    sender's slice-and-``del`` are each atomic under the GIL, and a counter that is off by a
+    racing call or two only shifts when the sender is woken, never what is sent or counted.
     """
 
     def __init__(self, options: Options, wake: Callable[[], None]) -> None:
@@ -134,6 +134,15 @@ class Outbox:
         self.woken = True
         self._wake()
 
+    def lose(self, n: int, why: str) -> None:
+        """Count ``n`` queued events the sender could not send, even in the final batch.
+
+        Unlike :meth:`drop`, which a call made after the final batch was cut also reaches (a no-op
+        by design), these were logged in time: they are a loss, counted and said.
+        """
+        self.dropped += n
+        self._say(why)
+
     def drop(self, n: int = 1, why: str = "") -> None:
         """Count ``n`` calls that will never reach the hub, and say so once per reason."""
         if self._closed:
@@ -150,6 +159,9 @@ class Outbox:
             # A caller that outruns the hub spins here holding the GIL, and the sender thread,
             # the one that could empty the queue, waits for it: hand it over now and then.
             time.sleep(0)
+        self._say(why)
+
+    def _say(self, why: str) -> None:
         if self._silent:
             return
         reason = why or _FULL

@@ -58,7 +58,7 @@ def process_state() -> dict[str, Any]:
         "threads": [t.name for t in threading.enumerate()],
     }
     if ch is not None:
-        for name in ("_state", "_drain_requested", "_closing", "_max_events", "run_name", "dropped"):
+        for name in ("_state", "_drain_requested", "_closing", "run_name", "dropped"):
             out[name] = getattr(ch, name, None)
         out["queued"] = len(getattr(ch, "_dq", ()))
     return out
