@@ -999,6 +999,10 @@ def _meta() -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
+    # The tree measured is the one imported (a checkout on PYTHONPATH need not be installed).
+    import hyrax_tbhub
+
+    versions["hyrax_tbhub"] = hyrax_tbhub.__version__
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
