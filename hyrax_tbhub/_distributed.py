@@ -28,6 +28,7 @@ from . import _naming, _wire
 from ._discovery.store import (
     KEY_ENV,
     MIN_KEY_BYTES,
+    POLL_S,
     STORE_KEY,
     default_store,
     find_distributed_hub,
@@ -41,8 +42,6 @@ from ._util.stderr import warn
 from ._util.threads import daemon_thread
 
 __all__ = ["serve_ranks", "watch_as_rank"]
-
-_POLL_S = 1.0
 
 
 def serve_ranks(
@@ -134,7 +133,7 @@ def watch_as_rank() -> None:
         return
     def run() -> None:
         while True:
-            time.sleep(_POLL_S)  # a poll interval, not a wait for anything
+            time.sleep(POLL_S)  # a poll interval, not a wait for anything
             if STATE.channel is not None or STATE.hub is not None:
                 return  # found (by this thread or a logging call), or this rank owns the hub
             try:

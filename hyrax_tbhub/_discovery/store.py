@@ -32,7 +32,8 @@ STORE_KEY = "hyrax_tbhub/hub"
 KEY_ENV = "HYRAX_TBHUB_KEY"
 MIN_KEY_BYTES = 16
 _warned_no_key: set[str] = set()
-_POLL_S = 1.0
+#: Seconds between two looks at the store by a rank's watch threads (a network round trip each).
+POLL_S = 1.0
 
 
 def torch_distributed() -> Any:
@@ -114,7 +115,7 @@ def watch_store(poke: Callable[[], None], known: Callable[[], Collection[str]]) 
 
     def run() -> None:
         while True:
-            time.sleep(_POLL_S)  # a poll interval, not a wait for anything
+            time.sleep(POLL_S)  # a poll interval, not a wait for anything
             try:
                 info = find_distributed_hub()
             except Exception:

@@ -76,8 +76,8 @@ from .._counters import (
     STRANGERS,
     TRANSPORT_ERRORS,
 )
+from ..testing import ROOT_RUN
 
-ROOT_RUN = "."
 # The hub-wide counters of the root run: JSON key -> tag.
 _HUB_COUNTERS = {
     "transport_errors": TRANSPORT_ERRORS, "internal_errors": INTERNAL_ERRORS, "rejected": REJECTED,
