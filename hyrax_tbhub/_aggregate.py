@@ -23,8 +23,6 @@ def aggregate(pattern: str, every_s: float = 1.0) -> None:
     1% relative error beyond (docs/aggregates.md). For a :class:`hyrax_tbhub.SummaryWriter` use
     its ``aggregate`` method.
     """
-
-
     hub = STATE.hub
     if hub is None or hub.owner_pid != os.getpid():
         raise RuntimeError(

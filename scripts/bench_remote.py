@@ -30,8 +30,6 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
-from hyrax_tbhub._process.state import STATE
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
@@ -48,7 +46,7 @@ def _rss() -> int:
 def rank0(conn: Connection, logdir: str, transport: str) -> None:
     """The hub process: answers each request with its CPU time, RSS and open fds."""
     import hyrax_tbhub
-
+    from hyrax_tbhub._process.state import STATE
 
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
     hub = STATE.hub
