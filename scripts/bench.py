@@ -70,7 +70,7 @@ _TAGS: dict[str, tuple[str, str, str, str]] = {
 # whose producers each hold a whole SummaryWriter.
 TARGET_SPEEDUP_4 = 10.0
 TARGET_CALLER_US = 2.0
-TARGET_CALLER_MEAN_US = 1.5  # one producer, mean over the whole loop, sender included (issue 11)
+TARGET_CALLER_MEAN_US = 1.5  # one producer, mean over the whole loop, sender included
 TARGET_NOHUB_RATIO = 2.0
 TARGET_SCALING_16_4 = 0.8
 TARGET_SINGLE_RATIO = 1.0
@@ -316,7 +316,7 @@ class _QueueWriter:
         self._work.put(("add_image", tag, image, step))
 
     def flush(self) -> None:
-        """Nothing to do: a queue offers no cross-process flush (FACTS: QueueListener)."""
+        """Nothing to do: a queue offers no cross-process flush (QueueListener has none)."""
 
 
 def _producer_writer(spec: RunSpec, idx: int, log_dir: str, work: Any) -> tuple[Any, Callable[[], None]]:

@@ -268,7 +268,7 @@ def test_close_and_switch_while_a_producer_logs_flat_out(tmp_path: Path) -> None
 
 
 def test_contrast_tensorboardx_writer_blocks_in_a_child_after_close(tmp_path: Path) -> None:
-    """What hyrax's own module does (FACTS): a forked child logging through the SummaryWriter it
+    """What hyrax's own module does: a forked child logging through the SummaryWriter it
     inherited (its parent then closes it) blocks for good once tensorboardX's queue (max_queue=10)
     is full. Bounded: the child is killed when it made no progress for 3 s."""
     pytest.importorskip("tensorboardX")

@@ -2,7 +2,7 @@
 
 The hub must keep serving, every other producer's events must all land, and the owner must still
 log and close. The last test shows the failure we avoid: a shared ``multiprocessing.Queue`` whose
-writer is killed mid-put wedges every other producer and the reader (FACTS).
+writer is killed mid-put wedges every other producer and the reader (cpython issues 87971, 96062).
 """
 
 from __future__ import annotations

@@ -382,7 +382,7 @@ def test_huge_length_prefix_after_auth_is_refused_without_allocating(short_hub, 
 def test_contrast_listener_accept_is_blocked_by_a_silent_client(tmp_path: Path) -> None:
     """What the selector-driven handshake avoids: ``multiprocessing.connection.Listener.accept()``
     runs the HMAC handshake inline, so one client that connects and says nothing blocks every
-    real client behind it (FACTS). Bounded: the silent client hangs up after 2 s."""
+    real client behind it. Bounded: the silent client hangs up after 2 s."""
     from multiprocessing.connection import Client, Listener
 
     key = secrets.token_bytes(32)

@@ -214,7 +214,7 @@ def test_every_hub_wide_counter_is_reported(tmp_path: Path, capsys: Any) -> None
 
 
 def test_steps_going_backwards_are_flagged(tmp_path: Path, capsys: Any) -> None:
-    # TensorBoard's Rust loader serves steps 5,6,7,1,2,9,3 as 1,2,3 (FACTS): worth a warning in the table.
+    # TensorBoard's Rust loader serves steps 5,6,7,1,2,9,3 as 1,2,3: worth a warning in the table.
     w = _writer(tmp_path, "x")
     for i, step in enumerate((5, 6, 7, 1, 2, 9, 3)):
         w.add_scalar("shared", float(i), step, walltime=T0 + i)

@@ -1,4 +1,4 @@
-"""Many machines: every descendant of every rank logs, under ``rank_<n>/<name>`` (issue 10).
+"""Many machines: every descendant of every rank logs, under ``rank_<n>/<name>``.
 
 A rank started by a launcher is no descendant of the owner: it finds the hub through the
 process-group store, and its own children (DataLoader workers, spawn children, subprocesses)

@@ -1,4 +1,4 @@
-"""Run names in a distributed job, and what a rank publishes for its descendants (issue 10).
+"""Run names in a distributed job, and what a rank publishes for its descendants.
 
 No processes here: the naming rules and the hub's sanitiser, checked directly.
 """

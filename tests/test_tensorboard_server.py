@@ -1,6 +1,6 @@
 """A real TensorBoard server (default Rust loader) serves every point several workers logged.
 
-TensorBoard purges earlier points of a (run, tag) when a lower step arrives (FACTS), so producers
+TensorBoard purges earlier points of a (run, tag) when a lower step arrives, so producers
 sharing a run with time-based steps lose data in the UI; one run per producer must not.
 """
 

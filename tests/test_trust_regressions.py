@@ -1,4 +1,4 @@
-"""Regression tests of issue 8 ("every event, every time"): one per symptom.
+"""Regression tests of "every event, every time": one per symptom found.
 
 1. threads that start logging at once in a fresh process lost whole threads' events, uncounted;
 2. a fork while another thread logs (and imports) hung the child on an import lock;

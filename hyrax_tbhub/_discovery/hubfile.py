@@ -6,7 +6,7 @@ folder, named after its pid, and points ``HYRAX_TBHUB_INFO`` at it. A descendant
 1. at ``HYRAX_TBHUB_INFO``: inherited by fork, spawn and ``subprocess`` children;
 2. at the hub file of its logical parent (``multiprocessing.parent_process()`` of stdlib and of
    ``multiprocess``) and of its OS parent. This covers forkserver children whose server was
-   started before the hub existed (FACTS: such a server never sees later environment changes)
+   started before the hub existed (such a server never sees environment changes made after it started)
    and pool workers started before ``init_tensorboard_logger``.
 
 The folder is 0700 and the file 0600, so other users of the machine can neither read the key nor
@@ -104,7 +104,7 @@ def runtime_dir() -> Path:
         candidates.append(Path(xdg) / "hyrax_tbhub")
     # The temp folder as tempfile.gettempdir() would find it, but not through it: its first call
     # probes folders under a module lock, and a fork while another thread does that leaves the
-    # lock held in the child, whose first log then hangs here (seen: issue 8).
+    # lock held in the child, whose first log then hangs here (seen in a randomised fork test).
     for var in ("TMPDIR", "TEMP", "TMP"):
         if os.environ.get(var):
             candidates.append(Path(os.environ[var]) / f"hyrax_tbhub-{uid}")

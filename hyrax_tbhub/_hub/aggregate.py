@@ -58,7 +58,8 @@ _TAG_CACHE_MAX: Final = 65536
 
 _np: Any = None  # numpy, imported by attach() in the caller's thread, never by the hub thread:
 # an import running in the hub thread while the owner forks would leave numpy's import lock held
-# in the child (FACTS), and a DataLoader worker importing numpy would wait forever.
+# in the child (CPython resets only its global import lock after fork), and a DataLoader
+# worker importing numpy would wait forever.
 
 _HEADER = struct.Struct("<QI")
 _FLOAT = struct.Struct("<f")

@@ -25,7 +25,7 @@ import functools
 import os
 
 # At import, not in _raise_fd_limit: a rank's own hub starts on a logging call or on the rank
-# watch thread, where an import could leave its lock held in a child forked meanwhile (FACTS).
+# watch thread, where an import could leave its lock held in a child forked meanwhile.
 import resource
 import secrets
 import selectors
@@ -96,7 +96,7 @@ class Hub:
         _raise_fd_limit()
         hubfile.remove_stale_hub_files()
         self.address = str(hubfile.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
-        self._sel = selectors.DefaultSelector()  # epoll where there is one: fds >= 1024 (FACTS)
+        self._sel = selectors.DefaultSelector()  # epoll where there is one: select() refuses fds >= 1024
         self._waker = _Waker(self._sel)
         self._peers = _Peers(self._sel, self.store, self._key, options)
         self._peers.add_listener(_unix_listener(self.address))

@@ -7,7 +7,7 @@ the data is.
 
 Layout: the owner writes the root run (``logdir`` itself, or ``logdir/rank_<n>`` for the hub of
 one rank of a job); every producer process gets its own run folder below ``logdir``, because
-TensorBoard drops points when one (run, tag) sees steps go back (FACTS) and several producers'
+TensorBoard drops points when one (run, tag) sees steps go back (its Rust loader) and several producers'
 steps are never ordered with each other. A batch's items are tuples whose first element says
 what they are (:mod:`.._wire`): ``s`` scalar, ``r`` records a producer framed, ``e`` one event,
 ``d`` the producer's drop count; ``f`` (flush) and ``b`` (bye) are for the caller.

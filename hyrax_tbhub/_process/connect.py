@@ -75,7 +75,7 @@ def rediscover() -> Channel | None:
             if watch is not None:
                 watch.settle(generation)
             return None
-        # Issue 10: children of ranks. Before the channel is visible: whoever sees it may start
+        # Children of ranks. Before the channel is visible: whoever sees it may start
         # a child at once, and that child must find the hub.
         hubfile.publish_for_descendants(info, found_at)
         STATE.channel = producer

@@ -1,6 +1,6 @@
 """How this process's queued events survive its end: exit, a pool's SIGTERM, and fork.
 
-Three facts shape this module (FACTS):
+Three facts shape this module:
 - fork and forkserver children end with ``os._exit``: atexit does not run there, only the
   finalizers of the multiprocessing library that started them, and stdlib ``multiprocessing``
   and ``multiprocess`` keep separate registries. Exit is hooked with all three.

@@ -1,4 +1,4 @@
-"""A hub per rank, writing straight into the job's shared log folder (issue 10, docs/scaling.md).
+"""A hub per rank, writing straight into the job's shared log folder (docs/scaling.md).
 
 With every rank sending to rank 0, rank 0's training process pays for every event and holds a
 connection for every producer of the job: flat for one node, linear in the number of nodes. When

@@ -2,7 +2,7 @@
 
 Kept apart from ``state`` (the process-wide hub of ``init_tensorboard_logger``): a writer's hub
 is reached only through the writer object handed to a process, never through discovery, so the
-two never meet. The same three facts shape it (FACTS):
+two never meet. The same three facts shape it:
 - a process has at most one producer per writer hub (one run per producer process), shared by
   every writer object of that hub in the process;
 - fork and forkserver children end with ``os._exit``: the writers' flush is registered with
@@ -20,7 +20,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 # Imported here, not in the first logging call: an import running in one thread while another
-# forks leaves the module's import lock held in the child (FACTS), and DataLoader workers fork
+# forks leaves the module's import lock held in the child, and DataLoader workers fork
 # from processes whose threads log.
 from .._hub import Hub, HubConfig, LocalChannel
 from .._producer import Producer

@@ -9,7 +9,7 @@ of sockets and the link nothing of events.
 
 Each process has its own socket, so a producer killed mid-send corrupts only its own stream and
 never holds a lock another process needs: the failure that wedges a shared
-``multiprocessing.Queue`` (FACTS) cannot happen here.
+``multiprocessing.Queue`` (a write lock left held) cannot happen here.
 """
 
 from __future__ import annotations

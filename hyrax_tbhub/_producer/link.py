@@ -33,7 +33,7 @@ from .._wire import (
 __all__ = ["Link", "ProtocolError", "TRANSPORT_ERRORS", "connect"]
 
 # poll(2) where there is one: no descriptor of its own (nothing to leak into a fork child) and,
-# unlike select(2), no limit on descriptor numbers (FACTS: select.select raises ValueError for a
+# unlike select(2), no limit on descriptor numbers (select.select raises ValueError for a
 # descriptor >= 1024, which a process holding many files or shared tensors easily reaches).
 _Selector: type[selectors.BaseSelector] = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
@@ -52,7 +52,7 @@ def connect(address: str, timeout: float) -> socket.socket:
     if address.startswith("tcp:"):
         host, port = address[4:].rsplit(":", 1)
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-        tune_tcp(sock)  # issue 10: a dead rank 0 host is noticed within seconds
+        tune_tcp(sock)  # a dead rank 0 host is noticed within seconds
         return sock
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -1,7 +1,7 @@
 """The locks of the logging path, held across ``fork`` so that a child never inherits them held.
 
 A fork copies every lock in the state it is in, but only the forking thread: a lock another
-thread held at that moment stays held in the child for good (FACTS: a module's import lock, taken
+thread held at that moment stays held in the child for good (a module's import lock, taken
 by a thread that was importing, hangs the child's next import of that module). Two rules keep the
 logging path clear of that (docs/how-it-works.md has the full audit):
 

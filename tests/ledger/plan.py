@@ -49,7 +49,7 @@ def _unit(rng: random.Random, ids: _Ids, kind: str, switching: bool, *, threads:
         "kind": kind,
         "threads": n,
         "apis": [rng.choice(["scalar", "scalar", "scalar", "text"]) for _ in range(n)],
-        # Threads of a fresh process whose first calls race each other (issue 8, symptom 1).
+        # Threads of a fresh process whose first calls race each other.
         "barrier": n > 1 and rng.random() < 0.7,
         "forks": [],
         "children": [],
@@ -61,7 +61,7 @@ def _unit(rng: random.Random, ids: _Ids, kind: str, switching: bool, *, threads:
         return unit
     r = rng.random()
     if r < 0.25:
-        # Forks from a process whose other threads log (symptom 2): right away, while their first
+        # Forks from a process whose other threads log: right away, while their first
         # calls are connecting and importing, or once they are in full flow.
         unit["fork_when"] = rng.choice(["now", "first_chunk"])
         unit["threads"] = max(1, n)
@@ -153,7 +153,7 @@ def make_plan(seed: int, torch_ok: bool = True) -> dict[str, Any]:
     leaves = [u for top in units for u in _walk(top) if u["kind"] in PROCESS_KINDS]
     if leaves and extra.random() < 0.12:
         # A producer holding more than 1024 descriptors (DataLoader workers sharing tensors do):
-        # select() fails on such numbers (issue 8, symptom 3).
+        # select() fails on such numbers.
         extra.choice(leaves)["fds"] = 1100
     for unit in units:
         if unit.get("kill_after") is not None:

@@ -32,7 +32,7 @@ FORK_KINDS = ("os.fork", "mp-fork", "mpx-fork")
 
 # Imported before any fork: the runner forks while its own threads run pools and executors, and
 # producers fork while their streams log; a module imported lazily by a harness thread would be
-# left locked in the child (FACTS). The harness must expose such hazards in hyrax_tbhub only.
+# left locked in the child. The harness must expose such hazards in hyrax_tbhub only.
 _PRELOAD = (
     "concurrent.futures.process", "multiprocessing.connection", "multiprocessing.pool",
     "multiprocessing.popen_fork", "multiprocessing.popen_forkserver", "multiprocessing.popen_spawn_posix",
