@@ -1,4 +1,4 @@
-"""Run the fault suite and print the README's fault table from what it measured.
+"""Run the fault suite and print the fault table of docs/performance.md from what it measured.
 
     python scripts/fault_table.py              # runs `pytest -m faults`, prints the markdown table
     python scripts/fault_table.py -- -x -k kill   # extra pytest arguments after --
