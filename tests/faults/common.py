@@ -32,7 +32,8 @@ RECORD_ENV = "HYRAX_TBHUB_FAULT_RECORD"
 def record(point: int, test: str, **figures: Any) -> None:
     """Append one test's measurements to the file named by $HYRAX_TBHUB_FAULT_RECORD (if set).
 
-    scripts/fault_table.py runs the suite with it set and turns the records into docs/performance.md's fault table.
+    scripts/fault_table.py runs the suite with it set and turns the records into the fault table
+    of docs/performance.md.
     """
     path = os.environ.get(RECORD_ENV)
     if not path:
