@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import _naming, _wire
+from . import _naming
 from ._discovery.store import (
     KEY_ENV,
     MIN_KEY_BYTES,
@@ -37,8 +37,8 @@ from ._discovery.store import (
 )
 from ._process.connect import rediscover
 from ._process.rank_hub import publish_marker
+from ._process.remote import listen_remote
 from ._process.state import STATE
-from ._util.stderr import warn
 from ._util.threads import daemon_thread
 
 __all__ = ["serve_ranks", "watch_as_rank"]
@@ -84,19 +84,9 @@ def serve_ranks(
     if key is not None and len(key) < MIN_KEY_BYTES:
         raise ValueError(f"the key in ${key_env} has {len(key)} bytes; use at least {MIN_KEY_BYTES}")
     bind_host = host or os.environ.get("MASTER_ADDR") or socket.gethostname()
-    resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
-    checker = None
-    if key is None:
-        # The key will be in the store: whoever reads it may send anything that frames well.
-        try:
-            checker = _wire.EventChecker()
-        except ImportError:
-            warn("hyrax_tbhub: serve_ranks() without a launcher key and without the tensorboard "
-                 "package: records from remote ranks are checked for framing only (see "
-                 "docs/threat-model.md)")
-    bound_host, port = hub.listen_tcp(resolved, key, checker)
-    address = f"tcp:{bound_host}:{port}"
-    info = dataclasses.replace(hub.info(address), rank_hubs=rank_hubs is not False)
+    # The key is in the store when the launcher shared none: records are then checked as Events.
+    served = listen_remote(hub, bind_host, key)
+    info = dataclasses.replace(served, rank_hubs=rank_hubs is not False)
     _naming.mark_rank()  # this rank's descendants log as rank_<n>/...
     hub.on_close(_naming.unmark_rank)
     if info.rank_hubs:
@@ -110,7 +100,7 @@ def serve_ranks(
     # An empty value, not a deleted key: a rank's get() on a missing key would block until the
     # store's timeout.
     hub.on_close(lambda: store.set(STORE_KEY, ""))
-    return address
+    return served.address
 
 
 _eager: threading.Thread | None = None
