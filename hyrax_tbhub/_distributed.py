@@ -25,6 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 from . import _naming
+from ._discovery.launcher import launcher_on_one_host
 from ._discovery.store import (
     KEY_ENV,
     MIN_KEY_BYTES,
@@ -76,8 +77,14 @@ def serve_ranks(
     if store is None:
         dist = torch_distributed()
         if dist is None:
+            if launcher_on_one_host():
+                # Every rank is on this host: they find the hub without a store (a sibling
+                # entry, _discovery/launcher.py; or they are this process's descendants).
+                return hub.address
             raise RuntimeError(
-                "serve_ranks() needs torch.distributed.init_process_group() first (or a store)"
+                "serve_ranks() serves ranks on other hosts through torch.distributed's store: call "
+                "torch.distributed.init_process_group() first (or pass store=); ranks on this host "
+                "need no serve_ranks()"
             )
         store = default_store(dist)
     key = shared_key(key_env) if key_env else None

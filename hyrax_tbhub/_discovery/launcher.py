@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .hubfile import HubInfo, _pid_alive, _write_private, bump_generation, read_hub_file, runtime_dir
 
-__all__ = ["find_sibling_hub", "launcher_run", "publish_sibling_entry"]
+__all__ = ["find_sibling_hub", "launcher_on_one_host", "launcher_run", "publish_sibling_entry"]
 
 _RUN_VARS = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
 
@@ -32,6 +32,17 @@ def launcher_run() -> str | None:
         return None
     joined = "\0".join(env.get(name, "") for name in _RUN_VARS)
     return hashlib.sha256(joined.encode("utf-8", "backslashreplace")).hexdigest()[:24]
+
+
+def launcher_on_one_host() -> bool:
+    """No rank of this job runs on another host: a single process (``accelerate launch --cpu``
+    runs one, with no ``RANK``), or a launcher's ranks all local (``LOCAL_WORLD_SIZE`` equal to
+    ``WORLD_SIZE``)."""
+    env = os.environ
+    world = env.get("WORLD_SIZE")
+    if world is None or world == "1":
+        return True
+    return env.get("LOCAL_WORLD_SIZE") == world
 
 
 def _entry(run: str) -> Path:
