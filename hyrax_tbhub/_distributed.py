@@ -31,12 +31,14 @@ from ._discovery.store import (
     MIN_KEY_BYTES,
     POLL_S,
     STORE_KEY,
+    UNREACHABLE_KEY,
     default_store,
     find_distributed_hub,
     shared_key,
     torch_distributed,
 )
 from ._process.connect import rediscover
+from ._process.engines import add_report_reader
 from ._process.rank_hub import publish_marker
 from ._process.remote import listen_remote
 from ._process.state import STATE
@@ -107,6 +109,8 @@ def serve_ranks(
     # An empty value, not a deleted key: a rank's get() on a missing key would block until the
     # store's timeout.
     hub.on_close(lambda: store.set(STORE_KEY, ""))
+    # Ranks that find this entry and cannot connect count themselves here (_process/connect.py).
+    add_report_reader(hub, lambda: int(store.add(UNREACHABLE_KEY + hub.hub_id, 0)))
     return served.address
 
 

@@ -23,7 +23,13 @@ from .._channel import Channel
 from .._discovery import hubfile
 from .._discovery.launcher import find_sibling_hub
 from .._discovery.ray import find_ray_hub, report_unreachable, watch_ray
-from .._discovery.store import find_distributed_hub, in_distributed_job, torch_distributed, watch_store
+from .._discovery.store import (
+    find_distributed_hub,
+    in_distributed_job,
+    report_unreachable_in_store,
+    torch_distributed,
+    watch_store,
+)
 from .._naming import producer_name
 from .._producer import Producer
 from .._util.ray import ray_worker
@@ -113,6 +119,7 @@ def _find_distributed() -> hubfile.HubInfo | None:
     if info is not None and info.hub_id not in STATE.finished_hubs:
         if start_rank_hub(info):
             return None
+        _via_engine[info.hub_id] = "torch.distributed"
     return info
 
 
@@ -183,7 +190,8 @@ def _unreachable(producer: Producer) -> None:
     """A hub exists for this job but this process never got through to it: never silent."""
     info = producer.info
     engine = _via_engine.get(info.hub_id)
-    reported = engine == "ray" and report_unreachable(info, producer_name())
+    reported = (engine == "ray" and report_unreachable(info, producer_name())) or (
+        engine == "torch.distributed" and report_unreachable_in_store(info.hub_id))
     where = ("the owner counts it under hyrax_tbhub/transport_errors" if reported
              else "nothing in the log can count it")
     warn(f"hyrax_tbhub: this process ({producer_name()}) found the hub of its job at {info.address} "

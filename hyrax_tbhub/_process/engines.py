@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 from .._discovery import launcher
 from .._discovery.ray import publish_ray_entry, read_unreachable, withdraw_ray_entry
@@ -24,7 +25,7 @@ from .._util.threads import daemon_thread
 from .remote import listen_remote
 from .state import STATE
 
-__all__ = ["count_unreachable", "serve_engines"]
+__all__ = ["add_report_reader", "count_unreachable", "serve_engines"]
 
 _POLL_S = 0.2  # s between two looks for `ray` in sys.modules: a dict lookup, while Ray is absent
 _served: set[tuple[str, str]] = set()  # (hub id, Ray job id) already published
@@ -94,9 +95,26 @@ def _serve_ray(hub: Hub) -> None:
     hub.on_close(lambda: withdraw_ray_entry(job, hub.hub_id))
 
 
+#: hub id -> (reads how many processes reported "unreachable" in a store, how many were counted)
+_readers: dict[str, list[tuple[Callable[[], int], list[int]]]] = {}
+
+
+def add_report_reader(hub: Hub, read: Callable[[], int]) -> None:
+    """Count, when ``hub`` closes, the reports ``read()`` returns (a total kept in an engine's
+    store: ``serve_ranks`` reads the process group's)."""
+    _readers.setdefault(hub.hub_id, []).append((read, [0]))
+
+
 def count_unreachable(hub: Hub) -> None:
     """Count, under the hub's transport errors, the processes that reported they found this hub
     through their engine and could not reach it (before close; never raises)."""
+    for read, counted in _readers.pop(hub.hub_id, []):
+        try:
+            for _ in range(max(0, read() - counted[0])):
+                hub.count_transport_error("a rank found this hub in the process group's store and "
+                                          "could not reach it")
+        except Exception:
+            pass
     if not any(h == hub.hub_id for h, _ in _served):
         return
     try:
