@@ -57,3 +57,14 @@ def _read(tmp: Any) -> bytes:
 
 def node_of(_: Any = None) -> str:
     return str(ray.get_runtime_context().get_node_id())
+
+
+def tune_trial(config: dict[str, Any]) -> None:
+    """A Ray Tune function trainable: 25 scalars per trial."""
+    from ray import tune
+
+    k = int(config["k"])
+    logger = get_tensorboard_logger()
+    for i in range(25):
+        logger.add_scalar("ray/tune", float(k * 25 + i), i)
+    tune.report({"k": k})

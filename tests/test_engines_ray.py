@@ -113,3 +113,19 @@ def test_a_worker_that_cannot_reach_the_hub_says_so_and_the_owner_counts_it(
     assert not ok
     assert "cannot reach it; the owner counts it under hyrax_tbhub/transport_errors" in err
     assert read_logs(logdir).transport_errors == 1
+
+
+def test_ray_tune_trials_land_every_event(ray_first: None, logdir: Path, tmp_path: Path) -> None:
+    tune = pytest.importorskip("ray.tune")
+    import ray_workers
+
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
+    tuner = tune.Tuner(
+        ray_workers.tune_trial,
+        param_space={"k": tune.grid_search([0, 1, 2, 3])},
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    hyrax_tbhub.close_tensorboard_logger()
+    assert _values(logdir, "ray/tune") == [float(i) for i in range(N)]

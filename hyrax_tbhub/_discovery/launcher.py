@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def find_sibling_hub() -> HubInfo | None:
         info = read_hub_file(_entry(run))
     except OSError:
         return None
-    if info is None or info.owner_pid == os.getpid() or not _pid_alive(info.owner_pid):
+    if info is None or info.owner_pid == os.getpid() or info.hostname != socket.gethostname():
+        return None  # our own, or a runtime folder shared with another host
+    if not _pid_alive(info.owner_pid):
         return None
     return info

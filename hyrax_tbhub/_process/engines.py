@@ -19,7 +19,7 @@ from collections.abc import Callable
 from .._discovery import launcher
 from .._discovery.ray import publish_ray_entry, read_unreachable, withdraw_ray_entry
 from .._hub import Hub
-from .._util.ray import ray_initialized, ray_module
+from .._util.ray import ray_initialized, ray_module, ray_worker
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
 from .remote import listen_remote
@@ -74,8 +74,8 @@ def _ray_ready() -> None:
 def _serve_ray_now() -> None:
     """Publish the current hub for the current Ray job (a Ray post-init hook; never raises)."""
     hub = STATE.hub
-    if hub is None or hub.owner_pid != os.getpid():
-        return
+    if hub is None or hub.owner_pid != os.getpid() or ray_worker():
+        return  # a worker's own hub (a trial that calls init) must not take over its job's entry
     try:
         _serve_ray(hub)
     except Exception as exc:
