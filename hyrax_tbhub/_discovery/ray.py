@@ -154,10 +154,15 @@ def watch_ray(
         return
 
     def run() -> None:
+        looks = 0
         while True:
-            time.sleep(POLL_S)  # a poll interval, not a wait for anything
+            # A poll interval, not a wait for anything. After a minute without a hub, every 10 s:
+            # a job whose driver never starts one must not cost its GCS a request per worker per
+            # second.
+            time.sleep(POLL_S if looks < 60 else 10 * POLL_S)
             if connected():
                 continue
+            looks += 1
             info = find_ray_hub()
             if info is not None and info.hub_id not in known():
                 poke()
