@@ -24,21 +24,24 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import _naming, _wire
+from . import _naming
+from ._discovery.launcher import launcher_on_one_host
 from ._discovery.store import (
     KEY_ENV,
     MIN_KEY_BYTES,
     POLL_S,
     STORE_KEY,
+    UNREACHABLE_KEY,
     default_store,
     find_distributed_hub,
     shared_key,
     torch_distributed,
 )
 from ._process.connect import rediscover
+from ._process.engines import add_report_reader
 from ._process.rank_hub import publish_marker
+from ._process.remote import listen_remote
 from ._process.state import STATE
-from ._util.stderr import warn
 from ._util.threads import daemon_thread
 
 __all__ = ["serve_ranks", "watch_as_rank"]
@@ -76,27 +79,23 @@ def serve_ranks(
     if store is None:
         dist = torch_distributed()
         if dist is None:
+            if launcher_on_one_host():
+                # Every rank is on this host: they find the hub without a store (a sibling
+                # entry, _discovery/launcher.py; or they are this process's descendants).
+                return hub.address
             raise RuntimeError(
-                "serve_ranks() needs torch.distributed.init_process_group() first (or a store)"
+                "serve_ranks() serves ranks on other hosts through torch.distributed's store: call "
+                "torch.distributed.init_process_group() first (or pass store=); ranks on this host "
+                "need no serve_ranks()"
             )
         store = default_store(dist)
     key = shared_key(key_env) if key_env else None
     if key is not None and len(key) < MIN_KEY_BYTES:
         raise ValueError(f"the key in ${key_env} has {len(key)} bytes; use at least {MIN_KEY_BYTES}")
     bind_host = host or os.environ.get("MASTER_ADDR") or socket.gethostname()
-    resolved = bind_host if ":" in bind_host else socket.gethostbyname(bind_host)
-    checker = None
-    if key is None:
-        # The key will be in the store: whoever reads it may send anything that frames well.
-        try:
-            checker = _wire.EventChecker()
-        except ImportError:
-            warn("hyrax_tbhub: serve_ranks() without a launcher key and without the tensorboard "
-                 "package: records from remote ranks are checked for framing only (see "
-                 "docs/threat-model.md)")
-    bound_host, port = hub.listen_tcp(resolved, key, checker)
-    address = f"tcp:{bound_host}:{port}"
-    info = dataclasses.replace(hub.info(address), rank_hubs=rank_hubs is not False)
+    # The key is in the store when the launcher shared none: records are then checked as Events.
+    served = listen_remote(hub, bind_host, key)
+    info = dataclasses.replace(served, rank_hubs=rank_hubs is not False)
     _naming.mark_rank()  # this rank's descendants log as rank_<n>/...
     hub.on_close(_naming.unmark_rank)
     if info.rank_hubs:
@@ -110,7 +109,9 @@ def serve_ranks(
     # An empty value, not a deleted key: a rank's get() on a missing key would block until the
     # store's timeout.
     hub.on_close(lambda: store.set(STORE_KEY, ""))
-    return address
+    # Ranks that find this entry and cannot connect count themselves here (_process/connect.py).
+    add_report_reader(hub, lambda: int(store.add(UNREACHABLE_KEY + hub.hub_id, 0)))
+    return served.address
 
 
 _eager: threading.Thread | None = None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ._util.ray import ray_worker_name
+
 __all__ = ["ENV_RANK", "job_rank", "mark_rank", "process_name", "producer_name", "unmark_rank"]
 
 ENV_RANK = "HYRAX_TBHUB_RANK"
@@ -114,6 +116,9 @@ def _leaf_name() -> str:
     if worker is not None:
         return f"dataloader_worker_{worker}"
     name = process_name()
+    if name is not None:
+        return name
+    name = ray_worker_name()
     if name is not None:
         return name
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""

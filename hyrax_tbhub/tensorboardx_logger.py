@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ._discovery import hubfile
 from ._hub import Hub, HubConfig, LocalChannel
 from ._process.connect import close_producer, rediscover
+from ._process.engines import count_unreachable, serve_engines
 from ._process.hooks import hook_exit
 from ._process.state import SAVED_ENV, STATE
 from ._surface import TensorLike, WriterMethods
@@ -359,6 +360,7 @@ def init_tensorboard_logger(
     SAVED_ENV.append(os.environ.get(hubfile.ENV_INFO))
     os.environ[hubfile.ENV_INFO] = hub_file
     hook_exit()
+    serve_engines(hub)  # Ray's workers, a launcher's sibling ranks: not descendants of this process
 
 
 def close_tensorboard_logger() -> None:
@@ -375,6 +377,7 @@ def close_tensorboard_logger() -> None:
         _STATE.channel = None
         _STATE.idle = True  # the owner never becomes a producer by itself
     try:
+        count_unreachable(hub)
         hub.close()
     finally:
         previous = SAVED_ENV.pop() if SAVED_ENV else None

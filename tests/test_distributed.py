@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
 
 from hyrax_tbhub._discovery.store import STORE_KEY, default_store  # noqa: E402
+from hyrax_tbhub._process.state import STATE  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.timeout(180)]
 
@@ -82,12 +83,23 @@ def test_a_rank_with_no_local_hub_logs_through_the_store(
     assert len(log["rank_1"]["remote_ts"]) == 1
 
 
-def test_serve_ranks_needs_a_hub_and_a_process_group(logdir: Path) -> None:
+def test_serve_ranks_needs_a_hub_and_a_process_group_for_ranks_on_other_hosts(
+    logdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(RuntimeError, match="init_tensorboard_logger"):
         hyrax_tbhub.serve_ranks()
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
     if not dist.is_initialized():
-        with pytest.raises(RuntimeError, match="init_process_group"):
+        # One process (accelerate launch --cpu): nothing to serve, nothing to raise.
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        assert hyrax_tbhub.serve_ranks() == STATE.hub.address  # type: ignore[union-attr]
+        # Every rank on this host: they find the hub without a store.
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert hyrax_tbhub.serve_ranks() == STATE.hub.address  # type: ignore[union-attr]
+        # Ranks on other hosts: one line that says what to do.
+        monkeypatch.setenv("WORLD_SIZE", "4")
+        with pytest.raises(RuntimeError, match="init_process_group.*ranks on this host need no"):
             hyrax_tbhub.serve_ranks()
 
 

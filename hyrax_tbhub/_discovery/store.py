@@ -23,11 +23,13 @@ from .._util.threads import daemon_thread
 from .hubfile import HubInfo
 
 __all__ = [
-    "KEY_ENV", "MIN_KEY_BYTES", "STORE_KEY", "default_store", "find_distributed_hub", "in_distributed_job",
-    "torch_distributed", "shared_key", "watch_store",
+    "KEY_ENV", "MIN_KEY_BYTES", "STORE_KEY", "UNREACHABLE_KEY", "default_store", "find_distributed_hub",
+    "in_distributed_job", "report_unreachable_in_store", "torch_distributed", "shared_key", "watch_store",
 ]
 
 STORE_KEY = "hyrax_tbhub/hub"
+#: ``UNREACHABLE_KEY + <hub id>``: how many ranks found that hub here and could not reach it.
+UNREACHABLE_KEY = "hyrax_tbhub/unreachable/"
 #: The environment variable ``serve_ranks()`` and the ranks read the launcher's shared key from.
 KEY_ENV = "HYRAX_TBHUB_KEY"
 MIN_KEY_BYTES = 16
@@ -93,6 +95,19 @@ def find_distributed_hub() -> HubInfo | None:
     if info.owner_pid == os.getpid() and info.hostname == socket.gethostname():
         return None  # our own hub
     return info
+
+
+def report_unreachable_in_store(hub_id: str) -> bool:
+    """Count this process, in the process group's store, as one that could not reach ``hub_id``
+    (the owner reads the count when it closes; never raises)."""
+    dist = torch_distributed()
+    if dist is None:
+        return False
+    try:
+        default_store(dist).add(UNREACHABLE_KEY + hub_id, 1)
+        return True
+    except Exception:
+        return False
 
 
 def in_distributed_job() -> bool:

@@ -188,6 +188,12 @@ class Hub:
         bound = sock.getsockname()
         return str(bound[0]), int(bound[1])
 
+    def count_transport_error(self, what: str) -> None:
+        """Count a connection lost as another party reported it (a process that found this hub
+        through its engine's store and could not connect)."""
+        with self._lock:
+            self.store.count_transport_error(what)
+
     def add_aggregate(self, pattern: str, every_s: float) -> None:
         """Aggregate the tags matching ``pattern`` (checked by :func:`.aggregate.attach`)."""
         with self._lock:

@@ -1,9 +1,15 @@
 """How this process joins a hub: rediscovery on a logging call, and leaving it again.
 
 A process that has no channel yet but could still gain one (a child of multiprocessing, a
-process that inherited a hub's address, a rank) watches the per-user hub generation (one mapped
-8-byte word every hub start bumps) and looks again as soon as it changes; a rank also looks in
-its process group's store.
+process that inherited a hub's address, a rank, a Ray worker) watches the per-user hub
+generation (one mapped 8-byte word every hub start bumps) and looks again as soon as it changes;
+a rank also looks in its process group's store, a Ray worker in its cluster's store.
+
+Where it looks, in order: the hub file of its ancestry (``_discovery/hubfile.py``), the process
+group's store (``_discovery/store.py``), the Ray job's entry (``_discovery/ray.py``), the hub a
+sibling rank of the same launcher run published on this host (``_discovery/launcher.py``).
+A process that found a hub through its engine and cannot reach it says so on stderr and reports
+itself through the engine's store, where the owner counts it (``_process/engines.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +21,18 @@ import sys
 # thread is doing when a fork happens leaves its lock held in the child (see _util/forksafe.py).
 from .._channel import Channel
 from .._discovery import hubfile
-from .._discovery.store import find_distributed_hub, in_distributed_job, watch_store
+from .._discovery.launcher import find_sibling_hub
+from .._discovery.ray import find_ray_hub, report_unreachable, watch_ray
+from .._discovery.store import (
+    find_distributed_hub,
+    in_distributed_job,
+    report_unreachable_in_store,
+    torch_distributed,
+    watch_store,
+)
+from .._naming import producer_name
 from .._producer import Producer
+from .._util.ray import ray_worker
 from .._util.stderr import warn
 from . import hooks
 from .rank_hub import start_rank_hub
@@ -61,6 +77,8 @@ def rediscover() -> Channel | None:
             if STATE.channel is not None:  # this rank now runs its own hub (_process/rank_hub.py)
                 return STATE.channel
         if info is None or info.hub_id in STATE.finished_hubs:
+            info = _find_by_engine()
+        if info is None or info.hub_id in STATE.finished_hubs:
             if watch is not None:
                 watch.settle(generation)
             STATE.idle = not may_gain  # notifies
@@ -101,7 +119,33 @@ def _find_distributed() -> hubfile.HubInfo | None:
     if info is not None and info.hub_id not in STATE.finished_hubs:
         if start_rank_hub(info):
             return None
+        _via_engine[info.hub_id] = "torch.distributed"
     return info
+
+
+#: Hubs found through an engine's store rather than ancestry: hub id -> engine. A process that
+#: cannot reach one of them reports itself there (item of _on_producer_gone).
+_via_engine: dict[str, str] = {}
+
+
+def _find_by_engine() -> hubfile.HubInfo | None:
+    """The hub of this process's Ray job, or of a sibling rank of its launcher run."""
+    if ray_worker():
+        if STATE.watch is not None:
+            watch = STATE.watch
+            watch_ray(watch.poke, lambda: STATE.finished_hubs, lambda: STATE.channel is not None)
+        info = find_ray_hub()
+        if info is not None:
+            _via_engine[info.hub_id] = "ray"
+            return info
+    if torch_distributed() is None:
+        # Only without a process group: with one, rank 0's store entry decides (and may ask
+        # this rank to run a hub of its own).
+        info = find_sibling_hub()
+        if info is not None:
+            _via_engine[info.hub_id] = "launcher"
+            return info
+    return None
 
 
 def _may_gain_hub() -> bool:
@@ -114,6 +158,8 @@ def _may_gain_hub() -> bool:
         return True
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return True  # a rank of a distributed job: rank 0 may serve a hub (serve_ranks)
+    if ray_worker():
+        return True  # the job's driver may publish a hub in the cluster's store
     if "torch.distributed" in sys.modules and in_distributed_job():
         return True
     for modname in ("multiprocessing", "multiprocess"):
@@ -129,6 +175,8 @@ def _may_gain_hub() -> bool:
 
 
 def _on_producer_gone(producer: Producer) -> None:
+    if producer.lost and producer.run_name is None:
+        _unreachable(producer)
     STATE.finished_hubs.add(producer.info.hub_id)
     hubfile.withdraw_published()
     if producer.lost:
@@ -136,6 +184,19 @@ def _on_producer_gone(producer: Producer) -> None:
     if STATE.channel is producer:
         STATE.channel = None
         STATE.notify()
+
+
+def _unreachable(producer: Producer) -> None:
+    """A hub exists for this job but this process never got through to it: never silent."""
+    info = producer.info
+    engine = _via_engine.get(info.hub_id)
+    reported = (engine == "ray" and report_unreachable(info, producer_name())) or (
+        engine == "torch.distributed" and report_unreachable_in_store(info.hub_id))
+    where = ("the owner counts it under hyrax_tbhub/transport_errors" if reported
+             else "nothing in the log can count it")
+    warn(f"hyrax_tbhub: this process ({producer_name()}) found the hub of its job at {info.address} "
+         f"{'through ' + engine + ' ' if engine else ''}and cannot reach it; {where}; "
+         "its logging calls are no-ops")
 
 
 def close_producer(timeout: float | None = None) -> None:
