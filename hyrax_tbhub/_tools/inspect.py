@@ -15,7 +15,9 @@ on ``corrupt`` files: it only checks a record's data CRC when the payload fails 
 bit inside a value is served as is and reading goes on; a bad length CRC stops it too.
 
 JSON output (``--json``), format ``hyrax_tbhub.inspect/1``; stdout is JSON exactly when the exit code
-is 0::
+is 0:
+
+.. code-block:: text
 
     {
       "format": "hyrax_tbhub.inspect/1",
