@@ -1,4 +1,4 @@
-"""What rank 0 pays for remote producers: per connection and per event (issue 10, docs/scaling.md).
+"""What rank 0 pays for remote producers: per connection and per event (docs/scaling.md).
 
 A "rank 0" process runs a hub that also listens on TCP (as ``serve_ranks()`` makes it) and does
 nothing else, so its CPU time (getrusage) is the hub's. Producer processes each hold many real

@@ -1,4 +1,4 @@
-"""How long close_tensorboard_logger() takes while a producer logs flat out (issue 8, symptom 4).
+"""How long close_tensorboard_logger() takes while a producer logs flat out.
 
     PYTHONPATH=. python scripts/close_under_load.py [--rounds 8] [--burners 2]
 

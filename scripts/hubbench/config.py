@@ -22,9 +22,9 @@ TAGS: dict[str, tuple[str, str, str, str]] = {
     "image": ("samples/input", "samples/recon", "samples/target", "samples/diff"),
 }
 
-# Targets of the issue. Memory has no number there: a hub must not cost more than the writer it
-# replaces, so it is held against the in-process writer (a) and, for producers, against (c),
-# whose producers each hold a whole SummaryWriter.
+# The targets hyrax_tbhub is held to. Memory has no number of its own: a hub must not cost more
+# than the writer it replaces, so it is held against the in-process writer (a) and, for
+# producers, against (c), whose producers each hold a whole SummaryWriter.
 TARGET_SPEEDUP_4 = 10.0
 TARGET_CALLER_US = 2.0
 TARGET_CALLER_MEAN_US = 1.5  # one producer, mean over the whole loop, sender included

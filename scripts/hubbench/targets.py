@@ -48,7 +48,7 @@ class Target:
     threshold: str
     ratio: float | None
     passed: bool | None  # None: not measured in this run
-    info: bool = False  # shown for context, not one of the targets
+    info: bool = False  # shown for context, not one of the targets
 
 
 def _ratio_target(
