@@ -1,6 +1,6 @@
 """Which forks of the test suite run while other threads exist, and whose threads those are.
 
-    python scripts/fork_warnings.py [PYTEST ARGS...]        # e.g. tests/test_processes.py
+    python scripts/fork_warnings.py [--out FILE] [PYTEST ARGS...]   # e.g. tests/test_processes.py
 
 CPython 3.12+ warns ``DeprecationWarning: This process is multi-threaded, use of fork() may lead
 to deadlocks in the child`` from ``os.fork()`` whenever the forking process has more than one
@@ -87,10 +87,18 @@ def pytest_warning_recorded(warning_message: Any, when: str, nodeid: str, locati
         _warnings[nodeid.split("::")[0] or _current["nodeid"].split("::")[0]] += 1
 
 
-def pytest_unconfigure(config: Any) -> None:
+def _save() -> None:
     out = os.environ.get(_OUT_ENV)
     if out and str(os.getpid()) == _current["pid"]:  # the pytest process, not a child of it
         Path(out).write_text(json.dumps({"forks": _forks, "warnings": dict(_warnings)}))
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    _save()  # after every test, so that an interrupted run still has its figures
+
+
+def pytest_unconfigure(config: Any) -> None:
+    _save()
 
 
 # --------------------------------------------------------------------------- command line
@@ -138,8 +146,14 @@ def _summary(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    keep = None
+    if argv[:1] == ["--out"]:  # keep the raw figures (they are written after every test)
+        keep, argv = Path(argv[1]), argv[2:]
+    if argv[:1] == ["--summary"]:  # only summarise figures kept by an earlier run
+        sys.stdout.write(_summary(json.loads(Path(argv[1]).read_text())))
+        return 0
     with tempfile.TemporaryDirectory(prefix="fork_warnings-") as tmp:
-        out = Path(tmp, "forks.json")
+        out = keep or Path(tmp, "forks.json")
         env = dict(os.environ)
         env[_OUT_ENV] = str(out)
         # scripts/ goes last on the path of the pytest process only, so that it shadows nothing.
