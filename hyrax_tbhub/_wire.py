@@ -94,7 +94,6 @@ __all__ = [
 ]
 
 MAGIC: Final = b"HTBHUB02"
-VERSION: Final = 2
 NONCE_LEN: Final = 32
 DIGEST_LEN: Final = 32
 CHALLENGE_LEN: Final = len(MAGIC) + NONCE_LEN

@@ -3,7 +3,7 @@
 ::
 
     import logging
-    from .logging_handler import TensorBoardHandler
+    from hyrax_tbhub.logging_handler import TensorBoardHandler
 
     logging.getLogger().addHandler(TensorBoardHandler(logging.WARNING))
 

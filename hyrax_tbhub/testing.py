@@ -2,7 +2,7 @@
 
 The TensorBoard counterpart of structlog's ``capture_logs``::
 
-    from .testing import capture_logs
+    from hyrax_tbhub.testing import capture_logs
 
     def test_reader_is_timed():
         with capture_logs() as logs:

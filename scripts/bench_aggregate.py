@@ -33,15 +33,6 @@ from hyrax_tbhub._hub import Hub  # noqa: E402
 BATCH = 2048
 
 
-def _best(fn: Any, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _hooks(repeats: int, tags: int) -> dict[str, float]:
     folder = tempfile.mkdtemp(prefix="bench_aggregate-")
     try:

@@ -2,7 +2,7 @@
 
     python scripts/layout_sizes.py [PACKAGE_DIR] [N]
 
-Module and class sizes before and after a layout change; the package's own tree by default.
+What a layout change reports before and after; the package's own tree by default.
 """
 
 from __future__ import annotations

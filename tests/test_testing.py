@@ -37,11 +37,9 @@ from hyrax_tbhub._process.state import STATE
 import workers  # noqa: E402  (importable by name in spawn and forkserver children)
 from readback import read_log  # noqa: E402
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    # Python 3.12+ warns on every fork of a process with threads; the hub is a thread by design.
-    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
-]
+# Python 3.12+ warns on every fork of a process with threads (the hub is one): not silenced
+# here, as users see it too; docs/fork-safety.md says why these forks are safe.
+pytestmark = [pytest.mark.timeout(120)]
 
 JOIN_S = 60
 

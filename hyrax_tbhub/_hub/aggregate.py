@@ -217,8 +217,6 @@ class Aggregator:
         self._tags: dict[str, _Tag] = {}  # stored tag -> its state
         self._open: list[_Tag] = []  # tags with an open window
         self._next_due = 1 << 62  # monotonic ns at which the first open window ends
-        self.points = 0  # values aggregated, for the benchmark
-        self.windows = 0  # (tag, window) pairs written
 
     def add_pattern(self, glob: str, every_s: float) -> None:
         self._patterns.append(_Pattern(glob, every_s))
@@ -337,7 +335,6 @@ class Aggregator:
                 if due < self._next_due:
                     self._next_due = due
             window.add_many(values)
-            self.points += len(values)
 
     def _tick(self, now: int | None) -> None:
         if now is not None and now < self._next_due:
@@ -365,7 +362,6 @@ class Aggregator:
         stats = (window.count, window.total / window.count, window.lo, window.hi, p50, p95)
         items = [("s", f"{tag}/{name}", float(v), step, wall) for name, v in zip(STATS, stats, strict=True)]
         self._store.add_own(self._run, encode_scalar_records(items))
-        self.windows += 1
 
 
 def parse_scalar_tag(key: bytes) -> str | None:
