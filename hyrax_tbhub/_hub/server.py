@@ -43,6 +43,7 @@ from .._util.stderr import warn
 from .._util.threads import daemon_thread
 from .._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 from ..options import DEFAULT_OPTIONS, Options
+from .liveness import HubLedger, recv_hello
 from .store import Run, Store
 
 __all__ = ["Hub", "HubConfig"]
@@ -348,7 +349,7 @@ class _Conn:
 
     __slots__ = (
         "sock", "key", "checker", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run",
-        "acks", "bye",
+        "acks", "bye", "ledger",
     )
 
     def __init__(
@@ -366,6 +367,7 @@ class _Conn:
         self.run: Run | None = None
         self.acks: list[int] = []  # flush items read this turn, acknowledged once written
         self.bye = False
+        self.ledger: HubLedger | None = None  # what the producer logged (liveness.py)
 
 
 class _Peers:
@@ -474,7 +476,11 @@ class _Peers:
 
     def _read_frames(self, conn: _Conn) -> None:
         try:
-            data = conn.sock.recv(_RECV_SIZE)
+            if conn.run is None and conn.sock.family == socket.AF_UNIX:
+                data, ledger = recv_hello(conn.sock, _RECV_SIZE)  # the HELLO carries the ledger
+                conn.ledger = conn.ledger or ledger
+            else:
+                data = conn.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -483,6 +489,10 @@ class _Peers:
             if conn.reader.buffered:
                 # The producer died in the middle of a batch (killed); the rest of it is gone.
                 self._store.count_transport_error(f"producer {_who(conn)} vanished mid-batch")
+            if conn.run is None:  # proved the key, then died before its hello: count unknown
+                self._store.count_transport_error("a producer vanished before its hello")
+            elif conn.ledger is not None:  # no goodbye: killed; its ledger says what it took
+                self._store.count_killed(conn.run, conn.ledger.lost())
             self._end(conn)
             return
         store = self._store
@@ -493,7 +503,10 @@ class _Peers:
                     if not self._on_hello(conn, _wire.decode_hello(payload)):
                         return
                     continue
-                items = store.admit(run, _wire.decode_batch(payload))
+                items = _wire.decode_batch(payload)
+                if conn.ledger is not None:
+                    conn.ledger.note(items)
+                items = store.admit(run, items)
                 if conn.checker is not None:
                     conn.checker.check(items)
                 for control in store.write(run, items):
@@ -563,6 +576,8 @@ class _Peers:
 
     def _drop(self, conn: _Conn) -> None:
         self.conns.pop(conn.sock, None)
+        if conn.ledger is not None:
+            conn.ledger.close()
         try:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
