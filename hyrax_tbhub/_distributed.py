@@ -37,6 +37,7 @@ from ._discovery.store import (
 )
 from ._process.connect import rediscover
 from ._process.rank_hub import publish_marker
+from ._process.rank_sync import confirm_ranks
 from ._process.state import STATE
 from ._util.stderr import warn
 from ._util.threads import daemon_thread
@@ -101,6 +102,7 @@ def serve_ranks(
     hub.on_close(_naming.unmark_rank)
     if info.rank_hubs:
         publish_marker(hub)
+        hub.before_close(lambda: _confirm_ranks(hub, store))
     published: dict[str, Any] = asdict(info)
     published.pop("options")  # ranks do not take options from the store (_discovery/store.py)
     if key is not None:
@@ -111,6 +113,11 @@ def serve_ranks(
     # store's timeout.
     hub.on_close(lambda: store.set(STORE_KEY, ""))
     return address
+
+
+def _confirm_ranks(hub: Any, store: Any) -> None:
+    # Rank 0's close: every rank hub's events first (the log is complete when close returns).
+    hub.store.ranks_unconfirmed = len(confirm_ranks(hub.hub_id, store, hub.config.options.close_timeout))
 
 
 _eager: threading.Thread | None = None

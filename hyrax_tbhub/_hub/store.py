@@ -95,6 +95,7 @@ class Store:
         self.transport_errors = 0
         self.internal_errors = 0
         self.killed: dict[str, int] = {}  # run -> events its killed producers took with them
+        self.ranks_unconfirmed = 0  # set by rank 0's close (_process/rank_sync.py)
         self._reported: dict[str, object] = {}  # what each counter said when last written
         self._warned: set[str] = set()
         self._next_counters = 0.0
@@ -296,7 +297,8 @@ class Store:
                 changed.append((tags.PRODUCER_KILLED + name, value))
         changed += self.guard.changed()
         for tag, value in ((tags.TRANSPORT_ERRORS, self.transport_errors),
-                           (tags.INTERNAL_ERRORS, self.internal_errors)):
+                           (tags.INTERNAL_ERRORS, self.internal_errors),
+                           (tags.RANKS_UNCONFIRMED, self.ranks_unconfirmed)):
             if value != self._reported.get(tag, 0):
                 self._reported[tag] = value
                 changed.append((tag, value))

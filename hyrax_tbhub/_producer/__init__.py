@@ -27,6 +27,7 @@ from .._discovery.hubfile import HubInfo
 from .._naming import producer_name
 from .._util.stderr import warn, warn_internal
 from .._util.threads import daemon_thread
+from .._wire import SYNC_BIT
 from ..options import DEFAULT_OPTIONS, Options
 from .frames import encode_frame, send_round
 from .ledger import Ledger
@@ -243,6 +244,12 @@ class Producer:
                 self._cond.notify_all()
         elif kind == "drain":
             self._drain_requested = True
+        elif kind == "sync" and not (self._closing or self._drain_requested):
+            # The hub wants everything queued now on disk (rank 0 is closing the job's log): a
+            # barrier behind it, answered by the hub, not acknowledged (a finishing producer's
+            # goodbye answers it as well).
+            self._urgent = True
+            self._outbox.put_flush(int(message[1]) | SYNC_BIT)
 
     def _internal_error(self, link: Link | None, exc: BaseException) -> None:
         """A bug of ours in the sender thread (not the hub going away, not the user's input).
