@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+import time
 from typing import Any
 
 from .._discovery.store import default_store, torch_distributed
@@ -36,6 +37,8 @@ __all__ = ["confirm_ranks", "serve_sync_requests"]
 _PREFIX = "hyrax_tbhub/rank_sync/"
 _STOP = b"stop"
 _WAIT_FOREVER = datetime.timedelta(days=365)  # a queue pop that times out logs a warning in C++
+_TAKE_GRACE_S = 5.0  # s for a live rank to take rank 0's request off its queue
+_POLL_S = 0.01  # s between rank 0's looks at the answers (only while its close waits)
 
 
 def _count_key(hub_id: str) -> str:
@@ -130,25 +133,52 @@ def confirm_ranks(hub_id: str, store: Any, timeout: float) -> list[int]:
     if not ranks:
         return []
     token = secrets.token_hex(8)
-    keys = {rank: _answer_key(hub_id, token, rank) for rank in ranks}
     try:
         for rank in ranks:
             store.queue_push(_queue_key(hub_id, rank), token.encode("ascii"))
-        waiter = store.clone()  # after a wait times out, its connection is not reused
-        try:
-            waiter.wait(list(keys.values()), datetime.timedelta(seconds=timeout))
-        except Exception:
-            pass  # timed out: the keys below say which ranks answered
-        # A rank whose hub closed meanwhile stopped answering, and has everything on disk.
-        unconfirmed = [rank for rank, key in keys.items()
-                       if not (store.check([key]) and bytes(store.get(key)) == b"1")
-                       and not store.check([_closed_key(hub_id, rank)])]
+        unconfirmed = _await_answers(store, hub_id, token, ranks, timeout)
     except Exception as exc:
         warn(f"hyrax_tbhub: the other ranks' final flush failed ({exc!r})")
         return sorted(ranks)
     if unconfirmed:
         warn(f"hyrax_tbhub: ranks {sorted(unconfirmed)} did not confirm that their events are on disk "
-             f"within {timeout:g} s; their runs may be missing events (counted under "
-             "hyrax_tbhub/ranks_unconfirmed)")
+             f"(not listening after {min(_TAKE_GRACE_S, timeout):g} s, or not done within {timeout:g} s); "
+             "their runs may be missing events (counted under hyrax_tbhub/ranks_unconfirmed)")
     return sorted(unconfirmed)
 
+
+def _await_answers(store: Any, hub_id: str, token: str, ranks: list[int], timeout: float) -> list[int]:
+    """The ranks that did not answer ``token`` with "done" within ``timeout`` s.
+
+    A live rank's thread takes the request off its queue within milliseconds (the store hands
+    it over; no Python code of the rank needs to run): a rank that has not taken it after
+    ``_TAKE_GRACE_S`` is not listening (its host died, it hangs) and is not waited for further,
+    so a dead node costs rank 0's close seconds, not its whole close timeout.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    pending = set(ranks)
+    taken: set[int] = set()
+    unconfirmed: list[int] = []
+    while pending:
+        for rank in sorted(pending):
+            key = _answer_key(hub_id, token, rank)
+            if store.check([key]):
+                if bytes(store.get(key)) != b"1":
+                    unconfirmed.append(rank)
+                pending.discard(rank)
+            elif store.check([_closed_key(hub_id, rank)]):
+                pending.discard(rank)  # its hub closed meanwhile: everything of it is on disk
+            elif rank not in taken and int(store.queue_len(_queue_key(hub_id, rank))) == 0:
+                taken.add(rank)
+        now = time.monotonic()
+        if now >= deadline:
+            unconfirmed += sorted(pending)
+            break
+        if now - start >= min(_TAKE_GRACE_S, timeout):
+            silent = {r for r in pending if r not in taken}
+            unconfirmed += sorted(silent)
+            pending -= silent
+        if pending:
+            time.sleep(_POLL_S)  # polls the store for the answers: the condition itself
+    return sorted(unconfirmed)
