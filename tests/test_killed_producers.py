@@ -135,3 +135,67 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_hub_keeps_only_a_sealed_shared_memory_ledger_and_closes_every_other_descriptor() -> None:
+    """A key holder can attach any descriptors to its HELLO: the hub has room for one (the
+    kernel closes the others), keeps it only if it is a sealed memfd (a pipe or a plain file
+    could block or shrink under the hub), and closes it otherwise."""
+    import array
+    import socket
+
+    from hyrax_tbhub._hub.liveness import HubLedger, recv_hello
+    from hyrax_tbhub._producer.ledger import Ledger
+
+    pipe_r, pipe_w = os.pipe()
+    unsealed = os.memfd_create("plain")
+    os.ftruncate(unsealed, 64)
+    ledger = Ledger(shared=True)
+    assert ledger.fd is not None
+    ledger.words[0] = 7
+
+    def hand_over(fds: list[int]) -> HubLedger | None:
+        a, b = socket.socketpair()
+        try:
+            before = _open_fds()
+            a.sendmsg([b"hello"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            data, got = recv_hello(b, 4096)
+            assert data == b"hello"
+            kept = _open_fds() - before
+            assert kept == ({got.fd} if got is not None else set()), "a descriptor was kept"
+            return got
+        finally:
+            a.close()
+            b.close()
+
+    try:
+        assert hand_over([pipe_r]) is None
+        assert hand_over([unsealed]) is None
+        got = hand_over([ledger.fd, pipe_r, unsealed])
+        assert got is not None
+        assert got.lost() == (7, 0)
+        got.received = 5
+        assert got.lost() == (2, 0)
+        got.close()
+    finally:
+        for fd in (pipe_r, pipe_w, unsealed):
+            os.close(fd)
+        ledger.close_fd()
+
+
+def _open_fds() -> set[int]:
+    fds = set()
+    for fd in range(4096):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        fds.add(fd)
+    return fds
+
+
+def test_a_sync_frame_round_trips_and_its_answer_is_not_a_producer_flush() -> None:
+    from hyrax_tbhub import _wire
+
+    assert _wire.decode_hub_message(_wire.pack_sync(42)[4:]) == ("sync", 42)
+    assert 42 | _wire.SYNC_BIT > 1 << 62  # above any seq a producer's own flush() ever uses
