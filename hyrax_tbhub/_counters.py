@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
-    "DROPPED", "ERRORS", "INTERNAL_ERRORS", "OVER_CAP", "REJECTED", "RESERVED_PREFIX", "STRANGERS",
-    "TRANSPORT_ERRORS",
+    "DROPPED", "ERRORS", "INTERNAL_ERRORS", "OVER_CAP", "PRODUCER_KILLED", "RANKS_UNCONFIRMED", "REJECTED",
+    "RESERVED_PREFIX", "STRANGERS", "TRANSPORT_ERRORS",
 ]
 
 RESERVED_PREFIX: Final = "hyrax_tbhub/"
@@ -23,3 +23,9 @@ INTERNAL_ERRORS: Final = RESERVED_PREFIX + "internal_errors"
 REJECTED: Final = RESERVED_PREFIX + "rejected"
 STRANGERS: Final = RESERVED_PREFIX + "strangers"
 OVER_CAP: Final = RESERVED_PREFIX + "over_cap"
+#: ``PRODUCER_KILLED + <run>``: events that producer logged and that never arrived because it
+#: ended without a goodbye (killed): read from its ledger (``_hub/liveness.py``), exact.
+PRODUCER_KILLED: Final = RESERVED_PREFIX + "producer_killed/"
+#: Ranks that did not confirm, when rank 0 closed, that their events were on disk
+#: (``_process/rank_sync.py``): their runs may be missing events.
+RANKS_UNCONFIRMED: Final = RESERVED_PREFIX + "ranks_unconfirmed"

@@ -40,6 +40,7 @@ from ._discovery.store import (
 from ._process.connect import rediscover
 from ._process.engines import add_report_reader
 from ._process.rank_hub import publish_marker
+from ._process.rank_sync import confirm_ranks
 from ._process.remote import listen_remote
 from ._process.state import STATE
 from ._util.threads import daemon_thread
@@ -100,6 +101,7 @@ def serve_ranks(
     hub.on_close(_naming.unmark_rank)
     if info.rank_hubs:
         publish_marker(hub)
+        hub.before_close(lambda: _confirm_ranks(hub, store))
     published: dict[str, Any] = asdict(info)
     published.pop("options")  # ranks do not take options from the store (_discovery/store.py)
     if key is not None:
@@ -112,6 +114,11 @@ def serve_ranks(
     # Ranks that find this entry and cannot connect count themselves here (_process/connect.py).
     add_report_reader(hub, lambda: int(store.add(UNREACHABLE_KEY + hub.hub_id, 0)))
     return served.address
+
+
+def _confirm_ranks(hub: Any, store: Any) -> None:
+    # Rank 0's close: every rank hub's events first (the log is complete when close returns).
+    hub.store.ranks_unconfirmed = len(confirm_ranks(hub.hub_id, store, hub.config.options.close_timeout))
 
 
 _eager: threading.Thread | None = None

@@ -1,4 +1,4 @@
-"""The producer <-> hub wire protocol (version 2): nothing on it is executable.
+"""The producer <-> hub wire protocol (version 3): nothing on it is executable.
 
 No deserialiser that can run code (``pickle``, ``marshal``, ``eval``) is applied to anything a
 socket delivers, in either direction. Events travel as the TFRecord-framed protobuf bytes the
@@ -15,8 +15,9 @@ side's HMAC binds its direction and both nonces, so a reflected or replayed answ
 
 The hub reads exactly 64 bytes before it has checked the producer's HMAC and acts on none of
 them; the producer reads exactly 40 + 32 bytes and sends nothing but its answer before it has
-checked the hub's. ``MAGIC`` carries the protocol version (``HTBHUB02``): a peer of another
-version fails the handshake instead of misreading frames.
+checked the hub's. ``MAGIC`` carries the protocol version (``HTBHUB03``): a peer of another
+version fails the handshake instead of misreading frames. Version 3 added SYNC (and a
+producer's ledger descriptor riding with its HELLO on a Unix socket, ``_hub/liveness.py``).
 
 Frames (all integers little-endian; ``str`` fields are UTF-8 and must decode)::
 
@@ -42,6 +43,8 @@ Frames (all integers little-endian; ``str`` fields are UTF-8 and must decode)::
     +------+-----------+-----------------------------------------------+-----------------------+
     | 0x82 | H -> P    | ACK: seq:u64                                  | frame <= MAX_HUB_FRAME|
     | 0x83 | H -> P    | DRAIN: token:u64        (the hub is closing)  |                       |
+    | 0x84 | H -> P    | SYNC: token:u64         (send what you hold,  |                       |
+    |      |           | then a flush item: token with SYNC_BIT set)   |                       |
     +------+-----------+-----------------------------------------------+-----------------------+
 
 A frame must be consumed exactly by its payload (no trailing bytes). A records blob is checked
@@ -88,12 +91,13 @@ __all__ = [
     "pack_ack",
     "pack_batch",
     "pack_drain",
+    "pack_sync",
     "pack_hello",
     "pack_welcome",
     "producer_answer",
 ]
 
-MAGIC: Final = b"HTBHUB02"
+MAGIC: Final = b"HTBHUB03"
 NONCE_LEN: Final = 32
 DIGEST_LEN: Final = 32
 CHALLENGE_LEN: Final = len(MAGIC) + NONCE_LEN
@@ -116,6 +120,10 @@ T_BATCH: Final = 0x02
 T_WELCOME: Final = 0x81
 T_ACK: Final = 0x82
 T_DRAIN: Final = 0x83
+T_SYNC: Final = 0x84
+#: A flush item whose seq has this bit answers the hub's SYNC (a producer's own seqs count up
+#: from 1 and never reach it); the hub does not acknowledge it.
+SYNC_BIT: Final = 1 << 63
 
 _P2H: Final = b"hyrax_tbhub producer->hub\0"
 _H2P: Final = b"hyrax_tbhub hub->producer\0"
@@ -387,8 +395,15 @@ def pack_drain(token: int = 0) -> bytes:
     return _frame(_B_U64.pack(T_DRAIN, token & _U64_MAX))
 
 
+def pack_sync(token: int) -> bytes:
+    return _frame(_B_U64.pack(T_SYNC, token & _U64_MAX))
+
+
+_CONTROL_NAMES: Final = {T_ACK: "ack", T_DRAIN: "drain", T_SYNC: "sync"}
+
+
 def decode_hub_message(body: bytes) -> tuple[Any, ...]:
-    """``("hello", {"run", "folder"})``, ``("ack", seq)`` or ``("drain", token)``."""
+    """``("hello", {"run", "folder"})``, ``("ack", seq)``, ``("drain", token)`` or ``("sync", token)``."""
     if not body:
         raise WireError("empty frame")
     kind = body[0]
@@ -398,10 +413,10 @@ def decode_hub_message(body: bytes) -> tuple[Any, ...]:
         if pos != len(body):
             raise WireError("trailing bytes after the welcome")
         return "hello", {"run": run, "folder": folder}
-    if kind in (T_ACK, T_DRAIN):
+    if kind in _CONTROL_NAMES:
         if len(body) != _B_U64.size:
             raise WireError("control frame of the wrong size")
-        return ("ack" if kind == T_ACK else "drain"), _U64.unpack_from(body, 1)[0]
+        return _CONTROL_NAMES[kind], _U64.unpack_from(body, 1)[0]
     raise WireError(f"unknown frame type 0x{kind:02x}")
 
 

@@ -41,9 +41,11 @@ from .._discovery import hubfile
 from .._util.net import tune_tcp
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
-from .._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
+from .._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, SYNC_BIT, FrameReader, WireError
 from ..options import DEFAULT_OPTIONS, Options
+from .liveness import HubLedger, recv_hello
 from .store import Run, Store
+from .sync import SyncRounds
 
 __all__ = ["Hub", "HubConfig"]
 
@@ -93,6 +95,7 @@ class Hub:
         self._next_expiry = 0.0
         self._hub_file: str | None = None
         self._close_callbacks: list[Callable[[], None]] = []
+        self._before_close: list[Callable[[], None]] = []
         _raise_fd_limit()
         hubfile.remove_stale_hub_files()
         self.address = str(hubfile.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
@@ -137,6 +140,11 @@ class Hub:
         """Drain every producer and the owner's queue, write counters, close all files."""
         if self._closed.is_set() or os.getpid() != self.owner_pid:
             return
+        for callback in self._before_close:
+            try:
+                callback()
+            except Exception as exc:  # asking other ranks to flush must not fail a close
+                warn(f"hyrax_tbhub: before closing: {exc!r}")
         with self._lock:
             self._closing = True
             wait = self.config.options.close_timeout if timeout is None else timeout
@@ -151,6 +159,10 @@ class Hub:
                 callback()
             except Exception as exc:  # withdrawing an address must not fail a close
                 warn(f"hyrax_tbhub: while closing: {exc!r}")
+
+    def before_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in ``close()`` before anything closes (rank 0: the ranks' flush)."""
+        self._before_close.append(callback)
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in ``close()``, once every event is on disk."""
@@ -208,6 +220,20 @@ class Hub:
     def start_ns(self, value: int) -> None:
         # A rank's hub takes the job's origin (_process/rank_hub.py), so every rank's steps compare.
         self.store.start_ns = value
+
+    def sync_producers(self, timeout: float) -> bool:
+        """Every event logged before this call by the owner or by any producer connected (or
+        waiting to be accepted) is on disk when this returns True; False after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        if not self.flush_local(timeout):
+            return False
+        with self._lock:
+            if self._closing:  # its close drains every producer: wait for that instead
+                done = self._closed
+            else:
+                done = self._peers.start_sync()
+        self.wake()
+        return done.wait(max(0.0, deadline - time.monotonic()))
 
     @property
     def strangers_rejected(self) -> int:
@@ -287,6 +313,7 @@ class Hub:
             self._next_expiry = now + _EXPIRY_INTERVAL
         self.store.write_pending()
         self._peers.send_acks()  # after the write: an ack says the OS has every record before it
+        self._peers.sync.end_turn()  # the same for hub-wide flushes (sync.py)
 
     def _close_step(self, now: float) -> bool:
         """One step of closing; True once every producer is done or the deadline passed."""
@@ -310,6 +337,7 @@ class Hub:
         self._peers.finish()
         self._drain_local()
         self.store.close()
+        self._peers.sync.abandon()  # everything is on disk now
         self._waker.close()
         self._sel.close()
 
@@ -354,7 +382,7 @@ class _Conn:
 
     __slots__ = (
         "sock", "key", "checker", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run",
-        "acks", "bye",
+        "acks", "bye", "ledger",
     )
 
     def __init__(
@@ -372,6 +400,7 @@ class _Conn:
         self.run: Run | None = None
         self.acks: list[int] = []  # flush items read this turn, acknowledged once written
         self.bye = False
+        self.ledger: HubLedger | None = None  # what the producer logged (liveness.py)
 
 
 class _Peers:
@@ -388,6 +417,7 @@ class _Peers:
         self._checkers: dict[socket.socket, _wire.EventChecker] = {}  # listeners of store readers
         self.conns: dict[socket.socket, _Conn] = {}
         self.draining = False  # close began: producers are told to send what they hold and leave
+        self.sync = SyncRounds()
 
     def add_listener(
         self, sock: socket.socket, key: bytes | None = None, checker: _wire.EventChecker | None = None
@@ -480,7 +510,11 @@ class _Peers:
 
     def _read_frames(self, conn: _Conn) -> None:
         try:
-            data = conn.sock.recv(_RECV_SIZE)
+            if conn.run is None and conn.sock.family == socket.AF_UNIX:
+                data, ledger = recv_hello(conn.sock, _RECV_SIZE)  # the HELLO carries the ledger
+                conn.ledger = conn.ledger or ledger
+            else:
+                data = conn.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -489,6 +523,10 @@ class _Peers:
             if conn.reader.buffered:
                 # The producer died in the middle of a batch (killed); the rest of it is gone.
                 self._store.count_transport_error(f"producer {_who(conn)} vanished mid-batch")
+            if conn.run is None:  # proved the key, then died before its hello: count unknown
+                self._store.count_transport_error("a producer vanished before its hello")
+            elif conn.ledger is not None:  # no goodbye: killed; its ledger says what it took
+                self._store.count_killed(conn.run, conn.ledger.lost())
             self._end(conn)
             return
         store = self._store
@@ -499,12 +537,18 @@ class _Peers:
                     if not self._on_hello(conn, _wire.decode_hello(payload)):
                         return
                     continue
-                items = store.admit(run, _wire.decode_batch(payload))
+                items = _wire.decode_batch(payload)
+                if conn.ledger is not None:
+                    conn.ledger.note(items)
+                items = store.admit(run, items)
                 if conn.checker is not None:
                     conn.checker.check(items)
                 for control in store.write(run, items):
                     if control[0] == "f":
-                        conn.acks.append(control[1])
+                        if control[1] & SYNC_BIT:  # answers a hub-wide flush (sync.py)
+                            self.sync.answered(conn, control[1] & ~SYNC_BIT)
+                        else:
+                            conn.acks.append(control[1])
                     else:  # "b": the producer said goodbye, after everything it logged
                         conn.bye = True
         except WireError as exc:
@@ -526,6 +570,8 @@ class _Peers:
         self._send(conn, _wire.pack_welcome(run.name, os.path.abspath(run.folder)))
         if self.draining:
             self._send(conn, _wire.pack_drain(0))
+        for token in self.sync.tokens_for_new_run(conn):
+            self._send(conn, _wire.pack_sync(token))
         return True
 
     # -- replies --------------------------------------------------------------------------------
@@ -569,6 +615,9 @@ class _Peers:
 
     def _drop(self, conn: _Conn) -> None:
         self.conns.pop(conn.sock, None)
+        self.sync.gone(conn)
+        if conn.ledger is not None:
+            conn.ledger.close()
         try:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -588,6 +637,13 @@ class _Peers:
         for conn in list(self.conns.values()):
             if conn.run is not None:
                 self._send(conn, _wire.pack_drain(0))
+
+    def start_sync(self) -> threading.Event:
+        """A hub-wide flush over every producer, those still in the backlog included."""
+        for listener in self._listeners:
+            self._accept(listener, 1 << 30)  # each of them may hold events logged before now
+        return self.sync.start(list(self.conns.values()), lambda c: c.run is not None,
+                               lambda c, token: self._send(c, _wire.pack_sync(token)))
 
     def busy(self, now: float) -> bool:
         """Some producer is still sending, or some peer may still prove the key and say hello."""

@@ -94,6 +94,8 @@ class Store:
         self.aggregator: Aggregator | None = None
         self.transport_errors = 0
         self.internal_errors = 0
+        self.killed: dict[str, int] = {}  # run -> events its killed producers took with them
+        self.ranks_unconfirmed = 0  # set by rank 0's close (_process/rank_sync.py)
         self._reported: dict[str, object] = {}  # what each counter said when last written
         self._warned: set[str] = set()
         self._next_counters = 0.0
@@ -238,6 +240,21 @@ class Store:
             warn(f"hyrax_tbhub: {what} (further transport errors are counted under "
                  f"{tags.TRANSPORT_ERRORS})")
 
+    def count_killed(self, run: Run, lost: tuple[int, int] | None) -> None:
+        """The producer of ``run`` ended without a goodbye; ``lost`` is what its ledger says:
+        (events it logged that never arrived, its drop total), or None if unreadable."""
+        if lost is None:
+            return
+        events, dropped = lost
+        run.dropped = max(run.dropped, dropped)  # drops it had not reported yet
+        if not events:
+            return
+        self.killed[run.name] = self.killed.get(run.name, 0) + events
+        if "killed:" + run.name not in self._warned:
+            self._warned.add("killed:" + run.name)
+            warn(f"hyrax_tbhub: producer {run.name!r} ended without a goodbye (killed?); {events} events "
+                 f"it logged are lost, counted under {tags.PRODUCER_KILLED}{run.name}")
+
     def count_internal_error(self, exc: BaseException) -> None:
         """A bug of the hub itself: counted apart from transport failures, said once with its
         traceback so that it can be reported."""
@@ -274,9 +291,14 @@ class Store:
                 self._warned.add("drop:" + run.name)
                 warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was "
                      f"full); the count is logged as {tags.DROPPED}{run.name}")
+        for name, value in self.killed.items():
+            if value != self._reported.get(tags.PRODUCER_KILLED + name, 0):
+                self._reported[tags.PRODUCER_KILLED + name] = value
+                changed.append((tags.PRODUCER_KILLED + name, value))
         changed += self.guard.changed()
         for tag, value in ((tags.TRANSPORT_ERRORS, self.transport_errors),
-                           (tags.INTERNAL_ERRORS, self.internal_errors)):
+                           (tags.INTERNAL_ERRORS, self.internal_errors),
+                           (tags.RANKS_UNCONFIRMED, self.ranks_unconfirmed)):
             if value != self._reported.get(tag, 0):
                 self._reported[tag] = value
                 changed.append((tag, value))

@@ -23,6 +23,7 @@ from .._hub import Hub, HubConfig, LocalChannel
 from .._producer import local_start_ns, options_of
 from .._util.stderr import warn
 from . import hooks
+from .rank_sync import serve_sync_requests
 from .state import SAVED_ENV, STATE
 
 __all__ = ["marker_path", "publish_marker", "start_rank_hub"]
@@ -93,4 +94,5 @@ def _start(info: hubfile.HubInfo, rank: int) -> bool:
     state.channel = channel
     state.idle = False  # notifies
     hooks.hook_exit()
+    serve_sync_requests(hub, info.hub_id, rank)  # rank 0's close will wait for this hub's flush
     return True

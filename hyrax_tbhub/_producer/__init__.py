@@ -27,8 +27,10 @@ from .._discovery.hubfile import HubInfo
 from .._naming import producer_name
 from .._util.stderr import warn, warn_internal
 from .._util.threads import daemon_thread
+from .._wire import SYNC_BIT
 from ..options import DEFAULT_OPTIONS, Options
 from .frames import encode_frame, send_round
+from .ledger import Ledger
 from .link import TRANSPORT_ERRORS, Link
 from .outbox import RECORD, Item, Outbox
 
@@ -72,7 +74,9 @@ class Producer:
         self._writer: CaptureWriter | None = None
         self.frames_sent = 0  # batches on the wire (scripts/bench_remote.py reports them)
         self._link = Link(info.address)
-        self._outbox = Outbox(self.options, self._link.wake)
+        # Shared with the hub only over a Unix socket: a hub on another host cannot map it.
+        self._ledger = Ledger(shared=not info.address.startswith("tcp:"))
+        self._outbox = Outbox(self.options, self._link.wake, self._ledger)
         self.put_scalar = self._outbox.put_scalar
         self.put_event = self._outbox.put_event
         self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")
@@ -166,7 +170,9 @@ class Producer:
     def _serve_connection(self) -> None:
         link = self._link
         try:
-            meta, extra = link.handshake(self.info.key, self._name, os.getpid(), self.options.connect_timeout)
+            meta, extra = link.handshake(
+                self.info.key, self._name, os.getpid(), self.options.connect_timeout, self._ledger
+            )
         except TRANSPORT_ERRORS as exc:
             self._hello.set()
             self._give_up(f"cannot reach the hub at {self.info.address} ({exc!r})")
@@ -238,6 +244,12 @@ class Producer:
                 self._cond.notify_all()
         elif kind == "drain":
             self._drain_requested = True
+        elif kind == "sync" and not (self._closing or self._drain_requested):
+            # The hub wants everything queued now on disk (rank 0 is closing the job's log): a
+            # barrier behind it, answered by the hub, not acknowledged (a finishing producer's
+            # goodbye answers it as well).
+            self._urgent = True
+            self._outbox.put_flush(int(message[1]) | SYNC_BIT)
 
     def _internal_error(self, link: Link | None, exc: BaseException) -> None:
         """A bug of ours in the sender thread (not the hub going away, not the user's input).
@@ -263,6 +275,7 @@ class Producer:
         self._finish_gone()
 
     def _finish_gone(self) -> None:
+        self._ledger.close_fd()
         self.lost = True
         self._state = _GONE
         self._outbox.final_sent.set()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import selectors
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _wire
 from .._util.net import tune_tcp
@@ -29,6 +29,9 @@ from .._wire import (
     FrameReader,
     WireError,
 )
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 __all__ = ["Link", "ProtocolError", "TRANSPORT_ERRORS", "connect"]
 
@@ -94,7 +97,7 @@ class Link:
             pass
 
     def handshake(
-        self, key: bytes, name: str, pid: int, timeout: float
+        self, key: bytes, name: str, pid: int, timeout: float, ledger: Ledger | None = None
     ) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
         """Authenticate both ways and say hello; the hub's welcome and any messages behind it.
 
@@ -115,7 +118,11 @@ class Link:
             # hub proved the key too: whoever answers at a stale or forged address gets
             # neither our events nor our name.
             _wire.check_proof(key, challenge, nonce, _recv_exact(sock, PROOF_LEN))
-            sock.sendall(_wire.pack_hello(name, pid))
+            hello = _wire.pack_hello(name, pid)
+            if ledger is None:
+                sock.sendall(hello)
+            else:  # the ledger's descriptor rides with the hello: after the key check only
+                ledger.send_with(sock, hello)
             # The reader may keep the start of a frame that followed the welcome: wait() goes on.
             reader = self._reader = FrameReader(MAX_HUB_FRAME)
             frames: list[bytes] = []

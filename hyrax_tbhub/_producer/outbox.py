@@ -35,6 +35,7 @@ from typing import Any
 
 from .._util.stderr import warn
 from ..options import Options
+from .ledger import DROPPED, LOST_AFTER_QUEUED, Ledger
 
 __all__ = ["Item", "Outbox", "RECORD", "cut_batch", "items_of"]
 
@@ -78,8 +79,12 @@ class Outbox:
     racing call or two only shifts when the sender is woken, never what is sent or counted.
     """
 
-    def __init__(self, options: Options, wake: Callable[[], None]) -> None:
+    def __init__(self, options: Options, wake: Callable[[], None], ledger: Ledger | None = None) -> None:
         self.options = options
+        # What was logged, where the hub can read it if this process is killed (.ledger).
+        self.ledger = Ledger(shared=False) if ledger is None else ledger
+        self.words = self.ledger.words  # one attribute lookup on the logging path, not two
+        self.logged = 0  # events queued so far; the ledger's word 0 (a literal 0 there: no global lookup)
         self.queue: list[Any] = []  # RECORD slots per item
         self.queued_bytes = 0  # bytes of the queued "e" items
         self.dropped = 0
@@ -102,6 +107,10 @@ class Outbox:
         q = self.queue
         n = len(q)
         if n < self._max_slots:
+            # LOGGED: a store, not a read-modify-write of the shared word (measured cheaper); no
+            # call in between, so no other thread runs between the two lines.
+            self.logged = c = self.logged + 1
+            self.words[0] = c
             q.extend(("s", tag, value, step, wall_time))
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
@@ -121,6 +130,10 @@ class Outbox:
             # Counted before it is queued: the sender, seeing no bytes queued after it took a
             # round of items, knows that none of them is an event (cut_batch's ``sized``).
             self.queued_bytes += size
+            # LOGGED: a store, not a read-modify-write of the shared word (measured cheaper); no
+            # call in between, so no other thread runs between the two lines.
+            self.logged = c = self.logged + 1
+            self.words[0] = c
             q.extend(("e", subrun, data, None, None))
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
@@ -141,6 +154,9 @@ class Outbox:
         by design), these were logged in time: they are a loss, counted and said.
         """
         self.dropped += n
+        words = self.words
+        words[LOST_AFTER_QUEUED] += n
+        words[DROPPED] = self.dropped
         self._say(why)
 
     def drop(self, n: int = 1, why: str = "") -> None:
@@ -155,6 +171,7 @@ class Outbox:
                 self.final_sent.wait(self.options.final_batch_wait)
             return
         self.dropped += n
+        self.words[DROPPED] = self.dropped
         if not self.dropped & 1023:
             # A caller that outruns the hub spins here holding the GIL, and the sender thread,
             # the one that could empty the queue, waits for it: hand it over now and then.
@@ -228,6 +245,9 @@ class Outbox:
         lost = kinds.count("s") + kinds.count("e")
         self.queue.clear()
         self.dropped += lost
+        words = self.words
+        words[LOST_AFTER_QUEUED] += lost
+        words[DROPPED] = self.dropped
         return lost
 
     def abandon(self) -> None:
@@ -235,6 +255,8 @@ class Outbox:
         self._max_slots = -1
         self._silent = True
         self.queue.clear()
+        self.ledger.abandon()
+        self.words = self.ledger.words
 
 
 def items_of(flat: list[Any]) -> list[Item]:
