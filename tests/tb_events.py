@@ -62,3 +62,13 @@ def other_events(logdir: str | os.PathLike[str]) -> list[tuple[str, str]]:
                 if what not in ("summary", "file_version", "session_log", None):
                     out.append((run, what))
     return out
+
+
+def number(value: Value) -> float:
+    """The scalar a value holds (a legacy ``simple_value`` arrives as a scalar tensor)."""
+    if value.kind == "simple_value":
+        return float(value.payload)
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.util.tensor_util import make_ndarray
+
+    return float(make_ndarray(TensorProto.FromString(value.payload)).item())
