@@ -115,7 +115,9 @@ def _run(folder: Path, report: Path, timeout: float) -> subprocess.Popen[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sdist", type=Path, required=True)
     parser.add_argument("--expected", type=Path, required=True)
     parser.add_argument("--replace", action="append", required=True, help="module:attribute (repeatable)")
