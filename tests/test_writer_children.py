@@ -14,13 +14,12 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
+import compat_workers
 import pytest
+from tb_events import read_values
 
 import hyrax_tbhub
 from hyrax_tbhub import SummaryWriter
-
-import compat_workers
-from tb_events import read_values
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.torch]
 tensorboardX = pytest.importorskip("tensorboardX")
