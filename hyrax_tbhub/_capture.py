@@ -125,6 +125,10 @@ class CaptureWriter(_TensorboardXWriter):
             self._sub_writer(os.path.join(main_tag, tag)).add_summary(
                 scalar(main_tag, value), global_step, walltime
             )
+            # What export_scalars_to_json writes, keyed as tensorboardX keys it (the sub-run's folder).
+            self._SummaryWriter__append_to_scalar_dict(
+                os.path.join(self._channel.folder(), main_tag, tag), value, global_step, walltime
+            )
 
     def add_hparams(
         self,

@@ -130,6 +130,26 @@ class WriterMethods:
         return HubFileWriter(self)
 
     @property
+    def default_bins(self) -> list[float]:
+        """Both libraries' default histogram bins (``add_histogram(..., bins="tensorflow")``)."""
+        v, buckets = 1e-12, []
+        while v < 1e20:
+            buckets.append(v)
+            v *= 1.1
+        return [-b for b in reversed(buckets)] + [0] + buckets
+
+    @property
+    def scalar_dict(self) -> dict[str, list[Any]]:
+        """tensorboardX's record of ``add_scalars`` values, this process's (for
+        ``export_scalars_to_json``); empty until this process calls ``add_scalars``."""
+        ch = self._channel_now()
+        if ch is None:
+            return {}
+        with IMPORT_LOCK:
+            scalars: dict[str, list[Any]] = ch.writer().scalar_dict
+        return scalars
+
+    @property
     def all_writers(self) -> dict[str, HubFileWriter] | None:
         """tensorboardX's ``{logdir: FileWriter}`` (the sub-runs of add_scalars are not listed)."""
         fw = self.file_writer

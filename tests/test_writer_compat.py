@@ -219,3 +219,27 @@ def test_get_file_writer_after_close_reopens_as_tensorboardx(tmp_path: Path) -> 
     w._get_file_writer().add_summary(scalar("late", 1.0), 1)
     w.close()
     assert [(v.tag, v.step) for v in read_values(tmp_path / "log")] == [("late", 1)]
+
+
+# -- attributes --------------------------------------------------------------------------------------
+
+def test_default_bins_and_export_scalars_to_json_as_tensorboardx(tmp_path: Path) -> None:
+    import json
+
+    def calls(w: Any, out: Path) -> None:
+        w.add_scalars("pair", {"a": 1.0, "b": 2.0}, 1, 10.0)
+        w.export_scalars_to_json(str(out))
+
+    with tensorboardX.SummaryWriter(str(tmp_path / "stock")) as stock:
+        calls(stock, tmp_path / "stock.json")
+        bins = stock.default_bins
+    with SummaryWriter(str(tmp_path / "ours")) as ours:
+        assert ours.default_bins == bins
+        calls(ours, tmp_path / "ours.json")
+        assert ours.scalar_dict == {}  # exported, then emptied, as tensorboardX does
+
+    def keyed(path: Path, folder: Path) -> dict[str, Any]:
+        exported = json.loads(path.read_text())
+        return {Path(k).relative_to(folder).as_posix(): v for k, v in exported.items()}
+
+    assert keyed(tmp_path / "ours.json", tmp_path / "ours") == keyed(tmp_path / "stock.json", tmp_path / "stock")
