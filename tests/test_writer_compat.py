@@ -242,4 +242,5 @@ def test_default_bins_and_export_scalars_to_json_as_tensorboardx(tmp_path: Path)
         exported = json.loads(path.read_text())
         return {Path(k).relative_to(folder).as_posix(): v for k, v in exported.items()}
 
-    assert keyed(tmp_path / "ours.json", tmp_path / "ours") == keyed(tmp_path / "stock.json", tmp_path / "stock")
+    expected = keyed(tmp_path / "stock.json", tmp_path / "stock")
+    assert keyed(tmp_path / "ours.json", tmp_path / "ours") == expected
