@@ -49,6 +49,23 @@ def _numpy_ready(value: Any) -> Any:
     return value
 
 
+def _audio_ready(value: Any) -> Any:
+    """A clip torch's ``add_audio`` takes, as tensorboardX's takes it.
+
+    torch's shape ``(1, L)`` becomes the 1-D clip it means: tensorboardX reads a 2-D clip as
+    ``(frames, channels)`` and refuses more than two channels, torch's writer squeezes it (mono
+    only); a ``(1, 1)`` or ``(1, 2)`` clip is left alone. Half precision becomes float32:
+    tensorboardX's soundfile refuses float16, torch's writer converts it.
+    """
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[0] == 1 and shape[1] > 2:
+        value = value.reshape(-1)
+    dtype = str(getattr(value, "dtype", ""))
+    if dtype in ("float16", "torch.float16", "torch.bfloat16"):
+        value = value.float() if dtype.startswith("torch") else value.astype("float32")
+    return value
+
+
 def _numpy_ready_all(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if "torch" not in sys.modules:
         return args, kwargs
@@ -349,8 +366,9 @@ class WriterMethods:
         sample_rate: int | None = 44100,
         walltime: float | None = None,
     ) -> None:
-        """As ``SummaryWriter.add_audio``."""
-        self._run("add_audio", tag, snd_tensor, global_step, sample_rate, walltime)
+        """As ``SummaryWriter.add_audio``: tensorboardX's shapes (``L`` or ``(L, channels)``) and
+        torch's ``(1, L)``."""
+        self._run("add_audio", tag, _audio_ready(snd_tensor), global_step, sample_rate, walltime)
 
     def add_graph(
         self, model: Any, input_to_model: Any = None, verbose: Any = False, use_strict_trace: Any = True

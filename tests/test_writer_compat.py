@@ -244,3 +244,15 @@ def test_default_bins_and_export_scalars_to_json_as_tensorboardx(tmp_path: Path)
 
     expected = keyed(tmp_path / "stock.json", tmp_path / "stock")
     assert keyed(tmp_path / "ours.json", tmp_path / "ours") == expected
+
+
+def test_add_audio_takes_torchs_one_row_clip(tmp_path: Path) -> None:
+    """torch's add_audio takes a (1, L) clip; tensorboardX reads that as L channels and raises."""
+    pytest.importorskip("soundfile", reason="tensorboardX's add_audio needs soundfile")
+    np = pytest.importorskip("numpy")
+    clip = np.sin(np.linspace(0, 100, 800))
+    with SummaryWriter(str(tmp_path / "row")) as w:
+        w.add_audio("a", clip.reshape(1, -1), 1, 8000, 5.0)
+    with tensorboardX.SummaryWriter(str(tmp_path / "stock")) as stock:
+        stock.add_audio("a", clip, 1, 8000, 5.0)
+    assert read_values(tmp_path / "row") == read_values(tmp_path / "stock")
