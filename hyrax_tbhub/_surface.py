@@ -15,18 +15,12 @@ import it, and with it torch: seconds in every worker that only logs scalars.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._events import encode_text_event
-from ._filewriter import HubFileWriter
-from ._util.forksafe import IMPORT_LOCK
-
-if TYPE_CHECKING:
-    from ._channel import Channel
+from ._writer_state import WriterState
 
 __all__ = ["TensorLike", "WriterMethods"]
 
@@ -35,18 +29,6 @@ TensorLike: TypeAlias = Any
 
 _time = time.time
 _monotonic_ns = time.monotonic_ns
-
-
-def _numpy_ready(value: Any) -> Any:
-    """``value`` as torch's writer hands it to numpy: a bfloat16 tensor cast to float16.
-
-    numpy has no bfloat16, so tensorboardX's ``make_np`` raises on one; torch's ``make_np`` casts
-    it (``torch.utils.tensorboard._convert_np``), and so do we, before tensorboardX sees it.
-    """
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:
-        return value.to(torch.float16)
-    return value
 
 
 def _audio_ready(value: Any) -> Any:
@@ -66,58 +48,16 @@ def _audio_ready(value: Any) -> Any:
     return value
 
 
-def _numpy_ready_all(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if "torch" not in sys.modules:
-        return args, kwargs
-    return tuple(map(_numpy_ready, args)), {k: _numpy_ready(v) for k, v in kwargs.items()}
-
-
-class WriterMethods:
+class WriterMethods(WriterState):
     """The methods of ``tensorboardX.SummaryWriter``, run against ``self._channel_now()``.
 
     A subclass provides the hooks ``_channel_now`` (the channel to log to in this process, or
     None) and ``_ts_step``, and the methods whose semantics are its own: ``flush``, ``close``,
     ``get_logdir``, and ``add_scalar``'s fast path that skips tensorboardX for plain numbers.
-
-    The writer's state that tensorboardX's code honours lives here, and every fast path checks
-    it before skipping that code: ``_meta``, the defaults of :meth:`use_metadata`
-    (tests/test_writer_fastpath.py compares both paths in each state).
+    The fast paths check the writer's state (``_writer_state``) before skipping tensorboardX.
     """
 
     __slots__ = ()
-
-    #: tensorboardX's ``FileWriter._default_metadata`` while :meth:`use_metadata` is active.
-    _meta: dict[str, Any] | None = None
-
-    def _channel_now(self) -> Channel | None:
-        raise NotImplementedError
-
-    def _set_meta(self, meta: dict[str, Any] | None) -> None:
-        self._meta = meta  # type: ignore[misc]  # a slot of the subclass (the handle overrides this)
-
-    def _tbx(self, ch: Channel, call: Callable[[Any], Any]) -> None:
-        """Run ``call(tensorboardX writer of ch)`` under this writer's ``use_metadata`` defaults."""
-        # Under the lock a fork takes: tensorboardX imports lazily (PIL, matplotlib, moviepy...),
-        # and an import another thread is in at a fork hangs the child's next import of it.
-        with IMPORT_LOCK:
-            writer = ch.writer()
-            meta = self._meta
-            if meta is None:
-                call(writer)
-                return
-            # The channel's writer is shared by every writer object of its hub in this process:
-            # the defaults are this object's, set for this call only (the lock serialises calls).
-            fw = writer._get_file_writer()
-            fw._default_metadata = meta
-            try:
-                call(writer)
-            finally:
-                fw._default_metadata = {}
-
-    def _call(self, ch: Channel, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """tensorboardX's ``method`` on ``ch``: the slow path of every method."""
-        args, kwargs = _numpy_ready_all(args, kwargs)
-        self._tbx(ch, lambda writer: getattr(writer, method)(*args, **kwargs))
 
     def _ts_step(self, tag: str, step: int) -> int:
         """The step for a ``*_ts`` call: ``step``, or one past the last one given for ``tag``."""
@@ -130,57 +70,9 @@ class WriterMethods:
             return
         self._call(ch, method, args, kwargs)
 
-    def _file_writer_call(self, call: Callable[[Any], Any]) -> None:
-        """``call(tensorboardX FileWriter)`` on this process's channel (``writer.file_writer``)."""
-        ch = self._channel_now()
-        if ch is not None:
-            self._tbx(ch, lambda writer: call(writer._get_file_writer()))
-
-    def _file_writer_logdir(self) -> str:
-        ch = self._channel_now()
-        return "" if ch is None else ch.folder()
-
-    @property
-    def file_writer(self) -> HubFileWriter | None:
-        """tensorboardX's FileWriter of this writer: ``add_summary``, ``add_event``, ``flush``,
-        ``get_logdir``... through the hub, from any process the writer is in."""
-        return HubFileWriter(self)
-
-    @property
-    def default_bins(self) -> list[float]:
-        """Both libraries' default histogram bins (``add_histogram(..., bins="tensorflow")``)."""
-        v, buckets = 1e-12, []
-        while v < 1e20:
-            buckets.append(v)
-            v *= 1.1
-        return [-b for b in reversed(buckets)] + [0] + buckets
-
-    @property
-    def scalar_dict(self) -> dict[str, list[Any]]:
-        """tensorboardX's record of ``add_scalars`` values, this process's (for
-        ``export_scalars_to_json``); empty until this process calls ``add_scalars``."""
-        ch = self._channel_now()
-        if ch is None:
-            return {}
-        with IMPORT_LOCK:
-            scalars: dict[str, list[Any]] = ch.writer().scalar_dict
-        return scalars
-
-    @property
-    def all_writers(self) -> dict[str, HubFileWriter] | None:
-        """tensorboardX's ``{logdir: FileWriter}`` (the sub-runs of add_scalars are not listed)."""
-        fw = self.file_writer
-        return None if fw is None else {fw.get_logdir(): fw}
-
-    def _get_file_writer(self) -> HubFileWriter:
-        """As both libraries' ``_get_file_writer()``: the FileWriter, reopened after close."""
-        return HubFileWriter(self)
-
     if TYPE_CHECKING:  # each writer has its own, with a fast path (and torch's order for one)
 
         def add_scalar(self, tag: str, scalar_value: TensorLike, global_step: int | None = None) -> None: ...
-
-        def flush(self) -> Any: ...
 
     def log_scalar_ts(
         self, name: str, scalar: float | TensorLike, since_tensorboard_start_ns: int | None = None
@@ -225,25 +117,6 @@ class WriterMethods:
             ch.put_event("", encode_text_event(tag, text_string, step, wall))
         else:
             self._call(ch, "add_text", (tag, text_string, global_step, walltime), {})
-
-    @contextlib.contextmanager
-    def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[Any]:
-        """As ``SummaryWriter.use_metadata``: the step and wall time of every enclosed ``add_*``
-        call (and ``file_writer`` call) that gives none, in this process.
-
-        tensorboardX's quirk is kept: with only ``global_step`` given, the events' wall time is
-        left unset (0), as its FileWriter leaves it.
-        """
-        # tensorboardX's checks, in its words.
-        if self._meta:
-            raise AssertionError("Default metadata is already set.")
-        if global_step is None and walltime is None:
-            raise AssertionError("At least one of `global_step` or `walltime` must be provided.")
-        self._set_meta({"global_step": global_step, "walltime": walltime})
-        try:
-            yield self
-        finally:  # tensorboardX leaves its defaults set when the block raises; we do not
-            self._set_meta(None)
 
     def add_scalars(
         self,

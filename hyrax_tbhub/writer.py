@@ -26,8 +26,9 @@ from ._discovery.hubfile import HubInfo
 from ._filewriter import HubFileWriter
 from ._hub import attach as _attach_aggregate
 from ._process import writers
-from ._surface import TensorLike, WriterMethods, _numpy_ready
+from ._surface import TensorLike, WriterMethods
 from ._util.forksafe import IMPORT_LOCK
+from ._writer_state import _numpy_ready
 from .options import DEFAULT_OPTIONS, Options
 from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, _is_fast_value, _resolve_logdir
 
