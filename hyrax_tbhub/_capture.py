@@ -9,16 +9,37 @@ sub-runs of the same channel instead of new files and threads.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from typing import Any, Protocol
 
-from tensorboardX import SummaryWriter
+import tensorboardX.writer
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.summary import hparams, scalar
 from tensorboardX.writer import FileWriter
 
 __all__ = ["CaptureWriter"]
+
+
+def _tensorboardx_summary_writer() -> Any:
+    """tensorboardX's own SummaryWriter class, even where a program (or a test harness) has
+    replaced ``tensorboardX.SummaryWriter`` by ours before this module was first imported:
+    subclassing ours would make every call recurse into itself."""
+    cls = tensorboardX.writer.SummaryWriter
+    if not str(getattr(cls, "__module__", "")).startswith("hyrax_tbhub"):
+        return cls
+    # A private copy of tensorboardX's writer module (its relative imports resolve in tensorboardX).
+    spec = importlib.util.spec_from_file_location("tensorboardX._hyrax_tbhub_original_writer",
+                                                  tensorboardX.writer.__file__)
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load tensorboardX's writer module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SummaryWriter
+
+
+_TensorboardXWriter: Any = _tensorboardx_summary_writer()
 
 
 class _Sink(Protocol):
@@ -63,7 +84,7 @@ class _ChannelFileWriter(FileWriter):
         self._default_metadata: dict[str, Any] = {}
 
 
-class CaptureWriter(SummaryWriter):
+class CaptureWriter(_TensorboardXWriter):
     """SummaryWriter bound to a :class:`~hyrax_tbhub._channel.Channel`."""
 
     file_writer: Any
@@ -103,6 +124,10 @@ class CaptureWriter(SummaryWriter):
         for tag, value in tag_scalar_dict.items():
             self._sub_writer(os.path.join(main_tag, tag)).add_summary(
                 scalar(main_tag, value), global_step, walltime
+            )
+            # What export_scalars_to_json writes, keyed as tensorboardX keys it (the sub-run's folder).
+            self._SummaryWriter__append_to_scalar_dict(
+                os.path.join(self._channel.folder(), main_tag, tag), value, global_step, walltime
             )
 
     def add_hparams(

@@ -15,17 +15,12 @@ import it, and with it torch: seconds in every worker that only logs scalars.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._events import encode_text_event
-from ._util.forksafe import IMPORT_LOCK
-
-if TYPE_CHECKING:
-    from ._channel import Channel
+from ._writer_state import WriterState
 
 __all__ = ["TensorLike", "WriterMethods"]
 
@@ -36,18 +31,33 @@ _time = time.time
 _monotonic_ns = time.monotonic_ns
 
 
-class WriterMethods:
+def _audio_ready(value: Any) -> Any:
+    """A clip torch's ``add_audio`` takes, as tensorboardX's takes it.
+
+    torch's shape ``(1, L)`` becomes the 1-D clip it means: tensorboardX reads a 2-D clip as
+    ``(frames, channels)`` and refuses more than two channels, torch's writer squeezes it (mono
+    only); a ``(1, 1)`` or ``(1, 2)`` clip is left alone. Half precision becomes float32:
+    tensorboardX's soundfile refuses float16, torch's writer converts it.
+    """
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[0] == 1 and shape[1] > 2:
+        value = value.reshape(-1)
+    dtype = str(getattr(value, "dtype", ""))
+    if dtype in ("float16", "torch.float16", "torch.bfloat16"):
+        value = value.float() if dtype.startswith("torch") else value.astype("float32")
+    return value
+
+
+class WriterMethods(WriterState):
     """The methods of ``tensorboardX.SummaryWriter``, run against ``self._channel_now()``.
 
     A subclass provides the hooks ``_channel_now`` (the channel to log to in this process, or
     None) and ``_ts_step``, and the methods whose semantics are its own: ``flush``, ``close``,
     ``get_logdir``, and ``add_scalar``'s fast path that skips tensorboardX for plain numbers.
+    The fast paths check the writer's state (``_writer_state``) before skipping tensorboardX.
     """
 
     __slots__ = ()
-
-    def _channel_now(self) -> Channel | None:
-        raise NotImplementedError
 
     def _ts_step(self, tag: str, step: int) -> int:
         """The step for a ``*_ts`` call: ``step``, or one past the last one given for ``tag``."""
@@ -58,10 +68,7 @@ class WriterMethods:
         ch = self._channel_now()
         if ch is None:
             return
-        # Under the lock a fork takes: tensorboardX imports lazily (PIL, matplotlib, moviepy...),
-        # and an import another thread is in at a fork hangs the child's next import of it.
-        with IMPORT_LOCK:
-            getattr(ch.writer(), method)(*args, **kwargs)
+        self._call(ch, method, args, kwargs)
 
     if TYPE_CHECKING:  # each writer has its own, with a fast path (and torch's order for one)
 
@@ -104,26 +111,12 @@ class WriterMethods:
         ch = self._channel_now()
         if ch is None:
             return
-        if type(tag) is str and type(text_string) is str:
+        if type(tag) is str and type(text_string) is str and self._meta is None:
             step = None if global_step is None else int(global_step)
             wall = _time() if walltime is None else walltime
             ch.put_event("", encode_text_event(tag, text_string, step, wall))
         else:
-            with IMPORT_LOCK:
-                ch.writer().add_text(tag, text_string, global_step, walltime)
-
-    def use_metadata(
-        self, *, global_step: int | None = None, walltime: float | None = None
-    ) -> AbstractContextManager[Any]:
-        """As ``SummaryWriter.use_metadata``; a do-nothing context manager without a hub."""
-        ch = self._channel_now()
-        if ch is None:
-            return contextlib.nullcontext(self)
-        with IMPORT_LOCK:
-            manager: AbstractContextManager[Any] = ch.writer().use_metadata(
-                global_step=global_step, walltime=walltime
-            )
-            return manager
+            self._call(ch, "add_text", (tag, text_string, global_step, walltime), {})
 
     def add_scalars(
         self,
@@ -246,8 +239,9 @@ class WriterMethods:
         sample_rate: int | None = 44100,
         walltime: float | None = None,
     ) -> None:
-        """As ``SummaryWriter.add_audio``."""
-        self._run("add_audio", tag, snd_tensor, global_step, sample_rate, walltime)
+        """As ``SummaryWriter.add_audio``: tensorboardX's shapes (``L`` or ``(L, channels)``) and
+        torch's ``(1, L)``."""
+        self._run("add_audio", tag, _audio_ready(snd_tensor), global_step, sample_rate, walltime)
 
     def add_graph(
         self, model: Any, input_to_model: Any = None, verbose: Any = False, use_strict_trace: Any = True

@@ -35,7 +35,6 @@ from ._process.engines import count_unreachable, serve_engines
 from ._process.hooks import hook_exit
 from ._process.state import SAVED_ENV, STATE
 from ._surface import TensorLike, WriterMethods
-from ._util.forksafe import IMPORT_LOCK
 from .options import DEFAULT_OPTIONS, Options
 
 if TYPE_CHECKING:
@@ -143,6 +142,7 @@ class HyraxSummaryWriter(WriterMethods):
                 return
         if (
             (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
+            and self._meta is None
             and type(tag) is str
             and not display_name
             and not summary_description
@@ -157,10 +157,13 @@ class HyraxSummaryWriter(WriterMethods):
                 tag, float(scalar_value), global_step, _time() if walltime is None else walltime
             )
         else:
-            with IMPORT_LOCK:  # tensorboardX's code imports lazily: a fork must not cut that in half
-                ch.writer().add_scalar(
-                    tag, scalar_value, global_step, walltime, display_name, summary_description
-                )
+            args = (tag, scalar_value, global_step, walltime, display_name, summary_description)
+            self._call(ch, "add_scalar", args, {})
+
+    def _set_meta(self, meta: dict[str, Any] | None) -> None:
+        # The handle is one object whose class changes with the process's state: its
+        # use_metadata defaults live on the class every state's class derives from.
+        HyraxSummaryWriter._meta = meta
 
     def _ts_step(self, tag: str, step: int) -> int:
         return _ts_step(tag, step)

@@ -23,10 +23,12 @@ import time
 from typing import TYPE_CHECKING, Any, overload
 
 from ._discovery.hubfile import HubInfo
+from ._filewriter import HubFileWriter
 from ._hub import attach as _attach_aggregate
 from ._process import writers
 from ._surface import TensorLike, WriterMethods
 from ._util.forksafe import IMPORT_LOCK
+from ._writer_state import _numpy_ready
 from .options import DEFAULT_OPTIONS, Options
 from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, _is_fast_value, _resolve_logdir
 
@@ -89,7 +91,16 @@ class SummaryWriter(WriterMethods):
     _owned: writers.OwnedHub | None
     _pid: int
 
-    __slots__ = ("_channel", "_ref", "_owned", "_pid", "_closed", "_last_ts", "__weakref__")
+    __slots__ = (
+        "_channel", "_ref", "_owned", "_pid", "_closed", "_last_ts", "_meta", "_opener", "_reopen",
+        "__weakref__",
+    )
+
+    #: What reopens the hub after ``close()`` (the owner's object only): folder, suffix, writer
+    #: kwargs, options.
+    _opener: tuple[str, str, dict[str, Any], Options] | None
+    #: True once ``close()`` closed the hub in the owner: the next call opens a new one.
+    _reopen: bool
 
     def __init__(
         self,
@@ -125,6 +136,9 @@ class SummaryWriter(WriterMethods):
         self._last_ts: dict[str, int] = {}
         self._owned = None
         self._channel = None
+        self._meta = None
+        self._opener = None
+        self._reopen = False
         if not write_to_disk:
             self._ref = _Ref(None, resolved, settings, closed=True)
             self._closed = True
@@ -132,6 +146,7 @@ class SummaryWriter(WriterMethods):
         writer_kwargs = {"logdir": resolved, "comment": comment, "max_queue": max_queue,
                          "flush_secs": flush_secs, "filename_suffix": filename_suffix or ""}
         owned = writers.open_hub(resolved, str(filename_suffix or ""), purge_step, writer_kwargs, options)
+        self._opener = (resolved, str(filename_suffix or ""), writer_kwargs, options)
         self._owned = owned
         self._channel = owned.channel
         self._ref = _Ref(owned.hub.info(), resolved, settings, closed=False)
@@ -144,6 +159,9 @@ class SummaryWriter(WriterMethods):
         self._last_ts = {}
         self._owned = None
         self._channel = None
+        self._meta = None
+        self._opener = None
+        self._reopen = False
         self._closed = ref.closed or ref.info is None
         if not self._closed:
             writers.track(self)
@@ -160,13 +178,15 @@ class SummaryWriter(WriterMethods):
         self._pid = os.getpid()
         self._owned = None
         self._channel = None
+        self._opener = None  # a closed copy stays closed here: the folder's hub is the parent's
+        self._reopen = False
 
     def _attach(self) -> Channel | None:
         """The channel of this writer in this process, connecting as a producer if need be."""
-        if self._closed:
-            return None
         if self._pid != os.getpid():  # forked without the at-fork hook (it always runs on POSIX)
             self._after_fork()
+        if self._closed:
+            return self._reopened() if self._reopen else None
         info = self._ref.info
         if info is None:
             return None
@@ -175,6 +195,27 @@ class SummaryWriter(WriterMethods):
             self._closed = True  # its hub closed: calls from here on are no-ops
         self._channel = ch
         return ch
+
+    def _reopened(self) -> Channel | None:
+        """After ``close()`` in the owner, as both libraries: the next call logs again.
+
+        A new hub for the same folder, writing a new event file (the hub's file names are
+        unique), so nothing logged after close is lost. ``purge_step`` is not written again
+        (torch's rule; tensorboardX's would purge what was logged before the close). Copies of
+        the writer handed out before close stay closed; copies handed out from now on reach the
+        new hub.
+        """
+        opener = self._opener
+        if opener is None or self._pid != os.getpid():
+            return None
+        folder, suffix, writer_kwargs, options = opener
+        owned = writers.open_hub(folder, suffix, None, writer_kwargs, options)
+        self._owned = owned
+        self._channel = owned.channel
+        self._ref = _Ref(owned.hub.info(), self._ref.log_dir, self._ref.settings, closed=False)
+        self._closed = False
+        self._reopen = False
+        return owned.channel
 
     # -- attributes both libraries have ---------------------------------------------------------
 
@@ -211,6 +252,8 @@ class SummaryWriter(WriterMethods):
     @property
     def run_folder(self) -> str | None:
         """Where this process's events land: ``log_dir`` in the owner, ``log_dir/<run>`` elsewhere."""
+        if self._closed:
+            return None
         ch = self._channel if self._channel is not None else self._attach()
         return None if ch is None else ch.folder()
 
@@ -272,6 +315,7 @@ class SummaryWriter(WriterMethods):
             summary_description = double_precision if isinstance(double_precision, str) else ""
         if (
             (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
+            and self._meta is None
             and type(tag) is str
             and not display_name
             and not summary_description
@@ -284,10 +328,8 @@ class SummaryWriter(WriterMethods):
                     raise ValueError(f"Value out of range: {global_step}")  # protobuf's own words
             ch.put_scalar(tag, float(scalar_value), global_step, _time() if walltime is None else walltime)
         else:
-            with IMPORT_LOCK:  # tensorboardX's code imports lazily: a fork must not cut that in half
-                ch.writer().add_scalar(
-                    tag, scalar_value, global_step, walltime, display_name, summary_description
-                )
+            args = (tag, scalar_value, global_step, walltime, display_name, summary_description)
+            self._call(ch, "add_scalar", args, {})
 
     @overload
     def add_hparams(
@@ -336,6 +378,7 @@ class SummaryWriter(WriterMethods):
         ch = self._channel if self._channel is not None else self._attach()
         if ch is None:
             return
+        tensor = _numpy_ready(tensor)
         with IMPORT_LOCK:  # lazy imports of tensorboardX: a fork must not cut them in half
             from tensorboardX.proto.summary_pb2 import Summary
             from tensorboardX.proto.tensor_pb2 import TensorProto
@@ -347,7 +390,7 @@ class SummaryWriter(WriterMethods):
             values = [float(v) for v in array.reshape(-1)]
             proto = TensorProto(dtype=1, tensor_shape=shape, float_val=values)
             summary = Summary(value=[Summary.Value(tag=tag, tensor=proto)])
-            ch.writer()._get_file_writer().add_summary(summary, global_step, walltime)
+        self._tbx(ch, lambda writer: writer._get_file_writer().add_summary(summary, global_step, walltime))
 
     def _ts_step(self, tag: str, step: int) -> int:
         last = self._last_ts.get(tag)
@@ -358,15 +401,25 @@ class SummaryWriter(WriterMethods):
         self._last_ts[tag] = step
         return step
 
-    def _get_file_writer(self) -> Any:
-        """The tensorboardX FileWriter of this process's run (Lightning's hparams use it).
+    @property
+    def file_writer(self) -> HubFileWriter | None:
+        """tensorboardX's ``file_writer``: None after ``close()`` in the owner, as in both
+        libraries (``_get_file_writer()`` reopens); elsewhere a FileWriter through the hub."""
+        if self._closed and self._reopen:
+            return None
+        return HubFileWriter(self)
 
-        Its ``add_summary`` also takes the ``Summary`` messages of ``torch.utils.tensorboard``.
-        """
-        ch = self._channel if self._channel is not None else self._attach()
-        if ch is None:
-            return _NullFileWriter()
-        return _AnySummaryFileWriter(ch.writer()._get_file_writer())
+    def _get_file_writer(self) -> HubFileWriter:
+        """As both libraries: the FileWriter, the writer reopened first if it was closed."""
+        if self._closed and self._reopen:
+            self._attach()
+        return HubFileWriter(self)
+
+    def _file_writer_logdir(self) -> str:
+        if self._closed:
+            return self._ref.log_dir
+        folder = self.run_folder
+        return self._ref.log_dir if folder is None else folder
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -399,6 +452,7 @@ class SummaryWriter(WriterMethods):
         if owned is not None and owned.hub.owner_pid == os.getpid():
             if not self._closed:
                 self._closed = True
+                self._reopen = self._opener is not None
                 self._channel = None
                 self._owned = None
                 writers.release_hub(owned)
@@ -414,36 +468,3 @@ class SummaryWriter(WriterMethods):
     def __repr__(self) -> str:
         role = "closed" if self._closed else ("owner" if self._owned is not None else "producer")
         return f"<hyrax_tbhub.SummaryWriter log_dir={self._ref.log_dir!r} {role}>"
-
-
-class _NullFileWriter:
-    def add_summary(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def add_event(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def flush(self) -> None:
-        return None
-
-    def get_logdir(self) -> str:
-        return ""
-
-
-class _AnySummaryFileWriter:
-    """tensorboardX's FileWriter, taking torch.utils.tensorboard's ``Summary`` as well."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def add_summary(
-        self, summary: Any, global_step: int | None = None, walltime: float | None = None
-    ) -> None:
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        if not isinstance(summary, Summary):
-            summary = Summary.FromString(summary.SerializeToString())
-        self._inner.add_summary(summary, global_step, walltime)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)

@@ -29,7 +29,7 @@ WRITER_CLASSES = [*HANDLE_CLASSES, hyrax_tbhub.SummaryWriter]
 EXTENSIONS = {"flush": ("timeout",)}
 
 #: Methods whose semantics are ours (they never call tensorboardX's) or that skip it on a fast path.
-NOT_FORWARDED = {"flush", "close", "add_scalar", "add_text"}
+NOT_FORWARDED = {"flush", "close", "add_scalar", "add_text", "use_metadata"}
 
 
 def _tbx_methods() -> list[str]:
@@ -132,6 +132,7 @@ def _handle_with(channel: _FakeChannel) -> Any:
 def _writer_with(channel: _FakeChannel) -> Any:
     writer = object.__new__(hyrax_tbhub.SummaryWriter)
     writer._channel, writer._owned, writer._closed, writer._last_ts = channel, None, False, {}
+    writer._meta = None
     return writer
 
 

@@ -50,7 +50,8 @@ def test_owner_writes_scalars_text_and_histograms_and_close_lands_them(tmp_path:
     assert {run for run in logs.runs} >= {".", "pair/a", "pair/b"}
 
 
-def test_calls_after_close_are_noops_and_create_no_file(tmp_path: Path) -> None:
+def test_calls_after_close_log_again_into_a_new_file(tmp_path: Path) -> None:
+    """As tensorboardX and torch: a call after close() reopens the writer (a new hub, a new file)."""
     log_dir = tmp_path / "log"
     w = SummaryWriter(str(log_dir))
     w.add_scalar("x", 1.0, 0)
@@ -58,9 +59,10 @@ def test_calls_after_close_are_noops_and_create_no_file(tmp_path: Path) -> None:
     files = sorted(p for p in log_dir.rglob("*tfevents*"))
     w.add_scalar("x", 2.0, 1)
     w.add_text("t", "late", 1)
+    w.close()
     w.close()  # idempotent
-    assert sorted(p for p in log_dir.rglob("*tfevents*")) == files
-    assert read_logs(log_dir).scalars("x") == [(0, 1.0)]
+    assert len(sorted(p for p in log_dir.rglob("*tfevents*"))) == len(files) + 1
+    assert read_logs(log_dir).scalars("x") == [(0, 1.0), (1, 2.0)]
 
 
 def test_write_to_disk_false_writes_nothing(tmp_path: Path) -> None:
