@@ -13,7 +13,7 @@ connects on its first call.
 
 The migration from ``torch.utils.tensorboard`` is one line::
 
-    from . import SummaryWriter  # was: from torch.utils.tensorboard import SummaryWriter
+    from hyrax_tbhub import SummaryWriter  # was: from torch.utils.tensorboard import SummaryWriter
 """
 
 from __future__ import annotations

@@ -46,9 +46,6 @@ OPTIONAL = {"torch", "pytorch_lightning", "lightning", "ray", "tensorboard", "ma
 KNOWN_BROKEN: dict[str, str] = {
     "hyrax_tbhub/tensorboardx_logger.py:<module>#0": "the swap line needs `import sys` and "
     "`import hyrax_tbhub.tensorboardx_logger` to run",
-    "hyrax_tbhub/writer.py:<module>#0": "relative import `from . import SummaryWriter` in the example",
-    "docs/summary-writer.md#0": "fragment: `time`, `Dataset`, `DataLoader` and `read` are not defined",
-    "docs/summary-writer.md#1": "fragment: `pl` and `model` are not defined",
 }
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)")
