@@ -44,7 +44,8 @@ def _time_once(python: Path, env: dict[str, str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200, help="runs of each case (default 200)")
     parser.add_argument("--editable", action="store_true", help="also time an editable install")
     args = parser.parse_args(argv)
@@ -53,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hyrax_tbhub-startup-") as tmp:
         tmpdir = Path(tmp)
         print("building the wheel and three virtualenvs...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmpdir / "dist"),
-                        str(ROOT)], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                        "-w", str(tmpdir / "dist"), str(ROOT)], check=True)
         wheel = next((tmpdir / "dist").glob("hyrax_tbhub-*.whl"))
         without = _make_venv(tmpdir / "without")
         installed = _make_venv(tmpdir / "with")
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(_time_once(python, env))
 
     base = statistics.median(times["without the package"])
-    print(f"python -c pass, {args.runs} runs each, interleaved ({sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print(f"python -c pass, {args.runs} runs each, interleaved "
+          f"({sys.version.split()[0]}, {os.cpu_count()} cpus)")
     print(f"{'case':32} {'median ms':>10} {'vs without':>11} {'p25':>7} {'p75':>7}")
     for name, values in times.items():
         q = statistics.quantiles(values, n=4)

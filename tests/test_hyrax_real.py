@@ -49,7 +49,9 @@ def _job(tmp_path: Path, args: list[str], **extra: str) -> subprocess.CompletedP
     (tmp_path / "runtime.toml").write_text((SUPPORT / "runtime.toml").read_text())
     proc = subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=_env(**extra),
                           cwd=str(tmp_path))
-    assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     return proc
 
 
@@ -99,7 +101,8 @@ def _assert_like_stock(folder: Path, stock: dict[str, int], runs: list[str] | No
 
 
 def test_cli_train_through_the_wrapper_lands_every_stock_point(tmp_path: Path, stock: dict[str, int]) -> None:
-    proc = _job(tmp_path, [str(BIN / "hyrax-tbhub"), "run", "--", str(BIN / "hyrax"), "train", "-c", "runtime.toml"])
+    command = [str(BIN / "hyrax-tbhub"), "run", "--", str(BIN / "hyrax"), "train", "-c", "runtime.toml"]
+    proc = _job(tmp_path, command)
     _assert_like_stock(_results(tmp_path), stock)
     assert "hyrax_tbhub:" not in proc.stderr
 

@@ -82,7 +82,8 @@ def test_isolated_mode_still_switches_and_no_site_does_not() -> None:
     isolated = subprocess.run([sys.executable, "-I", "-c", LOADED], capture_output=True, text=True,
                               timeout=CHILD_TIMEOUT_S, env=_env(HYRAX_TBHUB="1"), cwd="/")
     assert "'_hyrax_tbhub_hook'" in isolated.stdout, isolated
-    no_site = subprocess.run([sys.executable, "-S", "-c", "import sys; print('_hyrax_tbhub_hook' in sys.modules)"],
+    probe = "import sys; print('_hyrax_tbhub_hook' in sys.modules)"
+    no_site = subprocess.run([sys.executable, "-S", "-c", probe],
                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
                              env=_env(HYRAX_TBHUB="1"), cwd="/")
     assert no_site.stdout.strip() == "False"
@@ -94,7 +95,8 @@ def _run_cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_run_sets_the_variable_and_passes_the_exit_code_through() -> None:
-    proc = _run_cli("--", sys.executable, "-c", "import os, sys; print(os.environ['HYRAX_TBHUB']); sys.exit(7)")
+    code = "import os, sys; print(os.environ['HYRAX_TBHUB']); sys.exit(7)"
+    proc = _run_cli("--", sys.executable, "-c", code)
     assert proc.returncode == 7, proc.stderr
     assert proc.stdout.strip() == "1"
 
