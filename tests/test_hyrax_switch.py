@@ -165,3 +165,14 @@ def test_use_with_hyrax_is_idempotent_and_undone_by_stop(switched_off: None) -> 
     hyrax_tbhub.stop_using_with_hyrax()
     assert not hyrax_tbhub.hyrax_switched_on()
     assert sys.meta_path == before
+
+
+def test_use_with_hyrax_says_once_when_later_processes_cannot_follow() -> None:
+    """Under -S no .pth runs: spawned children would import hyrax's own module, and the call says so."""
+    paths = [*site.getsitepackages(), str(Path(hyrax_tbhub.__file__).resolve().parent.parent)]
+    code = (f"import sys; sys.path[:0] = {paths!r}; import hyrax_tbhub; "
+            "hyrax_tbhub.use_with_hyrax(); hyrax_tbhub.stop_using_with_hyrax(); hyrax_tbhub.use_with_hyrax()")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT_S, env=_env(), cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("hyrax_tbhub.pth is not active in this interpreter") == 1, proc.stderr
