@@ -4,7 +4,8 @@ virtualenv without the package, with it installed and ``HYRAX_TBHUB`` unset, and
 The package ships ``hyrax_tbhub.pth``, whose one line Python runs at every start: with the variable
 unset it reads ``os.environ`` (``os`` is already loaded) and imports nothing; set, it imports the
 small ``_hyrax_tbhub_hook`` module and puts an import finder on ``sys.meta_path``. Runs of the three
-cases are interleaved, so a change of machine load hits them alike; the figure is the median::
+cases are interleaved, so a change of machine load hits them alike; the figures are medians of the
+wall-clock time and of the CPU time the child used::
 
     python scripts/startup_cost.py                 # 200 runs of each case
     python scripts/startup_cost.py --runs 500 --editable
@@ -37,10 +38,17 @@ def _pip(python: Path, *args: str) -> None:
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", *args], check=True)
 
 
-def _time_once(python: Path, env: dict[str, str]) -> float:
+def _time_once(python: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) milliseconds of one ``python -c pass``. CPU time moves
+    far less than wall-clock time when other processes load the machine."""
     start = time.perf_counter_ns()
-    subprocess.run([str(python), "-c", "pass"], env=env, check=True)
-    return (time.perf_counter_ns() - start) / 1e6
+    child = subprocess.Popen([str(python), "-c", "pass"], env=env)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    wall = (time.perf_counter_ns() - start) / 1e6
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
+    if child.returncode != 0:
+        raise SystemExit(f"{python} -c pass exited {child.returncode}")
+    return wall, (usage.ru_utime + usage.ru_stime) * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,19 +82,22 @@ def main(argv: list[str] | None = None) -> int:
         for python, env in cases.values():  # warm the file cache and the .pyc files
             for _ in range(3):
                 _time_once(python, env)
-        times: dict[str, list[float]] = {name: [] for name in cases}
+        walls: dict[str, list[float]] = {name: [] for name in cases}
+        cpus: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.runs):
             for name, (python, env) in cases.items():
-                times[name].append(_time_once(python, env))
+                wall, cpu = _time_once(python, env)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
 
-    base = statistics.median(times["without the package"])
+    base_wall = statistics.median(walls["without the package"])
+    base_cpu = statistics.median(cpus["without the package"])
     print(f"python -c pass, {args.runs} runs each, interleaved "
-          f"({sys.version.split()[0]}, {os.cpu_count()} cpus)")
-    print(f"{'case':32} {'median ms':>10} {'vs without':>11} {'p25':>7} {'p75':>7}")
-    for name, values in times.items():
-        q = statistics.quantiles(values, n=4)
-        med = statistics.median(values)
-        print(f"{name:32} {med:10.2f} {med - base:+10.2f} {q[0]:7.2f} {q[2]:7.2f}")
+          f"({sys.version.split()[0]}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f})")
+    print(f"{'case':32} {'wall ms':>8} {'vs without':>11} {'cpu ms':>8} {'vs without':>11}")
+    for name in cases:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        print(f"{name:32} {wall:8.2f} {wall - base_wall:+11.2f} {cpu:8.2f} {cpu - base_cpu:+11.2f}")
     return 0
 
 
