@@ -40,16 +40,19 @@ try:
 
     class editable_wheel_with_pth(editable_wheel):
         # The editable wheel is built from a folder of its own ("unpacked"): what lies at its
-        # top lands at the top of site-packages, as the editable finder's own .pth does.
+        # top lands at the top of site-packages, as the editable finder's own .pth does. These
+        # are setuptools' private steps: if they change, the editable install goes on without
+        # the .pth (HYRAX_TBHUB then does nothing there; tests/test_hyrax_switch.py skips, saying why).
         def _create_wheel_file(self, bdist_wheel):  # type: ignore[no-untyped-def]
-            original = self._run_build_commands
+            original = getattr(self, "_run_build_commands", None)
+            if original is not None:
 
-            def run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir):  # type: ignore[no-untyped-def]
-                result = original(dist_name, unpacked_wheel, build_lib, tmp_dir)
-                shutil.copyfile(os.path.join(HERE, PTH), os.path.join(unpacked_wheel, PTH))
-                return result
+                def run_build_commands(dist_name, unpacked_wheel, *args, **kwargs):  # type: ignore[no-untyped-def]
+                    result = original(dist_name, unpacked_wheel, *args, **kwargs)
+                    shutil.copyfile(os.path.join(HERE, PTH), os.path.join(unpacked_wheel, PTH))
+                    return result
 
-            self._run_build_commands = run_build_commands
+                self._run_build_commands = run_build_commands
             return super()._create_wheel_file(bdist_wheel)
 
     cmdclass["editable_wheel"] = editable_wheel_with_pth
