@@ -37,6 +37,10 @@ class _Switch:
     stock: ModuleType | None  # hyrax's module as it was in sys.modules, if it was loaded
     stock_attr: Any  # hyrax.tensorboardx_logger (the package attribute) before the switch
     env_before: str | None
+    # What the call found, put back as it was by the undo: HYRAX_TBHUB at start may already have
+    # installed the finder and our module.
+    module_before: ModuleType | None
+    finder_before: bool
     rebound: list[tuple[dict[str, Any], str, Any]] = field(default_factory=list)
 
 
@@ -67,12 +71,12 @@ def use_with_hyrax() -> None:
     with _LOCK:
         if _switch is not None:
             return
-        stock = sys.modules.get(hook.TARGET)
+        module_before = stock = sys.modules.get(hook.TARGET)
         if stock is ours:  # switched at start by HYRAX_TBHUB: nothing was bound to the stock module
             stock = None
         package = sys.modules.get("hyrax")
-        switch = _Switch(stock, getattr(package, "tensorboardx_logger", None),
-                         os.environ.get(ENV))
+        switch = _Switch(stock, getattr(package, "tensorboardx_logger", None), os.environ.get(ENV),
+                         module_before, any(isinstance(f, hook.HyraxFinder) for f in sys.meta_path))
         hook.install()
         if stock is not None:
             _rebind(stock, switch)
@@ -99,15 +103,17 @@ def stop_using_with_hyrax() -> None:
             return
         for namespace, name, old in reversed(switch.rebound):
             namespace[name] = old
-        hook.uninstall()
-        if switch.stock is not None:
-            sys.modules[hook.TARGET] = switch.stock
+        if not switch.finder_before:
+            hook.uninstall()
+        if switch.module_before is not None:
+            sys.modules[hook.TARGET] = switch.module_before
         elif sys.modules.get(hook.TARGET) is ours:
             del sys.modules[hook.TARGET]
         package = sys.modules.get("hyrax")
         if package is not None:
             if switch.stock_attr is None:
-                package.__dict__.pop("tensorboardx_logger", None)
+                if package.__dict__.get("tensorboardx_logger") is ours:
+                    del package.__dict__["tensorboardx_logger"]
             else:
                 package.tensorboardx_logger = switch.stock_attr  # type: ignore[attr-defined]
         if switch.env_before is None:

@@ -176,3 +176,15 @@ def test_use_with_hyrax_says_once_when_later_processes_cannot_follow() -> None:
                           timeout=CHILD_TIMEOUT_S, env=_env(), cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("hyrax_tbhub.pth is not active in this interpreter") == 1, proc.stderr
+
+
+@needs_pth
+def test_undo_in_a_process_switched_at_start_by_the_variable_keeps_it_switched() -> None:
+    # The finder is in place from the start; the module entry is what hyrax's import would make.
+    code = ("import sys, hyrax_tbhub; "
+            "sys.modules['hyrax.tensorboardx_logger'] = hyrax_tbhub.tensorboardx_logger; "
+            "hyrax_tbhub.use_with_hyrax(); hyrax_tbhub.stop_using_with_hyrax(); "
+            "print(hyrax_tbhub.hyrax_switched_on(), type(sys.meta_path[0]).__name__)")
+    proc = _python(code, HYRAX_TBHUB="1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "HyraxFinder"]
