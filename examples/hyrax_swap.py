@@ -1,18 +1,16 @@
-"""Swap hyrax_tbhub into hyrax with one line; code written for hyrax then logs from every process.
+"""Switch hyrax over to hyrax_tbhub with one call; code written for hyrax then logs from every process.
 
-The line, placed before anything imports ``hyrax.tensorboardx_logger`` (for example at the top of
-your entry point, or in a ``sitecustomize``/``conftest.py``)::
+The call, anywhere before the logging you want (at the top of your entry point, inside
+``main()``, in a notebook cell, also after ``import hyrax``)::
 
-    sys.modules["hyrax.tensorboardx_logger"] = hyrax_tbhub.tensorboardx_logger
+    hyrax_tbhub.use_with_hyrax()
 
-Python looks a dotted module up in ``sys.modules`` before importing anything, so every later
-``from hyrax.tensorboardx_logger import ...`` gets hyrax_tbhub's functions (this example runs
-without hyrax installed). If ``hyrax`` itself was already imported, also set
-``hyrax.tensorboardx_logger = hyrax_tbhub.tensorboardx_logger`` for code that does
-``from hyrax import tensorboardx_logger``. Spawned children run this module's top level again,
-so they make the same swap.
+It makes ``hyrax.tensorboardx_logger`` hyrax_tbhub's module, rebinds the names hyrax's modules
+already took from hyrax's own, and sets ``HYRAX_TBHUB=1`` so that processes started later switch
+themselves at start (docs/hyrax.md; for a whole job with no code at all: ``hyrax-tbhub run --
+hyrax train ...``). This example runs without hyrax installed.
 
-Below the swap is code as hyrax writes it: a verb that opens the log, and work that runs in a
+Below the call is code as hyrax writes it: a verb that opens the log, and work that runs in a
 spawn pool and logs with ``log_duration_ts``/``log_scalar_ts``::
 
     python examples/hyrax_swap.py
@@ -26,12 +24,12 @@ import sys
 import tempfile
 import time
 
-import hyrax_tbhub.tensorboardx_logger
+import hyrax_tbhub
 
-sys.modules["hyrax.tensorboardx_logger"] = hyrax_tbhub.tensorboardx_logger  # the one line
+hyrax_tbhub.use_with_hyrax()  # the one line
 
 # ---- code written against hyrax's module, unchanged ---------------------------------------------
-from hyrax.tensorboardx_logger import (  # noqa: E402  (must come after the swap)
+from hyrax.tensorboardx_logger import (  # noqa: E402  (no hyrax here: the call makes it importable)
     close_tensorboard_logger,
     get_tensorboard_logger,
     init_tensorboard_logger,

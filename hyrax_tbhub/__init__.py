@@ -5,7 +5,8 @@ returns a writer that works in that process and in every descendant (fork, spawn
 pools, DataLoader workers, subprocesses) with nothing handed to them; ``close_tensorboard_logger``
 returns once everything logged is on disk. ``SummaryWriter`` is a drop-in for tensorboardX's and
 torch's whose object can be handed to other processes; ``aggregate`` writes live cross-producer
-statistics. See README.md and docs/.
+statistics. ``use_with_hyrax()`` (or ``HYRAX_TBHUB=1`` for a whole job) makes hyrax itself log
+through all this. See README.md and docs/.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from . import _distributed
 from ._aggregate import aggregate
 from ._distributed import serve_ranks
+from ._hyrax import hyrax_switched_on, stop_using_with_hyrax, use_with_hyrax
 from .options import Options
 from .tensorboardx_logger import (
     HyraxSummaryWriter,
@@ -34,6 +36,9 @@ __all__ = [
     "aggregate",
     "close_tensorboard_logger",
     "get_tensorboard_logger",
+    "hyrax_switched_on",
     "init_tensorboard_logger",
     "serve_ranks",
+    "stop_using_with_hyrax",
+    "use_with_hyrax",
 ]

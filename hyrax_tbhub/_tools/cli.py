@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: hyrax-tbhub {demo,inspect} [options]
+USAGE = """usage: hyrax-tbhub {demo,inspect,run} [options]
 
   demo      run a small multi-process pipeline into one log and show what landed
   inspect   summarise the runs, tags and counters of a log folder
+  run       run a command (e.g. 'hyrax train') with hyrax logging through hyrax_tbhub
 
 'hyrax-tbhub COMMAND --help' for the options of a command. The benchmark is not part of the
 installed package: run 'python scripts/bench.py' from a checkout of hyrax_tbhub."""
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as run
     elif command == "inspect":
         from .inspect import main as run
+    elif command == "run":
+        from .run import main as run
     elif command == "bench":
         print("hyrax-tbhub: 'bench' is no longer a command of the installed package; run "
               "'python scripts/bench.py' from a checkout of hyrax_tbhub", file=sys.stderr)

@@ -13,7 +13,13 @@ Launchers that start ranks as new programs (``strategy="ddp"``'s subprocesses, t
 a logger in each rank; a rank other than 0 then owns a hub for ``<log_dir>/rank_<n>``, so runs
 stay one per process either way. Only ``ddp_spawn`` (and single-process training) is tested.
 
-``close()`` returns once every event of every process is on disk; the hub also closes at exit.
+``get_tensorboard_logger()`` (hyrax's idiom, also what hyrax's own code calls once switched with
+``hyrax_tbhub.use_with_hyrax()``) writes into the same folder from every process of the job: when
+the process that builds the logger has no hub of that kind yet, the logger starts one on its
+``log_dir``, so each process's calls land in its own run there (the builder's in the root run,
+a DataLoader worker's in ``dataloader_worker_<n>``...), beside the logger's own events.
+
+``close()`` returns once every event of every process is on disk; the hubs also close at exit.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .. import tensorboardx_logger as _process_wide
 from ..options import Options
 from ..writer import SummaryWriter
 
@@ -75,6 +82,7 @@ class TensorBoardHubLogger(TensorBoardLogger):
         # that receives this logger writes the same folder (Lightning lets rank 0 pick it later).
         self._version = self.version
         self._experiment = self._new_writer()
+        self._serves_process_wide = _serve_process_wide(self._experiment.log_dir)
 
     def _new_writer(self) -> SummaryWriter:
         log_dir = self.log_dir
@@ -123,8 +131,20 @@ class TensorBoardHubLogger(TensorBoardLogger):
         """In the process that built the logger: return once every process's events are on disk."""
         if self._experiment is not None:
             self._experiment.close()
+        if self.__dict__.get("_serves_process_wide"):
+            self._serves_process_wide = False
+            _process_wide.close_tensorboard_logger()  # in a rank or worker: flushes its own calls
 
     def __getstate__(self) -> dict[str, Any]:
         # Lightning drops the writer when pickling (a tensorboardX writer cannot travel); ours
         # travels as a small reference to its hub, which is what lets ranks and workers log.
         return self.__dict__.copy()
+
+
+def _serve_process_wide(log_dir: str) -> bool:
+    """Start the hub of ``get_tensorboard_logger()`` on ``log_dir`` unless this process already
+    logs that way (a hub of its own, or an ancestor's it reaches); True when it started one."""
+    if _process_wide.get_tensorboard_logger().get_logdir() is not None:
+        return False
+    _process_wide.init_tensorboard_logger(log_dir=log_dir)
+    return True
