@@ -1,8 +1,13 @@
 """Drop-in replacement for ``hyrax.tensorboardx_logger`` that works from every process.
 
-Same names as the hyrax module::
+Same names as the hyrax module; ``hyrax_tbhub.use_with_hyrax()`` (or ``HYRAX_TBHUB=1`` for a
+whole job) puts it in hyrax's place, also after ``import hyrax``::
 
-    sys.modules["hyrax.tensorboardx_logger"] = hyrax_tbhub.tensorboardx_logger
+    import hyrax_tbhub
+
+    hyrax_tbhub.use_with_hyrax()
+    assert hyrax_tbhub.hyrax_switched_on()
+    hyrax_tbhub.stop_using_with_hyrax()
 
 - ``init_tensorboard_logger(**kwargs)`` starts a hub in the calling process (kwargs are
   tensorboardX ``SummaryWriter``'s, each a named parameter); any hub this process already runs

@@ -44,8 +44,6 @@ OPTIONAL = {"torch", "pytorch_lightning", "lightning", "ray", "tensorboard", "ma
 # Blocks in files other branches own this round, failing today for the reason given. Strict: once
 # fixed, the block passes, the xfail fails, and its line here goes.
 KNOWN_BROKEN: dict[str, str] = {
-    "hyrax_tbhub/tensorboardx_logger.py:<module>#0": "the swap line needs `import sys` and "
-    "`import hyrax_tbhub.tensorboardx_logger` to run",
 }
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)")
