@@ -42,8 +42,9 @@ class Options:
     - ``handshake_timeout``: seconds the hub waits for a peer to prove the key and say hello.
     - ``close_timeout``: seconds ``close`` waits for producers to send what they queued.
     - ``max_pending_handshakes``: unauthenticated connections held at once (oldest dropped).
-    - ``max_runs``, ``max_subruns``: runs per hub and sub-runs per run; past them events are
-      counted under ``hyrax_tbhub/over_cap``.
+    - ``max_runs``: runs open at once per hub (a run is open while its producer is connected);
+      ``max_subruns``: sub-runs per run. Past them events are counted, one by one, under
+      ``hyrax_tbhub/over_cap``.
     """
 
     queue_max_events: int = 200_000

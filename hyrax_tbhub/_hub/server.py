@@ -511,11 +511,8 @@ class _Peers:
             self._end(conn)
 
     def _on_hello(self, conn: _Conn, message: tuple[str, dict[str, Any]]) -> bool:
-        """Give the peer its run; False (and the peer is cut) if the store refuses one."""
+        """Give the peer its run (a refused one past ``max_runs``: its events are counted)."""
         run = self._store.open_run(str(message[1].get("name", "producer")))
-        if run is None:
-            self._drop(conn)
-            return False
         conn.run = run
         self._send(conn, _wire.pack_welcome(run.name, os.path.abspath(run.folder)))
         if self.draining:
