@@ -8,9 +8,16 @@ reused, a DataLoader worker id of another epoch) never share a run.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import multiprocessing
 import os
+import shutil
 import socket
+import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +30,6 @@ from hyrax_tbhub._hub.store import Store
 from hyrax_tbhub.options import Options
 from hyrax_tbhub.testing import OVER_CAP, ROOT_RUN, read_logs
 
-from faults.common import counters
 from wire_peers import authenticate, closed_by_peer, recv_exact
 
 pytestmark = pytest.mark.timeout(120)
@@ -163,3 +169,122 @@ def test_two_processes_of_one_name_write_two_runs(logdir: Path) -> None:
     assert sorted(r for r in logs.runs if r != ROOT_RUN) == ["dataloader_worker_3", "dataloader_worker_3-2"]
     for run in ("dataloader_worker_3", "dataloader_worker_3-2"):
         assert logs.scalars("x", run=run) == [(s, float(s)) for s in range(5)]
+
+
+# -- the runtime folder as a hostile place ---------------------------------------------------------
+
+_JOB = str(Path(__file__).with_name("trust_hub_job.py"))
+_OTHER_UID = 50_000 + os.getpid() % 5_000  # "another user": no account needed, only a number
+needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                                reason="simulating another user takes root (chown, setuid)")
+
+
+def _job_env(**extra: str) -> dict[str, str]:
+    unset = ("XDG_RUNTIME_DIR", "TMPDIR", "TEMP", "TMP", hubfile.ENV_RUNTIME_DIR, hubfile.ENV_INFO)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+@needs_root
+def test_links_planted_in_a_world_writable_runtime_folder_are_never_followed(tmp_path: Path) -> None:
+    """The user's own runtime folder, left 0777: another user plants links where the hub file,
+    its temporary file and the generation word are written. The key reaches none of the links'
+    targets, no other file of the user is written through, and the job logs as usual."""
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    runtime.chmod(0o777)
+    loot = tmp_path / "loot"  # the other user's file, where the key would land
+    loot.write_bytes(b"")
+    os.chown(loot, _OTHER_UID, _OTHER_UID)
+    loot.chmod(0o666)
+    precious = tmp_path / "precious"  # another file of the victim's
+    precious.write_bytes(b"precious" * 4)
+    logdir = tmp_path / "log"
+    proc = subprocess.Popen([sys.executable, _JOB, "victim", str(logdir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_job_env(**{hubfile.ENV_RUNTIME_DIR: str(runtime)}))
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        pid = int(proc.stdout.readline())
+        for name, target in ((f"{pid}.json", loot), (f"{pid}.tmp{pid}", loot), ("generation", precious)):
+            os.symlink(target, runtime / name)
+            os.lchown(runtime / name, _OTHER_UID, _OTHER_UID)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 0, err
+    assert loot.read_bytes() == b"", "the key was written into the other user's file"
+    assert precious.read_bytes() == b"precious" * 4, "the hub wrote through a planted link"
+    assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+    assert not any(p.is_symlink() for p in runtime.iterdir())
+    assert len(read_logs(logdir).scalars("x")) == 10
+
+
+def test_a_hub_file_that_is_not_the_users_own_private_regular_file_is_not_read(tmp_path: Path) -> None:
+    info = hubfile.HubInfo(address="x", authkey="00" * 32, start_ns=0, logdir="l", owner_pid=1, hub_id="h")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(dataclasses.asdict(info)))
+    good.chmod(0o600)
+    assert hubfile.read_hub_file(good) == info
+    link = tmp_path / "link.json"
+    link.symlink_to(good)
+    assert hubfile.read_hub_file(link) is None, "a link is never followed"
+    loose = tmp_path / "loose.json"
+    loose.write_text(good.read_text())
+    loose.chmod(0o622)
+    assert hubfile.read_hub_file(loose) is None, "a file others may write is not trusted"
+    if os.geteuid() == 0:
+        theirs = tmp_path / "theirs.json"
+        theirs.write_text(good.read_text())
+        theirs.chmod(0o600)
+        os.chown(theirs, _OTHER_UID, _OTHER_UID)
+        assert hubfile.read_hub_file(theirs) is None, "another user's file is not trusted"
+
+
+@needs_root
+def test_a_runtime_folder_taken_by_another_user_gives_the_job_one_shared_fallback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The user's well-known folder is another user's: every process of the job (pool workers
+    started before the owner's init included) finds the same fallback, all 80 events land, the
+    fallback is said once, and no per-process folder is left behind."""
+    import trust_hub_job
+
+    victim = _OTHER_UID + 1
+    tmp = Path("/tmp")  # where a user without TMPDIR looks; names carry the made-up uids only
+
+    def victims_folders() -> set[Path]:  # the job's folders: other programs use /tmp too
+        found = set()
+        for path in tmp.iterdir():
+            try:
+                if path.name.startswith("hyrax_tbhub") and path.lstat().st_uid == victim:
+                    found.add(path)
+            except OSError:
+                pass
+        return found
+
+    taken = tmp / f"hyrax_tbhub-{victim}"
+    taken.mkdir(mode=0o700)
+    os.chown(taken, _OTHER_UID, _OTHER_UID)
+    work = Path(tempfile.mkdtemp(prefix="hublimits-victim-", dir=tmp))
+    os.chown(work, victim, victim)
+    logdir = work / "log"
+    created: set[Path] = set()
+    try:
+        proc = multiprocessing.get_context("spawn").Process(
+            target=trust_hub_job.pool_as, args=(victim, str(logdir)))
+        proc.start()
+        proc.join(90)
+        assert proc.exitcode == 0
+        created = victims_folders()
+        assert len(read_logs(logdir).scalars("pool")) == 80
+    finally:
+        for path in [taken, work, *created]:
+            shutil.rmtree(path, ignore_errors=True)
+    assert len(created) == 1, f"one fallback for the whole job, not one per process: {sorted(created)}"
+    assert capfd.readouterr().err.count("runtime folder") == 1

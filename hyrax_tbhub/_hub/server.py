@@ -95,6 +95,7 @@ class Hub:
         self._close_callbacks: list[Callable[[], None]] = []
         _raise_fd_limit()
         hubfile.remove_stale_hub_files()
+        hubfile.say_fallback_once()
         self.address = str(hubfile.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
         self._sel = selectors.DefaultSelector()  # epoll where there is one: fds >= 1024 (FACTS)
         self._waker = _Waker(self._sel)
