@@ -45,6 +45,9 @@ class Options:
     - ``max_runs``: runs open at once per hub (a run is open while its producer is connected);
       ``max_subruns``: sub-runs per run. Past them events are counted, one by one, under
       ``hyrax_tbhub/over_cap``.
+    - ``max_peer_connections``: connections one holder may keep open (a pid on the Unix
+      socket, an address on TCP); more are closed at accept and counted under
+      ``hyrax_tbhub/strangers``.
     """
 
     queue_max_events: int = 200_000
@@ -61,6 +64,7 @@ class Options:
     max_pending_handshakes: int = 512
     max_runs: int = 16_384
     max_subruns: int = 1024
+    max_peer_connections: int = 256
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -28,7 +28,7 @@ from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._events import encode_scalar_records
 from hyrax_tbhub._hub.store import Store
 from hyrax_tbhub.options import Options
-from hyrax_tbhub.testing import OVER_CAP, ROOT_RUN, read_logs
+from hyrax_tbhub.testing import OVER_CAP, ROOT_RUN, STRANGERS, read_logs
 
 from wire_peers import authenticate, closed_by_peer, recv_exact
 
@@ -288,3 +288,105 @@ def test_a_runtime_folder_taken_by_another_user_gives_the_job_one_shared_fallbac
             shutil.rmtree(path, ignore_errors=True)
     assert len(created) == 1, f"one fallback for the whole job, not one per process: {sorted(created)}"
     assert capfd.readouterr().err.count("runtime folder") == 1
+
+
+# -- a greedy key holder --------------------------------------------------------------------------
+
+
+def _hold(info: hubfile.HubInfo, attempts: int) -> tuple[list[socket.socket], int]:
+    """A key holder opening connection after connection (each proves the key and says hello);
+    returns the ones the hub kept and how many it refused. Stops at the first the hub leaves
+    unanswered (it no longer accepts)."""
+    held: list[socket.socket] = []
+    refused = 0
+    for i in range(attempts):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        try:
+            sock.connect(info.address)
+            authenticate(sock, info.key)
+            sock.sendall(_wire.pack_hello(f"greedy{i}", 1))
+            _read_frame(sock)
+        except TimeoutError:
+            sock.close()
+            break
+        except OSError:  # ConnectionError included: closed by the hub
+            sock.close()
+            refused += 1
+            continue
+        held.append(sock)
+    return held, refused
+
+
+class _FdHub:
+    """tests/trust_hub_job.py's ``fdhub``: a hub owner whose descriptor limit is ``limit``."""
+
+    def __init__(self, logdir: Path, limit: int, options: dict[str, int]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, _JOB, "fdhub", str(logdir), str(limit), json.dumps(options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_job_env(**{
+                hubfile.ENV_RUNTIME_DIR: os.environ.get(hubfile.ENV_RUNTIME_DIR) or str(hubfile.runtime_dir())}),
+        )
+        assert self.proc.stdout is not None
+        info = hubfile.read_hub_file(self.proc.stdout.readline().strip())
+        assert info is not None
+        self.info = info
+
+    def ask(self, command: str) -> dict[str, object]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        if command == "close":
+            assert self.proc.wait(60) == 0
+            return {}
+        return dict(json.loads(self.proc.stdout.readline()))
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def test_a_greedy_key_holder_is_capped_and_leaves_the_owner_and_others_their_descriptors(logdir: Path) -> None:
+    """One process opens connection after connection, with the hub's descriptor limit at 512:
+    it gets at most ``max_peer_connections``, the owner's code can still open files, the hub
+    does not spin on a listener it cannot serve, and another producer's 1,000 events land."""
+    hub = _FdHub(logdir, 512, {"max_peer_connections": 64})
+    try:
+        held, refused = _hold(hub.info, 400)
+        assert len(held) <= 64 and refused >= 400 - 64 - 1
+        owner = hub.ask("owner")
+        assert owner["owner_opened"] == 64, "the owner's own code could not open a file"
+        assert owner["accept_failures"] == 0
+        hub.ask("start")
+        assert hub.ask("join") == {"producer_exit": 0}
+        for sock in held:
+            sock.close()
+        hub.ask("close")
+    finally:
+        hub.kill()
+    logs = read_logs(logdir)
+    assert len(logs.scalars("good")) == 1000
+    assert logs.counters[STRANGERS] >= 400 - 64 - 1
+
+
+def test_when_descriptors_run_low_the_hub_stops_accepting_and_starts_again_when_one_frees(
+    logdir: Path,
+) -> None:
+    """Many key holders (here one without a per-peer cap) take every descriptor the hub may use:
+    the hub stops accepting (no spinning on EMFILE), the owner keeps its reserve, and a producer
+    that connects meanwhile is served once connections close."""
+    hub = _FdHub(logdir, 512, {"max_peer_connections": 100_000})
+    try:
+        held, _refused = _hold(hub.info, 600)
+        owner = hub.ask("owner")
+        assert owner["owner_opened"] == 64, "the owner's own code could not open a file"
+        assert owner["listening"] is False, "the hub still listens with no descriptor to spare"
+        assert owner["accept_failures"] == 0
+        hub.ask("start")
+        for sock in held:
+            sock.close()
+        assert hub.ask("join") == {"producer_exit": 0}
+        hub.ask("close")
+    finally:
+        hub.kill()
+    assert len(read_logs(logdir).scalars("good")) == 1000

@@ -60,5 +60,57 @@ def pool_as(uid: int, logdir: str) -> None:
     pool(logdir)
 
 
+def _log_many(events: int) -> None:
+    for step in range(events):
+        hyrax_tbhub.get_tensorboard_logger().add_scalar("good", float(step), step)
+    hyrax_tbhub.close_tensorboard_logger()
+
+
+def fdhub(logdir: str, limit: str, options: str) -> None:
+    """Own a hub with the descriptor limit at ``limit`` while the test holds connections to it.
+
+    Prints the hub file's path, then on each line from stdin: ``owner`` (open 64 files as the
+    owner's code would, close them, report), ``start`` (start another producer that logs 1,000
+    events), ``join`` (wait for it, report), ``close``.
+    """
+    import json
+    import os
+    import resource
+
+    from hyrax_tbhub.options import Options
+    from hyrax_tbhub._process.state import STATE
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limit), int(limit)))
+    hyrax_tbhub.init_tensorboard_logger(log_dir=logdir, options=Options.from_wire(json.loads(options)))
+    print(os.environ["HYRAX_TBHUB_INFO"], flush=True)
+    producer = None
+    for line in sys.stdin:
+        command = line.strip()
+        report: dict[str, object] = {}
+        if command == "owner":
+            opened = []
+            try:
+                for _ in range(64):
+                    opened.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                pass
+            for fd in opened:
+                os.close(fd)
+            peers = STATE.hub._peers if STATE.hub is not None else None  # type: ignore[attr-defined]
+            report = {"owner_opened": len(opened), "listening": getattr(peers, "listening", None),
+                      "accept_failures": getattr(peers, "accept_failures", None)}
+        elif command == "start":
+            producer = multiprocessing.get_context("fork").Process(target=_log_many, args=(1000,))
+            producer.start()
+        elif command == "join":
+            assert producer is not None
+            producer.join(60)
+            report = {"producer_exit": producer.exitcode}
+        elif command == "close":
+            hyrax_tbhub.close_tensorboard_logger()
+            break
+        print(json.dumps(report), flush=True)
+
+
 if __name__ == "__main__":
-    {"victim": victim, "pool": pool}[sys.argv[1]](sys.argv[2])
+    {"victim": victim, "pool": pool, "fdhub": fdhub}[sys.argv[1]](*sys.argv[2:])

@@ -8,7 +8,9 @@ keep is capped here. The counters are written to the root run with the hub's oth
 ``hyrax_tbhub/rejected``
     connections of authenticated peers cut for input that breaks the protocol;
 ``hyrax_tbhub/strangers``
-    connections that did not prove the key (wrong key, silence, garbage);
+    connections that did not prove the key (wrong key, silence, garbage), and connections
+    closed at accept, before any handshake, because their holder (a pid on the Unix socket, an
+    address on TCP) already had ``max_peer_connections``;
 ``hyrax_tbhub/over_cap``
     events refused past a cap: those of a sub-run over ``max_subruns``, and every event of a
     producer that said hello while ``max_runs`` runs were open (it stays connected, its events
@@ -49,6 +51,18 @@ class Guard:
         Not said on stderr: anyone who can connect can make this count grow.
         """
         self.strangers += 1
+
+    def refuse_connection(self, cap: int) -> None:
+        """A holder already has ``cap`` connections: a new one is closed at accept."""
+        self.strangers += 1
+        self._once("holder", f"hyrax_tbhub: refused a connection: its holder already has {cap} "
+                             f"(Options.max_peer_connections; counted under {STRANGERS})")
+
+    def paused(self, limit: int, reserve: int) -> None:
+        """Descriptors ran low: the hub stops accepting until one frees (said once)."""
+        self._once("paused", f"hyrax_tbhub: the hub stopped accepting producers: fewer than "
+                             f"{reserve} of this process's {limit} file descriptors are free, and "
+                             "those are left to the program; it accepts again when some free")
 
     def run_allowed(self, open_runs: int) -> bool:
         """May one more producer get a run while ``open_runs`` are open? Said once when not."""

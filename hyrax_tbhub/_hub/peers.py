@@ -19,13 +19,10 @@ from __future__ import annotations
 import errno
 import functools
 import os
-
-# At import, not in raise_fd_limit: a rank's own hub starts on a logging call or on the rank
-# watch thread, where an import could leave its lock held in a child forked meanwhile (FACTS).
-import resource
 import secrets
 import selectors
 import socket
+import struct
 import time
 from typing import Any
 
@@ -33,13 +30,18 @@ from .. import _wire
 from .._util.net import tune_tcp
 from .._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, FrameReader, WireError
 from ..options import Options
+from .fdbudget import FdBudget
 from .store import Run, Store
 
-__all__ = ["Peers", "raise_fd_limit", "tcp_listener", "unix_listener"]
+__all__ = ["Peers", "tcp_listener", "unix_listener"]
 
 _RECV_SIZE = 1 << 18  # bytes per recv: several full batches of a busy producer in one call
 _ACCEPT_BATCH = 64  # accepts per wake-up, so a connect storm cannot starve live producers
 _BACKLOG = min(socket.SOMAXCONN, 4096)  # hundreds of workers may connect at once at start
+_PER_CONN_FDS = 2  # a producer's connection, and the event file of its run once it logs
+_RESUME_ROOM = 16  # free descriptors (beyond the reserve) before a paused hub accepts again
+_PEERCRED = getattr(socket, "SO_PEERCRED", None)
+_CRED = struct.Struct("3i")  # pid, uid, gid
 
 
 _AUTH, _LIVE = 0, 1
@@ -50,13 +52,15 @@ class _Conn:
 
     __slots__ = (
         "sock", "key", "checker", "state", "deadline", "challenge", "inbuf", "reader", "outbuf", "run",
-        "acks", "bye",
+        "acks", "bye", "holder",
     )
 
     def __init__(
-        self, sock: socket.socket, deadline: float, key: bytes, checker: _wire.EventChecker | None
+        self, sock: socket.socket, deadline: float, key: bytes, checker: _wire.EventChecker | None,
+        holder: object,
     ) -> None:
         self.sock = sock
+        self.holder = holder  # who holds it, as far as the kernel tells: its pid, or its address
         self.key = key  # the key of the listener it came through (serve_ranks may set its own)
         self.checker = checker  # parses its records too: its key was in the store
         self.state = _AUTH
@@ -84,6 +88,11 @@ class Peers:
         self._checkers: dict[socket.socket, _wire.EventChecker] = {}  # listeners of store readers
         self.conns: dict[socket.socket, _Conn] = {}
         self.draining = False  # close began: producers are told to send what they hold and leave
+        self._budget = FdBudget()
+        self._max_per_holder = options.max_peer_connections
+        self._per_holder: dict[object, int] = {}
+        self.listening = True  # False while the listeners are unregistered (descriptors low)
+        self.accept_failures = 0  # accepts that failed for want of a descriptor
 
     def add_listener(
         self, sock: socket.socket, key: bytes | None = None, checker: _wire.EventChecker | None = None
@@ -93,7 +102,8 @@ class Peers:
             self._keys[sock] = key
         if checker is not None:
             self._checkers[sock] = checker
-        self._sel.register(sock, selectors.EVENT_READ, self._on_accept)
+        if self.listening:
+            self._sel.register(sock, selectors.EVENT_READ, self._on_accept)
 
     # -- accepting and handshakes -----------------------------------------------------------------
 
@@ -102,28 +112,64 @@ class Peers:
 
     def _accept(self, listener: socket.socket, limit: int) -> None:
         deadline = time.monotonic() + self._handshake_timeout
+        room = self._budget.room()
         for _ in range(limit):
+            if room < _PER_CONN_FDS:
+                self._pause()
+                return
             try:
-                conn_sock, _addr = listener.accept()
+                conn_sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    # Out of descriptors after all (another thread of the owner took them): stop
+                    # polling a listener we cannot serve, until a connection closes.
+                    self.accept_failures += 1
                     self._store.count_transport_error("out of file descriptors")
+                    self._pause()
                 return
+            room -= _PER_CONN_FDS
+            holder = _holder(conn_sock, addr)
+            held = self._per_holder.get(holder, 0)
+            if held >= self._max_per_holder:
+                conn_sock.close()
+                self._store.guard.refuse_connection(self._max_per_holder)
+                continue
+            self._per_holder[holder] = held + 1
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
                 tune_tcp(conn_sock)  # a dead node must not hold a close up
             key = self._keys.get(listener, self._key)
-            conn = _Conn(conn_sock, deadline, key, self._checkers.get(listener))
+            conn = _Conn(conn_sock, deadline, key, self._checkers.get(listener), holder)
+            self.conns[conn_sock] = conn
             try:
                 conn_sock.send(conn.challenge)
             except OSError:
-                conn_sock.close()
+                self._drop(conn)
                 continue
-            self.conns[conn_sock] = conn
             self._sel.register(conn_sock, selectors.EVENT_READ, functools.partial(self._on_event, conn))
             self._limit_pending()
+
+    def _pause(self) -> None:
+        """Stop accepting: the backlog keeps who connects meanwhile, until :meth:`resume`."""
+        if not self.listening:
+            return
+        self.listening = False
+        for listener in self._listeners:
+            try:
+                self._sel.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+        self._store.guard.paused(self._budget.limit, self._budget.reserve)
+
+    def resume(self) -> None:
+        """Accept again if descriptors freed (after a connection closed, and once a second)."""
+        if self.listening or not self._listeners or self._budget.room() < _RESUME_ROOM:
+            return
+        self.listening = True
+        for listener in self._listeners:
+            self._sel.register(listener, selectors.EVENT_READ, self._on_accept)
 
     def _limit_pending(self) -> None:
         waiting = [c for c in self.conns.values() if c.state == _AUTH]
@@ -261,7 +307,10 @@ class Peers:
         self._drop(conn)
 
     def _drop(self, conn: _Conn) -> None:
-        self.conns.pop(conn.sock, None)
+        if self.conns.pop(conn.sock, None) is not None:
+            held = self._per_holder.pop(conn.holder, 1) - 1
+            if held:
+                self._per_holder[conn.holder] = held
         try:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -270,6 +319,8 @@ class Peers:
             conn.sock.close()
         except OSError:
             pass
+        if not self.listening and not self.draining:
+            self.resume()
 
     def drain(self) -> None:
         """Close begins: take every producer already in a backlog, stop listening, and ask
@@ -313,6 +364,19 @@ class Peers:
                 pass
 
 
+def _holder(sock: socket.socket, addr: Any) -> object:
+    """Who holds a connection: the peer's pid on a Unix socket (the kernel's word, not the
+    peer's), its address on TCP; connections are capped per holder."""
+    if sock.family == socket.AF_UNIX:
+        if _PEERCRED is not None:
+            try:
+                return ("pid", _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, _PEERCRED, _CRED.size))[0])
+            except OSError:
+                pass
+        return ("unix",)
+    return ("addr", addr[0] if isinstance(addr, tuple) else addr)
+
+
 def _who(conn: _Conn) -> str:
     return repr(conn.run.name) if conn.run is not None else "(before hello)"
 
@@ -344,15 +408,3 @@ def tcp_listener(host: str) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def raise_fd_limit() -> None:
-    # Hundreds of producers each hold a socket; the common soft limit of 1024 is too tight.
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = hard if hard != resource.RLIM_INFINITY else 65536
-        target = min(target, 65536)
-        if soft != resource.RLIM_INFINITY and soft < target:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        pass

@@ -25,7 +25,8 @@ from .._discovery import hubfile
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
 from ..options import DEFAULT_OPTIONS, Options
-from .peers import Peers, raise_fd_limit, tcp_listener, unix_listener
+from .fdbudget import raise_fd_limit
+from .peers import Peers, tcp_listener, unix_listener
 from .store import Store
 
 __all__ = ["Hub", "HubConfig"]
@@ -259,6 +260,7 @@ class Hub:
         self.store.tick(now)
         if now >= self._next_expiry:
             self._peers.expire_handshakes(now)
+            self._peers.resume()  # the owner may have closed files of its own
             self._next_expiry = now + _EXPIRY_INTERVAL
         self.store.write_pending()
         self._peers.send_acks()  # after the write: an ack says the OS has every record before it
