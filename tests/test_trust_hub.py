@@ -293,15 +293,15 @@ def test_a_runtime_folder_taken_by_another_user_gives_the_job_one_shared_fallbac
 # -- a greedy key holder --------------------------------------------------------------------------
 
 
-def _hold(info: hubfile.HubInfo, attempts: int) -> tuple[list[socket.socket], int]:
+def _hold(info: hubfile.HubInfo, attempts: int, wait: float) -> tuple[list[socket.socket], int]:
     """A key holder opening connection after connection (each proves the key and says hello);
     returns the ones the hub kept and how many it refused. Stops at the first the hub leaves
-    unanswered (it no longer accepts)."""
+    unanswered for ``wait`` seconds (it no longer accepts, or it is slow: the caller checks)."""
     held: list[socket.socket] = []
     refused = 0
     for i in range(attempts):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(5)
+        sock.settimeout(wait)
         try:
             sock.connect(info.address)
             authenticate(sock, info.key)
@@ -324,8 +324,8 @@ class _FdHub:
     def __init__(self, logdir: Path, limit: int, options: dict[str, int]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, _JOB, "fdhub", str(logdir), str(limit), json.dumps(options)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_job_env(**{
-                hubfile.ENV_RUNTIME_DIR: os.environ.get(hubfile.ENV_RUNTIME_DIR) or str(hubfile.runtime_dir())}),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=_job_env(**{hubfile.ENV_RUNTIME_DIR: str(hubfile.runtime_dir())}),
         )
         assert self.proc.stdout is not None
         info = hubfile.read_hub_file(self.proc.stdout.readline().strip())
@@ -346,13 +346,15 @@ class _FdHub:
         self.proc.wait(10)
 
 
-def test_a_greedy_key_holder_is_capped_and_leaves_the_owner_and_others_their_descriptors(logdir: Path) -> None:
+def test_a_greedy_key_holder_is_capped_and_leaves_the_owner_and_others_their_descriptors(
+    logdir: Path,
+) -> None:
     """One process opens connection after connection, with the hub's descriptor limit at 512:
     it gets at most ``max_peer_connections``, the owner's code can still open files, the hub
     does not spin on a listener it cannot serve, and another producer's 1,000 events land."""
     hub = _FdHub(logdir, 512, {"max_peer_connections": 64})
     try:
-        held, refused = _hold(hub.info, 400)
+        held, refused = _hold(hub.info, 400, 60)
         assert len(held) <= 64 and refused >= 400 - 64 - 1
         owner = hub.ask("owner")
         assert owner["owner_opened"] == 64, "the owner's own code could not open a file"
@@ -377,8 +379,12 @@ def test_when_descriptors_run_low_the_hub_stops_accepting_and_starts_again_when_
     that connects meanwhile is served once connections close."""
     hub = _FdHub(logdir, 512, {"max_peer_connections": 100_000})
     try:
-        held, _refused = _hold(hub.info, 600)
-        owner = hub.ask("owner")
+        held: list[socket.socket] = []
+        for _ in range(10):  # a hub slowed by a loaded machine may look paused: ask it
+            held += _hold(hub.info, 600 - len(held), 5)[0]
+            owner = hub.ask("owner")
+            if owner["listening"] is not True:
+                break
         assert owner["owner_opened"] == 64, "the owner's own code could not open a file"
         assert owner["listening"] is False, "the hub still listens with no descriptor to spare"
         assert owner["accept_failures"] == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from collections.abc import Callable
 
 import hyrax_tbhub
 
@@ -77,8 +78,8 @@ def fdhub(logdir: str, limit: str, options: str) -> None:
     import os
     import resource
 
-    from hyrax_tbhub.options import Options
     from hyrax_tbhub._process.state import STATE
+    from hyrax_tbhub.options import Options
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (int(limit), int(limit)))
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir, options=Options.from_wire(json.loads(options)))
@@ -96,7 +97,7 @@ def fdhub(logdir: str, limit: str, options: str) -> None:
                 pass
             for fd in opened:
                 os.close(fd)
-            peers = STATE.hub._peers if STATE.hub is not None else None  # type: ignore[attr-defined]
+            peers = STATE.hub._peers if STATE.hub is not None else None
             report = {"owner_opened": len(opened), "listening": getattr(peers, "listening", None),
                       "accept_failures": getattr(peers, "accept_failures", None)}
         elif command == "start":
@@ -113,4 +114,5 @@ def fdhub(logdir: str, limit: str, options: str) -> None:
 
 
 if __name__ == "__main__":
-    {"victim": victim, "pool": pool, "fdhub": fdhub}[sys.argv[1]](*sys.argv[2:])
+    jobs: dict[str, Callable[..., None]] = {"victim": victim, "pool": pool, "fdhub": fdhub}
+    jobs[sys.argv[1]](*sys.argv[2:])
