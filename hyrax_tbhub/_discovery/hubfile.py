@@ -188,7 +188,7 @@ def runtime_dir() -> Path:
         refused.append(f"the runtime folder {cand} {why}")
     # Every place is taken by someone else: a fresh private folder of this process. Children
     # still find it through the environment; only the parent-pid lookup is lost.
-    _runtime_dir = Path(tempfile.mkdtemp(prefix=f"hyrax_tbhub-{uid}-"))
+    _runtime_dir = Path(tempfile.mkdtemp(prefix=f"hyrax_tbhub-{uid}-", dir=temp))
     _fallback_note = (f"{'; '.join(refused[:3])} (and {len(refused) - 3} more): using {_runtime_dir}, "
                       "which pool workers started before the hub cannot find")
     return _runtime_dir
@@ -217,7 +217,8 @@ def write_hub_file(info: HubInfo) -> Path:
 def _write_private(path: Path, info: HubInfo) -> None:
     # A fresh name nobody can guess, created exclusively and never through a link, then renamed
     # over ``path`` (a rename replaces whatever is there, a link included, and follows nothing).
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    # Named after the writer's pid, so that remove_stale_hub_files() finds it if we die here.
+    tmp = path.with_name(f"{os.getpid()}.tmp.{secrets.token_hex(8)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
