@@ -94,6 +94,7 @@ class Store:
         self.live_names: set[str] = set()  # taken: by a connected producer, or by the hub itself
         # Every other run ever opened: its counters outlive it, and its name is never given again.
         self._runs: dict[str, Run] = {}
+        self._suffixes: dict[str, int] = {}  # base name -> the last suffix given for it
         self.open_runs = 0  # producers' runs whose producer is still connected: what max_runs caps
         self._counted: set[Run] = set()  # runs whose dropped or errors changed since last written
         self._dirty: set[Run] = set()  # runs with records not yet handed to the OS
@@ -115,10 +116,13 @@ class Store:
         open at once the run is *refused*: nothing of it is written, its events are counted.
         """
         base = clean_run_name(requested)
-        name, n = base, 1
+        name, n = base, self._suffixes.get(base, 1)
+        if n > 1:
+            name = f"{base}-{n}"
         while name in self._runs or name in self.live_names:
             n += 1
             name = f"{base}-{n}"
+        self._suffixes[base] = n  # the next process of this name starts looking here, not at 1
         folder = os.path.join(self.logdir, name)
         if not self.guard.run_allowed(self.open_runs):
             return Run(name, folder, self.suffix, refused=True)
