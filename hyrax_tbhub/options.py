@@ -42,8 +42,12 @@ class Options:
     - ``handshake_timeout``: seconds the hub waits for a peer to prove the key and say hello.
     - ``close_timeout``: seconds ``close`` waits for producers to send what they queued.
     - ``max_pending_handshakes``: unauthenticated connections held at once (oldest dropped).
-    - ``max_runs``, ``max_subruns``: runs per hub and sub-runs per run; past them events are
-      counted under ``hyrax_tbhub/over_cap``.
+    - ``max_runs``: runs open at once per hub (a run is open while its producer is connected);
+      ``max_subruns``: sub-runs per run. Past them events are counted, one by one, under
+      ``hyrax_tbhub/over_cap``.
+    - ``max_peer_connections``: connections one holder may keep open (a pid on the Unix
+      socket, an address on TCP); more are closed at accept and counted under
+      ``hyrax_tbhub/strangers``.
     """
 
     queue_max_events: int = 200_000
@@ -60,6 +64,7 @@ class Options:
     max_pending_handshakes: int = 512
     max_runs: int = 16_384
     max_subruns: int = 1024
+    max_peer_connections: int = 256
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -93,24 +93,28 @@ def test_sub_runs_past_max_subruns_are_counted_over_cap_not_written(tmp_path: Pa
     assert logs.counters[OVER_CAP] == 7 + 4
 
 
-def test_runs_past_max_runs_are_refused_and_counted_but_a_known_name_returns(tmp_path: Path) -> None:
+def test_runs_past_max_runs_open_are_refused_and_counted_and_a_closed_run_frees_its_slot(
+    tmp_path: Path,
+) -> None:
     store = Store(str(tmp_path), Options(max_runs=2))
     first, second = store.open_run("a"), store.open_run("b")
-    assert first is not None and second is not None
-    assert store.open_run("c") is None
+    assert not first.refused and not second.refused
+    third = store.open_run("c")
+    assert third.refused
+    store.write(third, scalars("x", 3))
     store.write(first, scalars("x", 1))
     store.end_run(first)
-    again = store.open_run("a")  # a producer of a name the hub already keeps: not a new run
-    assert again is first
+    again = store.open_run("a")  # a later producer of a name the hub had: a run of its own
+    assert not again.refused and again.name == "a-2"
     store.write(again, scalars("x", 1))
     store.close()
     logs = read_logs(tmp_path)
-    assert logs.counters[OVER_CAP] == 1
+    assert logs.counters[OVER_CAP] == 3
     assert not (tmp_path / "c").exists()
-    assert len(event_files(tmp_path / "a")) == 2, "a later producer of a name starts a new file"
+    assert len(event_files(tmp_path / "a")) == 1 and len(event_files(tmp_path / "a-2")) == 1
 
 
-def test_names_are_cleaned_and_unique_among_connected_producers(tmp_path: Path) -> None:
+def test_names_are_cleaned_and_unique_for_the_life_of_the_hub(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "log"))
     names = []
     for requested in ("worker", "worker", "../up", "hyrax_tbhub", "rank_3/worker", ""):
@@ -123,7 +127,7 @@ def test_names_are_cleaned_and_unique_among_connected_producers(tmp_path: Path) 
     assert spare is not None
     store.end_run(spare)
     again = store.open_run("spare")
-    assert again is not None and again.name == "spare", "a name is free again once its producer left"
+    assert again.name == "spare-2", "a name is never given twice, even once its producer left"
     store.close()
 
 

@@ -142,23 +142,27 @@ def test_sub_runs_past_the_cap_are_counted_not_opened(logdir: Path) -> None:
 
 
 def test_runs_past_the_cap_are_refused_and_counted(logdir: Path) -> None:
+    """Past ``max_runs`` runs open, a producer is still served but its events are counted, not written."""
     hub = logdir
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(hub), options=Options(max_runs=2))
     info = _hub_info()
+    socks = []
     served = []
     for i in range(4):
-        with _connect(info.address) as sock:
-            authenticate(sock, info.key)
-            sock.sendall(_wire.pack_hello(f"run{i}", 10 + i))
-            try:
-                served.append(_wire.decode_hub_message(_read_frame(sock))[1]["run"])
-                sock.sendall(b"".join(_wire.pack_batch([("b",)])))
-            except ConnectionError:
-                pass
-            assert closed_by_peer(sock)
+        sock = _connect(info.address)
+        socks.append(sock)
+        authenticate(sock, info.key)
+        sock.sendall(_wire.pack_hello(f"run{i}", 10 + i))
+        served.append(_wire.decode_hub_message(_read_frame(sock))[1]["run"])
+    records = _frame_records([b"\x10\x01", b"\x10\x02", b"\x10\x03"])
+    for sock in socks:
+        sock.sendall(b"".join(_wire.pack_batch([("r", "", records, 3), ("b",)])))
+        assert closed_by_peer(sock)
+        sock.close()
     hyrax_tbhub.close_tensorboard_logger()
-    assert served == ["run0", "run1"]
-    assert counters(hub)[OVER_CAP] == 2
+    assert served == ["run0", "run1", "run2", "run3"]
+    assert sorted(p.name for p in hub.iterdir() if p.is_dir()) == ["run0", "run1"]
+    assert counters(hub)[OVER_CAP] == 2 * 3
 
 
 def test_failed_handshakes_are_written_to_the_log(hub: Path) -> None:

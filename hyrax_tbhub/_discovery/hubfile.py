@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import secrets
 import socket
 import stat
 import struct
@@ -28,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._util.stderr import warn
+
 __all__ = [
     "ENV_INFO",
     "ENV_RUNTIME_DIR",
@@ -37,6 +40,7 @@ __all__ = [
     "find_hub",
     "publish_for_descendants",
     "runtime_dir",
+    "say_fallback_once",
     "withdraw_published",
     "write_hub_file",
 ]
@@ -69,56 +73,134 @@ class HubInfo:
         return bytes.fromhex(self.authkey)
 
 
-def _secure_dir(path: Path) -> bool:
-    """Create ``path`` as a 0700 folder we own, or say it cannot be trusted."""
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_FALLBACKS = 64  # numbered fallback folders tried before a per-process one
+
+
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else 0
+
+
+def _private_dir(path: Path) -> str | None:
+    """Make ``path`` a folder only this user can use; None if it is, else why it cannot be.
+
+    Checked on an opened descriptor (``O_NOFOLLOW``: a link is refused, never followed), so
+    nothing can swap the folder between the check and the fix. A folder of ours that others
+    could write (a ``chmod 777``, a restored backup) is closed first and then emptied of
+    everything we would not have made ourselves (links, other users' files, hard links): from
+    the ``fchmod`` on, nobody else can add an entry, so what is left is ours.
+    """
     try:
-        path.mkdir(mode=0o700, parents=False, exist_ok=True)
-        st = os.lstat(path)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot be made ({exc.strerror})"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC)
     except OSError:
-        return False
-    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
-        return False
-    if stat.S_IMODE(st.st_mode) & 0o077:
+        return "is a link or not a folder"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISDIR(st.st_mode):
+            return "is not a folder"
+        if st.st_uid != _uid():
+            return f"belongs to uid {st.st_uid}"
+        if stat.S_IMODE(st.st_mode) & 0o7077:
+            os.fchmod(fd, 0o700)
+            _purge(fd)
+        return None
+    except OSError as exc:
+        return f"cannot be made private ({exc.strerror})"
+    finally:
+        os.close(fd)
+
+
+def _purge(dir_fd: int) -> None:
+    """Remove every entry of a folder others could write that we would not have made."""
+    for entry in os.scandir(dir_fd):
         try:
-            os.chmod(path, 0o700)
+            st = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
+            ours = st.st_uid == _uid() and (
+                stat.S_ISSOCK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)
+            )
+            if ours:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(entry.name, dir_fd=dir_fd)  # we never make folders here; an empty one goes
+            else:
+                os.unlink(entry.name, dir_fd=dir_fd)
         except OSError:
-            return False
-    return True
+            pass  # a non-empty folder of another user's: we never open anything below it
 
 
 _runtime_dir: Path | None = None
+_fallback_note: str | None = None  # why the job's usual folder was not used: said once, by a hub
+_fallback_said = False
+
+
+def _temp_root() -> Path:
+    # The temp folder as tempfile.gettempdir() would find it, but not through it: its first call
+    # probes folders under a module lock, and a fork while another thread does that leaves the
+    # lock held in the child, whose first log then hangs here.
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        value = os.environ.get(var)
+        if value and os.path.isdir(value):
+            return Path(value)
+    return Path("/tmp")
 
 
 def runtime_dir() -> Path:
-    """The private folder that holds hub files and sockets (created on first use)."""
-    global _runtime_dir
+    """The private folder that holds hub files and sockets (created on first use).
+
+    In order: ``$HYRAX_TBHUB_RUNTIME_DIR``, ``$XDG_RUNTIME_DIR/hyrax_tbhub``,
+    ``<temp>/hyrax_tbhub-<uid>``. When one of those exists but is not this user's own (another
+    user made it first, or it is a link), every process of the user falls back to the same
+    place: the first of ``<temp>/hyrax_tbhub-<uid>-1``, ``-2``, ... that is (or can be made) its
+    own and private, so processes started before the hub still find it.
+    """
+    global _runtime_dir, _fallback_note
     if _runtime_dir is not None:
         return _runtime_dir
     override = os.environ.get(ENV_RUNTIME_DIR)
-    uid = os.getuid() if hasattr(os, "getuid") else 0
+    uid = _uid()
+    temp = _temp_root()
     candidates: list[Path] = []
     if override:
         candidates.append(Path(override))
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         candidates.append(Path(xdg) / "hyrax_tbhub")
-    # The temp folder as tempfile.gettempdir() would find it, but not through it: its first call
-    # probes folders under a module lock, and a fork while another thread does that leaves the
-    # lock held in the child, whose first log then hangs here (seen in a randomised fork test).
-    for var in ("TMPDIR", "TEMP", "TMP"):
-        if os.environ.get(var):
-            candidates.append(Path(os.environ[var]) / f"hyrax_tbhub-{uid}")
-            break
-    candidates.append(Path("/tmp") / f"hyrax_tbhub-{uid}")
+    candidates.append(temp / f"hyrax_tbhub-{uid}")
+    candidates += [temp / f"hyrax_tbhub-{uid}-{n}" for n in range(1, _FALLBACKS + 1)]
+    refused: list[str] = []
     for cand in candidates:
         # AF_UNIX paths are limited to ~104 bytes; leave room for "<pid>-<n>.sock".
-        if len(str(cand)) < 72 and _secure_dir(cand):
+        if len(str(cand)) >= 72:
+            continue
+        why = _private_dir(cand)
+        if why is None:
             _runtime_dir = cand
+            if refused:
+                _fallback_note = f"{'; '.join(refused[:3])}: using {cand}"
             return cand
-    # Every well-known place is taken by someone else: fall back to a fresh private folder.
-    # Children still find it through the environment, only the parent-pid lookup is lost.
-    _runtime_dir = Path(tempfile.mkdtemp(prefix="hyrax_tbhub-"))
+        refused.append(f"the runtime folder {cand} {why}")
+    # Every place is taken by someone else: a fresh private folder of this process. Children
+    # still find it through the environment; only the parent-pid lookup is lost.
+    _runtime_dir = Path(tempfile.mkdtemp(prefix=f"hyrax_tbhub-{uid}-", dir=temp))
+    _fallback_note = (f"{'; '.join(refused[:3])} (and {len(refused) - 3} more): using {_runtime_dir}, "
+                      "which pool workers started before the hub cannot find")
     return _runtime_dir
+
+
+def say_fallback_once() -> None:
+    """Say on stderr, once per process, that the usual runtime folder was not usable (a hub
+    calls this: one line per job, not one per worker)."""
+    global _fallback_said
+    if _fallback_note is not None and not _fallback_said:
+        _fallback_said = True
+        warn(f"hyrax_tbhub: {_fallback_note}")
 
 
 def hub_file_for(pid: int) -> Path:
@@ -133,16 +215,41 @@ def write_hub_file(info: HubInfo) -> Path:
 
 
 def _write_private(path: Path, info: HubInfo) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(info), fh)
-    os.replace(tmp, path)
+    # A fresh name nobody can guess, created exclusively and never through a link, then renamed
+    # over ``path`` (a rename replaces whatever is there, a link included, and follows nothing).
+    # Named after the writer's pid, so that remove_stale_hub_files() finds it if we die here.
+    tmp = path.with_name(f"{os.getpid()}.tmp.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(info), fh)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _own_private_file(fd: int) -> bool:
+    """Is the opened file a regular file of ours, one name only, that nobody else may write?"""
+    st = os.fstat(fd)
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == _uid() and st.st_nlink == 1
+            and not stat.S_IMODE(st.st_mode) & 0o022)
 
 
 def read_hub_file(path: str | os.PathLike[str]) -> HubInfo | None:
+    """The hub file at ``path``; None unless it is this user's own file that only it may write
+    (another user's file could send our events to their hub with a key of their choosing)."""
     try:
-        with open(path) as fh:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "r") as fh:
+            if not _own_private_file(fh.fileno()):
+                return None
             data = json.load(fh)
         if data.get("version") != _FORMAT_VERSION:
             return None
@@ -276,11 +383,32 @@ _GENERATION_FILE = "generation"
 
 
 def _open_generation() -> int:
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(runtime_dir() / _GENERATION_FILE, flags, 0o600)
-    if os.fstat(fd).st_size < 8:
-        os.pwrite(fd, bytes(8), 0)
-    return fd
+    """The generation word's file, ours and private, never reached through a link."""
+    path = runtime_dir() / _GENERATION_FILE
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+        except FileExistsError:
+            try:
+                fd = os.open(path, os.O_RDWR | _NOFOLLOW | _CLOEXEC)
+            except OSError:  # a link (ELOOP), or gone meanwhile
+                _unlink_quietly(path)
+                continue
+        if not _own_private_file(fd):
+            os.close(fd)
+            _unlink_quietly(path)  # planted: replace it with one of ours
+            continue
+        if os.fstat(fd).st_size < 8:
+            os.pwrite(fd, bytes(8), 0)
+        return fd
+    raise PermissionError(f"cannot make {path} a private file")
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def bump_generation() -> None:

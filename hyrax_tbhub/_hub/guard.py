@@ -8,10 +8,13 @@ keep is capped here. The counters are written to the root run with the hub's oth
 ``hyrax_tbhub/rejected``
     connections of authenticated peers cut for input that breaks the protocol;
 ``hyrax_tbhub/strangers``
-    connections that did not prove the key (wrong key, silence, garbage);
+    connections that did not prove the key (wrong key, silence, garbage), and connections
+    closed at accept, before any handshake, because their holder (a pid on the Unix socket, an
+    address on TCP) already had ``max_peer_connections``;
 ``hyrax_tbhub/over_cap``
-    events refused past a cap (a sub-run over ``max_subruns``; every event of a producer whose
-    hello came past ``max_runs``, as far as the hub saw them).
+    events refused past a cap: those of a sub-run over ``max_subruns``, and every event of a
+    producer that said hello while ``max_runs`` runs were open (it stays connected, its events
+    are read and counted one by one, including those it says it dropped itself).
 """
 
 from __future__ import annotations
@@ -49,13 +52,29 @@ class Guard:
         """
         self.strangers += 1
 
-    def run_allowed(self, known_runs: int, is_new: bool) -> bool:
-        if not is_new or known_runs < self.max_runs:
+    def refuse_connection(self, cap: int) -> None:
+        """A holder already has ``cap`` connections: a new one is closed at accept."""
+        self.strangers += 1
+        self._once("holder", f"hyrax_tbhub: refused a connection: its holder already has {cap} "
+                             f"(Options.max_peer_connections; counted under {STRANGERS})")
+
+    def paused(self, limit: int, reserve: int) -> None:
+        """Descriptors ran low: the hub stops accepting until one frees (said once)."""
+        self._once("paused", f"hyrax_tbhub: the hub stopped accepting producers: fewer than "
+                             f"{reserve} of this process's {limit} file descriptors are free, and "
+                             "those are left to the program; it accepts again when some free")
+
+    def run_allowed(self, open_runs: int) -> bool:
+        """May one more producer get a run while ``open_runs`` are open? Said once when not."""
+        if open_runs < self.max_runs:
             return True
-        self.over_cap += 1
-        self._once("runs", f"hyrax_tbhub: refused a producer: this hub already keeps {self.max_runs} "
-                           f"runs (counted under {OVER_CAP})")
+        self._once("runs", f"hyrax_tbhub: refused a producer: {self.max_runs} runs are open "
+                           f"(Options.max_runs); the events of refused producers are counted under "
+                           f"{OVER_CAP}")
         return False
+
+    def count_refused_events(self, events: int) -> None:
+        self.over_cap += events
 
     def keep_items(
         self, run_name: str, open_subruns: dict[str, Any], items: list[tuple[Any, ...]]

@@ -38,15 +38,18 @@ _CONTROLS = frozenset("fb")  # flush and bye: what the connection (or the owner)
 class Run:
     """The event files of one producer (or of the owner): the run folder and its sub-runs."""
 
-    __slots__ = ("name", "folder", "suffix", "files", "dropped", "errors")
+    __slots__ = ("name", "folder", "suffix", "files", "dropped", "errors", "refused")
 
-    def __init__(self, name: str, folder: str, suffix: str) -> None:
+    def __init__(self, name: str, folder: str, suffix: str, refused: bool = False) -> None:
         self.name = name
         self.folder = folder
         self.suffix = suffix
         self.files: dict[str, RunFile] = {}  # sub-run ("" for the run itself) -> its open file
         self.dropped = 0  # what the producer says it dropped (its queue was full)
         self.errors = 0  # what the hub could not write
+        # Refused past ``max_runs``: its producer is served as any other (its flushes answered,
+        # its goodbye honoured) but its events are counted under over_cap, one by one, not written.
+        self.refused = refused
 
     def file(self, subrun: str) -> RunFile:
         f = self.files.get(subrun)
@@ -89,7 +92,11 @@ class Store:
             root_file.add(frame(file_version_event(step=int(purge_step))))
             root_file.add(frame(session_start_event(int(purge_step))))
         self.live_names: set[str] = set()  # taken: by a connected producer, or by the hub itself
-        self._runs: dict[str, Run] = {}  # every other run ever opened: its counters outlive it
+        # Every other run ever opened: its counters outlive it, and its name is never given again.
+        self._runs: dict[str, Run] = {}
+        self._suffixes: dict[str, int] = {}  # base name -> the last suffix given for it
+        self.open_runs = 0  # producers' runs whose producer is still connected: what max_runs caps
+        self._counted: set[Run] = set()  # runs whose dropped or errors changed since last written
         self._dirty: set[Run] = set()  # runs with records not yet handed to the OS
         self.aggregator: Aggregator | None = None
         self.transport_errors = 0
@@ -102,34 +109,42 @@ class Store:
 
     # -- runs -----------------------------------------------------------------------------------
 
-    def open_run(self, requested: str) -> Run | None:
-        """The run of a producer that asked for ``requested``; None if it is over ``max_runs``.
+    def open_run(self, requested: str) -> Run:
+        """The run of a producer that asked for ``requested``.
 
-        The name is cleaned and made unique among the producers connected now; a producer that
-        takes the name of one that has gone writes new files in the same folder.
+        The name is cleaned and made unique for the hub's whole life (``worker``, ``worker-2``,
+        ...): a pid the kernel reused or a DataLoader worker id of a later epoch never lands in
+        the run of an earlier process, whose steps would then go back. Past ``max_runs`` runs
+        open at once the run is *refused*: nothing of it is written, its events are counted.
         """
         base = clean_run_name(requested)
-        name, n = base, 1
-        while name in self.live_names:
+        name, n = base, self._suffixes.get(base, 1)
+        if n > 1:
+            name = f"{base}-{n}"
+        while name in self._runs or name in self.live_names:
             n += 1
             name = f"{base}-{n}"
-        if not self.guard.run_allowed(len(self._runs), name not in self._runs):
-            return None
+        self._suffixes[base] = n  # the next process of this name starts looking here, not at 1
+        folder = os.path.join(self.logdir, name)
+        if not self.guard.run_allowed(self.open_runs):
+            return Run(name, folder, self.suffix, refused=True)
+        self.open_runs += 1
         self.live_names.add(name)
-        run = self._runs.get(name)
-        if run is None:
-            run = self._runs[name] = Run(name, os.path.join(self.logdir, name), self.suffix)
-        else:
-            run.files = {}  # its earlier files were closed by end_run
+        run = self._runs[name] = Run(name, folder, self.suffix)
         return run
 
     def end_run(self, run: Run) -> None:
-        """The producer of ``run`` is gone: finish its files and free its name."""
+        """The producer of ``run`` is gone: finish its files and free its slot (not its name)."""
+        if run.refused:
+            return
         try:
             run.close()
         except OSError as exc:  # the disk, not the connection: an error of that run's files
             self._count_error(run, exc)
-        self.live_names.discard(run.name)
+        run.files = {}  # closed: only its counters are kept, for as long as the hub lives
+        if run.name in self.live_names:
+            self.live_names.discard(run.name)
+            self.open_runs -= 1
         self._dirty.discard(run)
 
     def own_run(self, name: str) -> Run:
@@ -144,6 +159,8 @@ class Store:
 
     def admit(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The items of a peer's batch that the caps let in (the others are counted)."""
+        if run.refused:
+            return items  # write() counts every one of them
         return self.guard.keep_items(run.name, run.files, items)
 
     def write(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -151,6 +168,8 @@ class Store:
 
         An item that cannot be written is counted under ``errors/<run>``; the others still are.
         """
+        if run.refused:
+            return self._count_refused(run, items)
         controls: list[tuple[Any, ...]] = []
         scalars: list[tuple[Any, ...]] = []  # consecutive scalars are encoded in one call
         for item in items:
@@ -167,7 +186,9 @@ class Store:
                 elif kind == "e":
                     run.file(item[1]).add(frame(item[2]))
                 elif kind == "d":  # the producer's running total: a late or repeated one cannot lower it
-                    run.dropped = max(run.dropped, int(item[1]))
+                    if int(item[1]) > run.dropped:
+                        run.dropped = int(item[1])
+                        self._counted.add(run)
                 elif kind in _CONTROLS:
                     controls.append(item)
                 else:
@@ -177,6 +198,26 @@ class Store:
         if scalars:
             self._write_scalars(run, scalars)
         self._dirty.add(run)
+        return controls
+
+    def _count_refused(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """A refused run's batch: every event in it (and every one its producer says it dropped)
+        counts under over_cap; its flushes and goodbye go back to the caller."""
+        controls: list[tuple[Any, ...]] = []
+        events = 0
+        for item in items:
+            kind = item[0]
+            if kind == "r":
+                events += int(item[3])
+            elif kind in ("s", "e"):
+                events += 1
+            elif kind == "d":
+                if int(item[1]) > run.dropped:
+                    events += int(item[1]) - run.dropped
+                    run.dropped = int(item[1])
+            elif kind in _CONTROLS:
+                controls.append(item)
+        self.guard.count_refused_events(events)
         return controls
 
     def add_own(self, run: Run, records: bytes) -> None:
@@ -265,6 +306,7 @@ class Store:
 
     def _count_error(self, run: Run, exc: BaseException) -> None:
         run.errors += 1
+        self._counted.add(run)
         if run.name not in self._warned:
             self._warned.add(run.name)
             warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
@@ -281,7 +323,9 @@ class Store:
     def _write_counters(self) -> None:
         """Write every counter whose value changed since it was last written."""
         changed: list[tuple[str, int]] = []
-        for run in [self.root, *self._runs.values()]:
+        # Only the runs whose counts moved: a long job keeps tens of thousands of closed runs.
+        counted, self._counted = self._counted, set()
+        for run in sorted(counted, key=lambda r: r.name):
             pair = (run.dropped, run.errors)
             if pair == self._reported.get(run.name, (0, 0)):
                 continue
