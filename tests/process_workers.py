@@ -112,6 +112,97 @@ def pool_per_epoch(logdir: str, epochs: int, tasks: int) -> None:
     _report({"fds": fds, "rss": rss})
 
 
+def ctrl_c_owner(logdir: str, after_calls: int) -> None:
+    """The owner logs flat out in ``try: ... finally: close_tensorboard_logger()`` and gets
+    Ctrl-C (SIGINT, KeyboardInterrupt) after about ``after_calls`` calls; reports how many calls
+    had returned."""
+    import signal
+    import threading
+
+    import hyrax_tbhub
+
+    hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
+    log = hyrax_tbhub.get_tensorboard_logger()
+    returned = 0
+
+    def interrupt() -> None:
+        while returned < after_calls:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    interrupted = False
+    try:
+        try:
+            i = 0
+            while True:
+                log.add_scalar("main", float(i), i)
+                i += 1
+                returned = i
+        finally:
+            hyrax_tbhub.close_tensorboard_logger()
+    except KeyboardInterrupt:
+        interrupted = True
+    _report({"returned": returned, "interrupted": interrupted})
+
+
+def _alarm_logger(log: Any, done: list[int]) -> Any:
+    """A 1 ms SIGALRM handler that logs (a profiler or watchdog of training code)."""
+    import itertools
+    import signal
+
+    steps = itertools.count()
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        n = next(steps)  # handlers may nest: each call takes its own step
+        log.add_scalar("alarm", float(n), n)
+        done.append(n)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+    return signal
+
+
+def alarm_owner(logdir: str, calls: int) -> None:
+    """The owner logs ``calls`` scalars flat out while a 1 ms SIGALRM handler logs too."""
+    import hyrax_tbhub
+
+    hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
+    log = hyrax_tbhub.get_tensorboard_logger()
+    done: list[int] = []
+    error = None
+    signal = _alarm_logger(log, done)
+    try:
+        for i in range(calls):
+            log.add_scalar("main", float(i), i)
+    except Exception as exc:
+        error = repr(exc)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    hyrax_tbhub.close_tensorboard_logger()
+    _report({"error": error, "alarms": sorted(done)})
+
+
+def alarm_producer(calls: int) -> None:
+    """A producer (the hub is its parent's) whose 1 ms SIGALRM handler logs from the first
+    call on, while that call connects."""
+    import hyrax_tbhub
+
+    log = hyrax_tbhub.get_tensorboard_logger()
+    done: list[int] = []
+    error = None
+    signal = _alarm_logger(log, done)
+    try:
+        for i in range(calls):
+            log.add_scalar("main", float(i), i)
+    except Exception as exc:
+        error = repr(exc)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    flushed = log.flush()
+    _report({"error": error, "alarms": sorted(done), "flushed": flushed})
+
+
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
     globals()[name](*[int(a) if a.isdigit() else a for a in args])

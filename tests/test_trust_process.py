@@ -79,3 +79,50 @@ def test_a_fork_pool_per_epoch_keeps_every_event_and_the_owner_flat(tmp_path: Pa
     rep = _last_report(_run("pool_per_epoch", tmp_path / "log", epochs, tasks))
     assert _points(tmp_path / "log", "task") == [(i, float(i)) for i in range(epochs * tasks)]
     assert len(set(rep["fds"])) == 1, rep["fds"]  # counted once the hub ended the workers' runs
+
+
+@pytest.mark.parametrize("after_calls", [60_000, 150_000, 310_000])
+def test_ctrl_c_while_the_owner_logs_flat_out_loses_no_returned_call(tmp_path: Path, after_calls: int) -> None:
+    """Ctrl-C while the owner logs flat out in ``try: ... finally: close_tensorboard_logger()``:
+    every call that returned before the KeyboardInterrupt is on disk (0.3.0 lost thousands: the
+    interrupt cut the caller's own drain between taking a batch and writing it)."""
+    rep = _last_report(_run("ctrl_c_owner", tmp_path / "log", after_calls))
+    assert rep["interrupted"] and rep["returned"] >= after_calls, rep
+    points = _points(tmp_path / "log", "main")
+    returned = rep["returned"]
+    # The interrupted call itself may be on disk too (it was queued before the interrupt).
+    assert points[:returned] == [(i, float(i)) for i in range(returned)], rep
+    assert len(points) in (returned, returned + 1), (len(points), rep)
+
+
+def test_a_signal_handler_that_logs_in_the_owner_is_an_ordinary_caller(tmp_path: Path) -> None:
+    """A 1 ms SIGALRM handler logs while the owner logs flat out: no exception from add_scalar
+    (0.3.0: IndexError, the handler's call drained the queue under the interrupted drain) and
+    every returned call of both on disk."""
+    calls = 400_000
+    rep = _last_report(_run("alarm_owner", tmp_path / "log", calls))
+    assert rep["error"] is None, rep["error"]
+    assert _points(tmp_path / "log", "main") == [(i, float(i)) for i in range(calls)]
+    alarms = rep["alarms"]
+    assert alarms, "the handler never ran"
+    assert {s for s, _v in _points(tmp_path / "log", "alarm")} >= set(alarms)
+
+
+def test_a_signal_handler_that_logs_during_the_first_connect_does_not_deadlock(hub: Path) -> None:
+    """A producer's 1 ms SIGALRM handler logs from its first call on, firing while that call
+    looks for the hub and connects: the producer neither deadlocks (0.3.0: the handler waited
+    for the lock the interrupted look held) nor loses a returned call."""
+    import hyrax_tbhub
+
+    calls = 50_000
+    outcomes = []
+    for _ in range(5):  # the handler must land in the look of the first call
+        outcomes.append(_last_report(_run("alarm_producer", calls, timeout=90)))
+    hyrax_tbhub.close_tensorboard_logger()
+    logs = common.read_intact(hub)
+    for rep in outcomes:
+        assert rep["error"] is None and rep["flushed"] is True, rep
+    main = sorted(e.step for e in logs.select(kind="scalar") if e.tag == "main")
+    assert main == sorted(list(range(calls)) * len(outcomes))
+    alarm_points = sorted(e.step for e in logs.select(kind="scalar") if e.tag == "alarm")
+    assert alarm_points == sorted(s for rep in outcomes for s in rep["alarms"])

@@ -49,7 +49,8 @@ __all__ = ["Hub", "HubConfig"]
 
 _LOOP_INTERVAL = 0.05  # s: how often the owner's deque is drained when nobody wakes the thread
 _EXPIRY_INTERVAL = 1.0  # s: between looks for handshakes past their deadline (seconds long)
-_LOCAL_HIGH_WATER = 8192  # owner items queued before the caller helps drain them itself
+_LOCAL_HIGH_WATER = 8192  # owner items queued before the caller waits for the hub thread
+_LOCAL_WAIT = 5.0  # s: the most a call waits for a hub thread that does not drain (a wedged hub: a bug)
 _RECV_SIZE = 1 << 18  # bytes per recv: several full batches of a busy producer in one call
 _ACCEPT_BATCH = 64  # accepts per wake-up, so a connect storm cannot starve live producers
 _BACKLOG = min(socket.SOMAXCONN, 4096)  # hundreds of workers may connect at once at start
@@ -219,12 +220,23 @@ class Hub:
         local = self._local
         local.append(item)
         if len(local) >= _LOCAL_HIGH_WATER:
-            # The owner logs faster than the hub thread gets the GIL: it does the work itself
-            # rather than queue without bound or drop (nothing is lost in-process).
-            with self._lock:
-                if not self._closed.is_set():
-                    self._drain_local()
-                    self.store.write_pending()
+            self._wait_for_drain()
+
+    def _wait_for_drain(self) -> None:
+        """The owner logs faster than the hub thread gets the GIL: wait (letting go of the GIL)
+        until the hub thread has written what is queued, rather than queue without bound.
+
+        Only the hub thread ever takes from the owner's queue. A caller that drained it itself
+        could be cut between taking a batch and writing it by an exception raised between two
+        bytecodes of its own thread (Ctrl-C's KeyboardInterrupt: thousands of returned calls
+        lost), or re-entered by a signal handler that logs (which emptied the queue under the
+        interrupted drain: IndexError). Here an interrupt only cuts the wait: what a call
+        appended is written whatever the caller's thread does next.
+        """
+        thread = self._thread
+        if thread.ident == threading.get_ident() or not thread.is_alive():
+            return  # the hub thread drains at its next turn; a hub not started has no thread yet
+        self.flush_local(_LOCAL_WAIT)
 
     def flush_local(self, timeout: float | None) -> bool:
         if self._closed.is_set():

@@ -199,7 +199,9 @@ def _after_fork_in_child() -> None:
     hub, inherited = STATE.hub, list(Producer.instances)
     # The state first: a thread of the parent may have held the lock at the fork (in a look the
     # child never sees finish), and whatever goes wrong below must not leave the child with it.
-    STATE.lock = threading.Lock()
+    STATE.lock = threading.RLock()
+    STATE.looking = 0  # the parent's look, if one was in progress, is not this process's
+    STATE.pending.items = []
     STATE.pid = os.getpid()
     STATE.channel = None
     STATE.hub = None
