@@ -92,7 +92,6 @@ def pool_per_epoch(logdir: str, epochs: int, tasks: int) -> None:
     import multiprocessing as mp
 
     import hyrax_tbhub
-
     from hyrax_tbhub._process.state import STATE
 
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
@@ -201,6 +200,69 @@ def alarm_producer(calls: int) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
     flushed = log.flush()
     _report({"error": error, "alarms": sorted(done), "flushed": flushed})
+
+
+def _package_modules() -> int:
+    return sum(1 for name in list(sys.modules) if name.split(".")[0] == "hyrax_tbhub")
+
+
+def fork_during_first_import(threads: int, seed: int) -> None:
+    """Threads do this process's first ``from hyrax_tbhub import ...`` and log, while the main
+    thread forks children back to back; each child imports the package and logs one scalar
+    (the hub is the test's: this process found it through the environment). Reports children
+    that did not finish in time (killed) and exit codes."""
+    import random
+    import signal
+    import threading
+
+    rng = random.Random(seed)
+
+    def first_import(i: int) -> None:
+        time.sleep(rng.random() * 0.01)  # a randomised mix of starts, not a synchronisation
+        from hyrax_tbhub import get_tensorboard_logger
+
+        get_tensorboard_logger().add_scalar("thread", float(i), seed * 100 + i)
+
+    workers = [threading.Thread(target=first_import, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    # Fork only once the package's first lines ran (what no code of a package can guard: the
+    # moment between a thread taking the package's import lock and the package's first line).
+    while _package_modules() < 4 and any(t.is_alive() for t in workers):
+        time.sleep(0.0002)
+    children: list[int] = []
+    while (any(t.is_alive() for t in workers) and len(children) < 20) or not children:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                from hyrax_tbhub import get_tensorboard_logger
+
+                log = get_tensorboard_logger()
+                log.add_scalar("child", 1.0, seed * 1000 + len(children))
+                code = 0 if log.flush() else 2
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for t in workers:
+        t.join(60)
+    deadline = time.monotonic() + 30
+    codes: dict[int, int] = {}
+    while len(codes) < len(children) and time.monotonic() < deadline:
+        for pid in children:
+            if pid not in codes:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes[pid] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    hung = [pid for pid in children if pid not in codes]
+    for pid in hung:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    from hyrax_tbhub import get_tensorboard_logger
+
+    get_tensorboard_logger().flush()
+    _report({"children": len(children), "hung": len(hung), "failed": sorted(c for c in codes.values() if c)})
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import the package for the first time, get interrupted or exit, which the test p
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +81,9 @@ def test_a_fork_pool_per_epoch_keeps_every_event_and_the_owner_flat(tmp_path: Pa
 
 
 @pytest.mark.parametrize("after_calls", [60_000, 150_000, 310_000])
-def test_ctrl_c_while_the_owner_logs_flat_out_loses_no_returned_call(tmp_path: Path, after_calls: int) -> None:
+def test_ctrl_c_while_the_owner_logs_flat_out_loses_no_returned_call(
+    tmp_path: Path, after_calls: int
+) -> None:
     """Ctrl-C while the owner logs flat out in ``try: ... finally: close_tensorboard_logger()``:
     every call that returned before the KeyboardInterrupt is on disk (0.3.0 lost thousands: the
     interrupt cut the caller's own drain between taking a batch and writing it)."""
@@ -126,3 +127,18 @@ def test_a_signal_handler_that_logs_during_the_first_connect_does_not_deadlock(h
     assert main == sorted(list(range(calls)) * len(outcomes))
     alarm_points = sorted(e.step for e in logs.select(kind="scalar") if e.tag == "alarm")
     assert alarm_points == sorted(s for rep in outcomes for s in rep["alarms"])
+
+
+def test_children_forked_during_the_first_import_can_import_and_log(hub: Path) -> None:
+    """In fresh processes, threads do the first ``from hyrax_tbhub import ...`` while the main
+    thread forks children back to back: every child imports the package and logs (0.3.0: a
+    child forked mid-import blocked forever on the package's import lock)."""
+    import hyrax_tbhub
+
+    reports = [_last_report(_run("fork_during_first_import", 4, seed, timeout=200)) for seed in range(5)]
+    hyrax_tbhub.close_tensorboard_logger()
+    assert [(r["hung"], r["failed"]) for r in reports] == [(0, [])] * 5, reports
+    logs = common.read_intact(hub)
+    children = sum(r["children"] for r in reports)
+    assert len([e for e in logs.select(kind="scalar") if e.tag == "child"]) == children
+    assert len([e for e in logs.select(kind="scalar") if e.tag == "thread"]) == 4 * 5
