@@ -265,6 +265,69 @@ def fork_during_first_import(threads: int, seed: int) -> None:
     _report({"children": len(children), "hung": len(hung), "failed": sorted(c for c in codes.values() if c)})
 
 
+class _LogsWhenCollected:
+    """Logs from ``__del__``: kept in a module global, it is collected at interpreter teardown
+    (CPython clears module globals only when no daemon thread is left: ``exit_hooks`` with
+    ``daemon=0``)."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+
+    def __del__(self) -> None:
+        self.log.add_scalar("del", 1.0, 0)
+
+
+def exit_hooks(logdir: str, role: str, daemon: int) -> None:
+    """Events logged at interpreter exit: an ``atexit`` hook and a ``weakref.finalize`` both
+    registered before the package is imported (they run after its own exit hook), and either an
+    object whose ``__del__`` logs at teardown (``daemon=0``) or a daemon thread logging up to the
+    end (``daemon=1``; the step of its last returned call is kept in ``<logdir>.daemon``).
+    ``role`` is ``owner`` (this process runs the hub) or ``producer`` (the hub is the test's)."""
+    import atexit
+    import mmap
+    import threading
+    import weakref
+
+    class Anchor:
+        pass
+
+    anchor = Anchor()
+    handle: list[Any] = []
+    atexit.register(lambda: handle[0].add_scalar("atexit", 1.0, 0))
+    weakref.finalize(anchor, lambda: handle[0].add_scalar("finalize", 1.0, 0))
+    globals()["_anchor"] = anchor
+
+    import hyrax_tbhub
+
+    if role == "owner":
+        hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
+    log = hyrax_tbhub.get_tensorboard_logger()
+    handle.append(log)
+    log.add_scalar("main", 1.0, 0)
+    if not daemon:
+        globals()["_collected_at_exit"] = _LogsWhenCollected(log)
+        _report({"ok": True})
+        return
+    with open(logdir + ".daemon", "wb") as f:
+        f.write(bytes(8))
+    with open(logdir + ".daemon", "r+b") as f:
+        last = mmap.mmap(f.fileno(), 8)
+    started = threading.Event()
+
+    def log_until_the_end() -> None:
+        i = 0
+        while True:
+            log.add_scalar("daemon", float(i), i)
+            last[:8] = (i + 1).to_bytes(8, "little")  # calls returned so far
+            i += 1
+            if i == 100:
+                started.set()
+
+    threading.Thread(target=log_until_the_end, daemon=True).start()
+    started.wait(60)
+    _report({"ok": True})
+
+
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
     globals()[name](*[int(a) if a.isdigit() else a for a in args])

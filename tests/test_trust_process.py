@@ -142,3 +142,53 @@ def test_children_forked_during_the_first_import_can_import_and_log(hub: Path) -
     children = sum(r["children"] for r in reports)
     assert len([e for e in logs.select(kind="scalar") if e.tag == "child"]) == children
     assert len([e for e in logs.select(kind="scalar") if e.tag == "thread"]) == 4 * 5
+
+
+def _exit_shape(logdir: Path, role: str, daemon: int) -> tuple[None, str, int]:
+    proc = _run("exit_hooks", logdir, role, daemon, timeout=120)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    returned = int.from_bytes(Path(f"{logdir}.daemon").read_bytes(), "little") if daemon else 0
+    return None, proc.stderr, returned
+
+
+def _steps_by_tag(logdir: Path) -> dict[str, list[int]]:
+    steps: dict[str, list[int]] = {}
+    for e in common.read_intact(logdir).select(kind="scalar"):
+        steps.setdefault(e.tag, []).append(e.step)
+    return {tag: sorted(s) for tag, s in steps.items()}
+
+
+def test_the_owner_s_events_logged_at_exit_are_on_disk(tmp_path: Path) -> None:
+    """In the owner: an atexit hook and a weakref.finalize registered before the package was
+    imported (they run after its exit hook), a daemon thread logging up to the end, and (in a
+    second process, as CPython runs ``__del__`` at teardown only without daemon threads) a
+    ``__del__`` at teardown: every returned call is on disk, nothing raised (0.3.0: each of them
+    was a silent no-op after the exit hook closed the hub)."""
+    _, _, returned = _exit_shape(tmp_path / "a", "owner", 1)
+    steps = _steps_by_tag(tmp_path / "a")
+    assert steps["atexit"] == [0] and steps["finalize"] == [0] and steps["main"] == [0], steps.keys()
+    daemon = steps["daemon"]
+    assert daemon == list(range(len(daemon))), "a hole in the daemon thread's steps"
+    assert len(daemon) in (returned, returned + 1), (len(daemon), returned)
+    _exit_shape(tmp_path / "b", "owner", 0)
+    steps = _steps_by_tag(tmp_path / "b")
+    assert steps["atexit"] == [0] and steps["finalize"] == [0] and steps["del"] == [0], steps
+
+
+def test_a_producer_s_events_logged_at_exit_are_on_disk_or_said(hub: Path, tmp_path: Path) -> None:
+    """In a producer: the atexit hook, the finalizer and the daemon thread's returned calls are
+    on disk; a ``__del__`` at teardown (no thread can send any more) is said once on stderr,
+    never raised."""
+    import hyrax_tbhub
+
+    _, daemon_stderr, returned = _exit_shape(tmp_path / "a", "producer", 1)
+    _, stderr, _ = _exit_shape(tmp_path / "b", "producer", 0)
+    hyrax_tbhub.close_tensorboard_logger()
+    steps = _steps_by_tag(hub)
+    assert steps["atexit"] == [0, 0] and steps["finalize"] == [0, 0] and steps["main"] == [0, 0], steps.keys()
+    daemon = steps["daemon"]
+    assert daemon == list(range(len(daemon))), "a hole in the daemon thread's steps"
+    if len(daemon) < returned:  # calls made once the interpreter tears down: said, once
+        assert daemon_stderr.count("logged after its exit flush") == 1, (len(daemon), returned, daemon_stderr)
+    assert len(daemon) <= returned + 1
+    assert "del" in steps or stderr.count("logged after its exit flush") == 1, stderr

@@ -94,6 +94,8 @@ class Hub:
         self._next_expiry = 0.0
         self._hub_file: str | None = None
         self._close_callbacks: list[Callable[[], None]] = []
+        #: Where the owner's calls go once the hub closes at exit (_process/late.py); None: no-ops.
+        self.late: Callable[[tuple[Any, ...]], None] | None = None
         _raise_fd_limit()
         hubfile.remove_stale_hub_files()
         self.address = str(hubfile.runtime_dir() / f"{self.owner_pid}-{self.hub_id[:8]}.sock")
@@ -147,6 +149,9 @@ class Hub:
         if self._thread.is_alive():  # pragma: no cover - the loop is bounded by the deadline
             warn("hyrax_tbhub: the hub thread did not stop in time; some events may be missing")
         self._closed.set()
+        late = self.late
+        while late is not None and self._local:  # appended while the last drain ran
+            late(self._local.popleft())
         for callback in self._close_callbacks:
             try:
                 callback()
@@ -216,6 +221,9 @@ class Hub:
 
     def put_local(self, item: tuple[Any, ...]) -> None:
         if self._closing:
+            late = self.late
+            if late is not None:
+                late(item)  # the owner's exit flush: the call still goes to the log
             return  # a writer object kept past close_tensorboard_logger(): a no-op, as documented
         local = self._local
         local.append(item)
