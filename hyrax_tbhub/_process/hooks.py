@@ -39,6 +39,7 @@ __all__ = ["add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_wor
 #: ``flush(timeout)``: send what is queued and leave the hub; None at exit (usual deadlines).
 Flusher = Callable[[float | None], None]
 _flushers: list[tuple[Flusher, float]] = []
+_LEAVING_BUDGET = 2.0  # s: the process-wide producer's terminate budget (connect.py's flusher)
 
 
 def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
@@ -51,7 +52,18 @@ def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
     _flushers.append((flush, terminate_timeout))
 
 
+# The producer our exit hook is closing (after the late channel took its place): a SIGTERM that
+# comes meanwhile (a pool's terminate()) finishes that close instead of finding nothing to flush.
+_leaving: Producer | None = None
+
+
 def _flush_all(at_exit: bool) -> None:
+    leaving = _leaving
+    if leaving is not None and not at_exit:
+        try:
+            leaving.close(_LEAVING_BUDGET)
+        except Exception as exc:
+            warn(f"hyrax_tbhub: error while flushing at exit: {exc!r}")
     for flush, terminate_timeout in list(_flushers):
         try:
             flush(None if at_exit else terminate_timeout)
@@ -82,7 +94,12 @@ def _at_exit() -> None:
                 # late channel too, not into an outbox that refuses calls once it is closing.
                 channel.put_scalar = late.put_scalar
                 channel.put_event = late.put_event
-                channel.close()
+                global _leaving
+                _leaving = channel
+                try:
+                    channel.close()
+                finally:
+                    _leaving = None
                 STATE.finished_hubs.add(channel.info.hub_id)
                 hubfile.withdraw_published()
         except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
