@@ -328,6 +328,26 @@ def exit_hooks(logdir: str, role: str, daemon: int) -> None:
     _report({"ok": True})
 
 
+def alarm_writer_producer(pickled: str, calls: int) -> None:
+    """``alarm_producer`` through a ``hyrax_tbhub.SummaryWriter`` object handed over pickled."""
+    import pickle
+
+    with open(pickled, "rb") as f:
+        log = pickle.load(f)
+    done: list[int] = []
+    error = None
+    signal = _alarm_logger(log, done)
+    try:
+        for i in range(calls):
+            log.add_scalar("main", float(i), i)
+    except Exception as exc:
+        error = repr(exc)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    flushed = log.flush()
+    _report({"error": error, "alarms": sorted(done), "flushed": flushed})
+
+
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
     globals()[name](*[int(a) if a.isdigit() else a for a in args])

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from hyrax_tbhub.testing import STRANGERS
+
 from faults import common
 
 HERE = Path(__file__).parent
@@ -192,3 +194,27 @@ def test_a_producer_s_events_logged_at_exit_are_on_disk_or_said(hub: Path, tmp_p
         assert daemon_stderr.count("logged after its exit flush") == 1, (len(daemon), returned, daemon_stderr)
     assert len(daemon) <= returned + 1
     assert "del" in steps or stderr.count("logged after its exit flush") == 1, stderr
+
+
+def test_a_signal_handler_that_logs_through_a_writer_object_during_its_connect(tmp_path: Path) -> None:
+    """The same through a ``hyrax_tbhub.SummaryWriter`` handed to the producer pickled (0.3.0:
+    RecursionError, each nested handler waiting on the registry's lock): the handler's calls wait
+    for the interrupted connect and go to its producer; nothing lost, no stray connection."""
+    import pickle
+
+    import hyrax_tbhub
+
+    calls = 20_000
+    writer = hyrax_tbhub.SummaryWriter(str(tmp_path / "log"))
+    pickled = tmp_path / "writer.pickle"
+    pickled.write_bytes(pickle.dumps(writer))
+    outcomes = [_last_report(_run("alarm_writer_producer", pickled, calls, timeout=90)) for _ in range(3)]
+    writer.close()
+    for rep in outcomes:
+        assert rep["error"] is None and rep["flushed"] is True, rep
+    logs = common.read_intact(tmp_path / "log")
+    main = sorted(e.step for e in logs.select(kind="scalar") if e.tag == "main")
+    assert main == sorted(list(range(calls)) * len(outcomes))
+    alarm_points = sorted(e.step for e in logs.select(kind="scalar") if e.tag == "alarm")
+    assert alarm_points == sorted(s for rep in outcomes for s in rep["alarms"])
+    assert common.counters(tmp_path / "log").get(STRANGERS, 0) == 0
