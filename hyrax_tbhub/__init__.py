@@ -10,13 +10,14 @@ statistics. See README.md and docs/.
 
 from __future__ import annotations
 
+# First, before any other import: a fork from another thread while this package is being
+# imported waits until the import is done (see _util/forksafe.py), so its child can log.
+from ._util import forksafe as _forksafe  # noqa: F401
+
+# isort: split
 from . import _distributed
 from ._aggregate import aggregate
 from ._distributed import serve_ranks
-
-# First, before any other import: a fork from another thread while this package is being
-# imported waits until the import is done (see _util/forksafe.py), so its child can log.
-from ._util import forksafe as _forksafe  # noqa: F401, I001
 from .options import Options
 from .tensorboardx_logger import (
     HyraxSummaryWriter,
