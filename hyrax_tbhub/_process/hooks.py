@@ -59,11 +59,8 @@ _leaving: Producer | None = None
 
 def _flush_all(at_exit: bool) -> None:
     leaving = _leaving
-    if leaving is not None and not at_exit:
-        try:
-            leaving.close(_LEAVING_BUDGET)
-        except Exception as exc:
-            warn(f"hyrax_tbhub: error while flushing at exit: {exc!r}")
+    if leaving is not None and not at_exit and not leaving.wait_closed(_LEAVING_BUDGET):
+        warn("hyrax_tbhub: the events this process queued before its exit may not all have been sent")
     for flush, terminate_timeout in list(_flushers):
         try:
             flush(None if at_exit else terminate_timeout)
