@@ -169,7 +169,8 @@ def make_plan(seed: int, torch_ok: bool = True) -> dict[str, Any]:
     for unit in leaves:
         if shapes.random() < 0.15 and not unit["forks"] and not unit["children"]:
             unit["alarm"] = shapes.choice([50, 200])
-        if shapes.random() < 0.15 and unit.get("kill_after") is None:
+        # Not in a unit that closes: a call after close_tensorboard_logger() is a no-op by design.
+        if shapes.random() < 0.15 and unit.get("kill_after") is None and not unit["close_at_end"]:
             unit["exit_log"] = True
     for group in groups:
         if group["kind"].startswith("pool-") and not group["early"] and shapes.random() < 0.4:
