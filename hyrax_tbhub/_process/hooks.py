@@ -91,6 +91,7 @@ def _at_exit() -> None:
                 # late channel too, not into an outbox that refuses calls once it is closing.
                 channel.put_scalar = late.put_scalar
                 channel.put_event = late.put_event
+                channel.forward_refused(late.put_item)  # for those that resolved the method before
                 global _leaving
                 _leaving = channel
                 try:

@@ -144,6 +144,11 @@ class Producer:
         if self._thread.is_alive():
             warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
 
+    def forward_refused(self, sink: Callable[[Item], None]) -> None:
+        """Calls made once the final batch is cut go to ``sink`` instead of being no-ops (a
+        thread that read this producer just before the exit flush replaced it)."""
+        self._outbox.refused = sink
+
     def wait_closed(self, timeout: float) -> bool:
         """Wait until a :meth:`close` in progress has sent the final batch; True if it has.
 
