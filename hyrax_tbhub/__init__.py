@@ -11,6 +11,11 @@ through all this. See README.md and docs/.
 
 from __future__ import annotations
 
+# First, before any other import: a fork from another thread while this package is being
+# imported waits until the import is done (see _util/forksafe.py), so its child can log.
+from ._util import forksafe as _forksafe  # noqa: F401
+
+# isort: split
 from . import _distributed
 from ._aggregate import aggregate
 from ._distributed import serve_ranks

@@ -51,15 +51,27 @@ class RunFile:
         try:
             self.write_pending()
         finally:
-            os.close(self._fd)
-            self._fd = None
+            _close_owned(self)
 
     def abandon(self) -> None:
         """In a forked child: forget the parent's pending records and close our copy of the fd."""
         self._pending.clear()
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        try:
+            _close_owned(self)
+        except OSError:
+            pass
+
+
+def _close_owned(f: RunFile) -> None:
+    """Close the file's descriptor, forgetting the number *before* the OS may hand it out again.
+
+    ``os.close`` lets go of the GIL: another thread may open a pipe that gets the same number and
+    fork. A child forked while ``_fd`` still held the number would close that pipe in its
+    after-fork path (``abandon``), a descriptor that is not ours (seen: fork Pool workers dying
+    with 'Bad file descriptor' on their own pipes). Cleared first, the number is never ours and
+    someone else's at once: a fork in between leaves the child a copy of our file that nobody
+    closes, which is harmless (close-on-exec, no buffer, never written to).
+    """
+    fd, f._fd = f._fd, None
+    if fd is not None:
+        os.close(fd)

@@ -33,7 +33,8 @@ __all__ = ["Hub", "HubConfig"]
 
 _LOOP_INTERVAL = 0.05  # s: how often the owner's deque is drained when nobody wakes the thread
 _EXPIRY_INTERVAL = 1.0  # s: between looks for handshakes past their deadline (seconds long)
-_LOCAL_HIGH_WATER = 8192  # owner items queued before the caller helps drain them itself
+_LOCAL_HIGH_WATER = 8192  # owner items queued before the caller waits for the hub thread
+_LOCAL_WAIT = 5.0  # s: the most a call waits for a hub thread that does not drain (a wedged hub: a bug)
 
 
 class HubConfig:
@@ -75,6 +76,8 @@ class Hub:
         self._hub_file: str | None = None
         self._close_callbacks: list[Callable[[], None]] = []
         self._before_close: list[Callable[[], None]] = []
+        #: Where the owner's calls go once the hub closes at exit (_process/late.py); None: no-ops.
+        self.late: Callable[[tuple[Any, ...]], None] | None = None
         raise_fd_limit()
         hubfile.remove_stale_hub_files()
         hubfile.say_fallback_once()
@@ -134,6 +137,9 @@ class Hub:
         if self._thread.is_alive():  # pragma: no cover - the loop is bounded by the deadline
             warn("hyrax_tbhub: the hub thread did not stop in time; some events may be missing")
         self._closed.set()
+        late = self.late
+        while late is not None and self._local:  # appended while the last drain ran
+            late(self._local.popleft())
         for callback in self._close_callbacks:
             try:
                 callback()
@@ -227,16 +233,30 @@ class Hub:
 
     def put_local(self, item: tuple[Any, ...]) -> None:
         if self._closing:
+            late = self.late
+            if late is not None:
+                late(item)  # the owner's exit flush: the call still goes to the log
             return  # a writer object kept past close_tensorboard_logger(): a no-op, as documented
         local = self._local
         local.append(item)
         if len(local) >= _LOCAL_HIGH_WATER:
-            # The owner logs faster than the hub thread gets the GIL: it does the work itself
-            # rather than queue without bound or drop (nothing is lost in-process).
-            with self._lock:
-                if not self._closed.is_set():
-                    self._drain_local()
-                    self.store.write_pending()
+            self._wait_for_drain()
+
+    def _wait_for_drain(self) -> None:
+        """The owner logs faster than the hub thread gets the GIL: wait (letting go of the GIL)
+        until the hub thread has written what is queued, rather than queue without bound.
+
+        Only the hub thread ever takes from the owner's queue. A caller that drained it itself
+        could be cut between taking a batch and writing it by an exception raised between two
+        bytecodes of its own thread (Ctrl-C's KeyboardInterrupt: thousands of returned calls
+        lost), or re-entered by a signal handler that logs (which emptied the queue under the
+        interrupted drain: IndexError). Here an interrupt only cuts the wait: what a call
+        appended is written whatever the caller's thread does next.
+        """
+        thread = self._thread
+        if thread.ident == threading.get_ident() or not thread.is_alive():
+            return  # the hub thread drains at its next turn; a hub not started has no thread yet
+        self.flush_local(_LOCAL_WAIT)
 
     def flush_local(self, timeout: float | None) -> bool:
         if self._closed.is_set():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 # Every module the logging path needs is imported here, never in a call: an import that another
 # thread is doing when a fork happens leaves its lock held in the child (see _util/forksafe.py).
@@ -43,6 +44,29 @@ __all__ = ["close_producer", "rediscover"]
 
 def rediscover() -> Channel | None:
     """Look for a hub; return the channel to log to, or None while there is none.
+
+    Reentrant: a signal handler that logs while its thread looks gets the pending calls'
+    channel and its calls go to what the look finds (_process/pending.py).
+    """
+    watch = STATE.watch
+    if watch is not None and not watch.changed():
+        return STATE.channel  # the watching fast path, as in _look: no lock, no thread id
+    me = threading.get_ident()
+    if STATE.looking == me:
+        return STATE.pending
+    with STATE.lock:
+        STATE.looking = me
+        try:
+            found = _look()
+        finally:
+            STATE.looking = 0
+        if STATE.pending.items:
+            STATE.pending.hand_over(found)
+        return found
+
+
+def _look() -> Channel | None:
+    """Look for a hub (under ``STATE.lock``); the channel to log to, or None while there is none.
 
     Every thread that calls while a look is in progress waits for it and logs to what it found:
     the watch's generation is settled only by a look that found nothing (never while a channel

@@ -25,10 +25,13 @@ import sys
 import threading
 from collections.abc import Callable
 
+from .._discovery import hubfile
+from .._hub import Hub
 from .._naming import process_name
 from .._producer import Producer
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
+from .late import LateOwner, LateProducer
 from .state import STATE
 
 __all__ = ["add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_workers"]
@@ -36,6 +39,7 @@ __all__ = ["add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_wor
 #: ``flush(timeout)``: send what is queued and leave the hub; None at exit (usual deadlines).
 Flusher = Callable[[float | None], None]
 _flushers: list[tuple[Flusher, float]] = []
+_LEAVING_BUDGET = 2.0  # s: the process-wide producer's terminate budget (connect.py's flusher)
 
 
 def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
@@ -48,7 +52,15 @@ def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
     _flushers.append((flush, terminate_timeout))
 
 
+# The producer our exit hook is closing (after the late channel took its place): a SIGTERM that
+# comes meanwhile (a pool's terminate()) finishes that close instead of finding nothing to flush.
+_leaving: Producer | None = None
+
+
 def _flush_all(at_exit: bool) -> None:
+    leaving = _leaving
+    if leaving is not None and not at_exit and not leaving.wait_closed(_LEAVING_BUDGET):
+        warn("hyrax_tbhub: the events this process queued before its exit may not all have been sent")
     for flush, terminate_timeout in list(_flushers):
         try:
             flush(None if at_exit else terminate_timeout)
@@ -57,8 +69,53 @@ def _flush_all(at_exit: bool) -> None:
 
 
 def _at_exit() -> None:
-    if STATE.pid == os.getpid():
-        _flush_all(at_exit=True)
+    if STATE.pid != os.getpid():
+        return
+    hub, channel = STATE.hub, STATE.channel
+    late = _late_channel(hub, channel)
+    if late is not None:
+        # The late channel first, the flush after: a call that a daemon thread (or an exit hook
+        # that runs after ours) makes while the hub drains or the producer says goodbye goes to
+        # it, not to a channel that is closing (where it would be a no-op, as after a close).
+        with STATE.lock:
+            STATE.hub = None
+            STATE.channel = late
+            STATE.idle = False  # notifies
+        try:
+            if isinstance(late, LateOwner):
+                assert hub is not None
+                hub.late = late.put_item  # calls that found the hub still published
+                hub.close()
+            elif isinstance(channel, Producer):
+                # A thread that read the channel before the switch calls through it: to the
+                # late channel too, not into an outbox that refuses calls once it is closing.
+                channel.put_scalar = late.put_scalar
+                channel.put_event = late.put_event
+                channel.forward_refused(late.put_item)  # for those that resolved the method before
+                global _leaving
+                _leaving = channel
+                try:
+                    channel.close()
+                finally:
+                    _leaving = None
+                STATE.finished_hubs.add(channel.info.hub_id)
+                hubfile.withdraw_published()
+        except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
+            warn(f"hyrax_tbhub: error while flushing at exit: {exc!r}")
+    _flush_all(at_exit=True)  # the rest: SummaryWriter objects' hubs and producers
+
+
+def _late_channel(hub: Hub | None, channel: object) -> LateOwner | LateProducer | None:
+    """Where calls go after the exit flush (_process/late.py); None with no hub, or when it is
+    in place already (a second exit hook)."""
+    try:
+        if hub is not None and hub.owner_pid == os.getpid():
+            return LateOwner(hub)
+        if isinstance(channel, Producer) and channel.pid == os.getpid():
+            return LateProducer(channel.info, channel.start_ns)
+    except Exception as exc:
+        warn(f"hyrax_tbhub: at exit: {exc!r}")
+    return None
 
 
 def hook_exit() -> None:
@@ -199,7 +256,9 @@ def _after_fork_in_child() -> None:
     hub, inherited = STATE.hub, list(Producer.instances)
     # The state first: a thread of the parent may have held the lock at the fork (in a look the
     # child never sees finish), and whatever goes wrong below must not leave the child with it.
-    STATE.lock = threading.Lock()
+    STATE.lock = threading.RLock()
+    STATE.looking = 0  # the parent's look, if one was in progress, is not this process's
+    STATE.pending.items = []
     STATE.pid = os.getpid()
     STATE.channel = None
     STATE.hub = None

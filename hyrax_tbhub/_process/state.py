@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .pending import PendingCalls
+
 if TYPE_CHECKING:
     from .._channel import Channel
     from .._discovery.hubfile import GenerationWatch
@@ -23,7 +25,7 @@ __all__ = ["SAVED_ENV", "STATE"]
 class _ProcessState:
     __slots__ = (
         "pid", "channel", "hub", "_idle", "idle_hooks", "watch", "finished_hubs", "lock", "exit_hooked",
-        "lost_hub", "close_owner",
+        "lost_hub", "close_owner", "looking", "pending",
     )
 
     def __init__(self) -> None:
@@ -36,7 +38,12 @@ class _ProcessState:
         self.idle_hooks: list[Callable[[], None]] = []
         self.watch: GenerationWatch | None = None
         self.finished_hubs: set[str] = set()  # hubs this process already left: never rejoin them
-        self.lock = threading.Lock()
+        # Reentrant: a signal handler that logs runs on a thread that may hold it (init, close).
+        self.lock = threading.RLock()
+        # The thread (ident) looking for a hub under ``lock`` now, 0 if none; calls a signal
+        # handler makes on that thread meanwhile wait in ``pending`` (_process/pending.py).
+        self.looking = 0
+        self.pending = PendingCalls()
         self.exit_hooked = False
         # The hub went away under a producer of this process (not a clean close): flush() says
         # False from then on, since what was logged since went nowhere. Cleared by a new hub.

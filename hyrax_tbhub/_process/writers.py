@@ -26,6 +26,7 @@ from .._hub import Hub, HubConfig, LocalChannel
 from .._producer import Producer
 from ..options import DEFAULT_OPTIONS, Options
 from . import hooks
+from .pending import PendingCalls
 
 if TYPE_CHECKING:
     from .._channel import Channel
@@ -47,11 +48,14 @@ class OwnedHub:
 
 
 _pid = os.getpid()
-_lock = threading.Lock()
+# Reentrant: a signal handler that logs through a writer object may run on the thread that holds
+# it (while the first call of that writer connects).
+_lock = threading.RLock()
 _owned: dict[str, OwnedHub] = {}  # absolute log folder -> its hub
 _owned_by_id: dict[str, OwnedHub] = {}
 _producers: dict[str, Producer] = {}  # hub id -> this process's producer for it
 _finished: set[str] = set()  # hubs whose producer here ended: a dead hub is not asked again
+_connecting: dict[str, tuple[int, PendingCalls]] = {}  # hub id -> (thread connecting, its handler's calls)
 _writers: weakref.WeakSet[Any] = weakref.WeakSet()  # every live writer object, for fork
 
 
@@ -111,13 +115,24 @@ def channel_for(info: HubInfo) -> Channel | None:
         return producer
     if info.hub_id in _finished:
         return None
+    connecting = _connecting.get(info.hub_id)
+    if connecting is not None and connecting[0] == threading.get_ident():
+        return connecting[1]
     with _lock:
         producer = _producers.get(info.hub_id)
         if producer is not None:
             return producer
-        producer = Producer(info, _on_producer_gone)
+        # A signal handler that logs through a writer of this hub while this thread connects
+        # gets the pending calls' channel (as the process-wide handle does, _process/pending.py).
+        held = PendingCalls()
+        _connecting[info.hub_id] = (threading.get_ident(), held)
+        try:
+            producer = Producer(info, _on_producer_gone)
+        finally:
+            _connecting.pop(info.hub_id, None)
         _producers[info.hub_id] = producer
         producer.start()
+        held.hand_over(producer)
     hooks.hook_exit()
     hooks.flush_on_pool_terminate()
     return producer
@@ -158,8 +173,9 @@ def _after_fork_in_child() -> None:
     for producer in _producers.values():
         producer.abandon_in_child()
     _pid = os.getpid()
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _owned, _owned_by_id, _producers, _finished = {}, {}, {}, set()
+    _connecting.clear()
     for writer in list(_writers):
         writer._after_fork()
 

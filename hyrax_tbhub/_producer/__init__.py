@@ -148,6 +148,19 @@ class Producer:
         if self._thread.is_alive():
             warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
 
+    def forward_refused(self, sink: Callable[[Item], None]) -> None:
+        """Calls made once the final batch is cut go to ``sink`` instead of being no-ops (a
+        thread that read this producer just before the exit flush replaced it)."""
+        self._outbox.refused = sink
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait until a :meth:`close` in progress has sent the final batch; True if it has.
+
+        Not a join: a SIGTERM handler that runs inside that close's own ``join`` (on the same
+        thread, whose join may already hold the sender thread's end-of-life lock) would wait for
+        itself until its budget ran out."""
+        return self._outbox.final_sent.wait(timeout)
+
     def abandon_in_child(self) -> None:
         """After fork, in the child: drop the parent's queue and close our copies of its sockets."""
         self._state = _GONE

@@ -98,6 +98,9 @@ class Outbox:
         self.woken = False  # a wake-up is on its way; the sender clears it when it wakes
         self._closed = False  # refused from now on: calls after the final batch, by design
         self._silent = False  # the hub is gone, which was said once already
+        # Where calls refused after the final batch go instead of being no-ops: the process's
+        # late channel, when the exit flush closed this outbox (_process/late.py).
+        self.refused: Callable[[Item], None] | None = None
         self.final_sent = threading.Event()  # set once nothing more will be sent
         self._warned: set[str] = set()
 
@@ -115,6 +118,8 @@ class Outbox:
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
                 self._wake()
+        elif self._closed and self.refused is not None:
+            self.refused(("s", tag, value, step, wall_time))
         else:
             self.drop()
 
@@ -138,6 +143,8 @@ class Outbox:
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
                 self._wake()
+        elif self._closed and self.refused is not None:
+            self.refused(("e", subrun, data))
         else:
             self.drop()
 

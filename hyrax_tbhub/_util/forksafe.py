@@ -19,12 +19,60 @@ abandons every object they guarded (``_process.hooks``).
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Any
+
+_PACKAGE = __name__.split(".")[0]
+_held: list[Any] = []  # module locks taken by the forking thread, let go of after the fork
+_guard_first = False  # the guard's second registration (the one that runs first) is in place
+
+
+def _wait_for_package_imports(early: bool = False) -> None:
+    """Before a fork: wait until no other thread is importing a module of this package."""
+    if early and _guard_first:
+        return  # the later registration ran already (hooks run in reverse order)
+    bootstrap = sys.modules.get("_frozen_importlib")  # importlib._bootstrap, always loaded
+    if bootstrap is None:  # pragma: no cover - CPython always has it
+        return
+    try:
+        for name, module in list(sys.modules.items()):
+            if name != _PACKAGE and not name.startswith(_PACKAGE + "."):
+                continue
+            # True only while the module's code runs, under its import lock (_load_unlocked).
+            if not getattr(getattr(module, "__spec__", None), "_initializing", False):
+                continue
+            lock = bootstrap._get_module_lock(name)
+            try:
+                lock.acquire()  # waits for the importing thread; reentrant for the forker's own
+            except bootstrap._DeadlockError:
+                continue  # the importing thread waits for this one: forking is all we can do
+            _held.append(lock)
+    except Exception:  # a fork must never fail for us
+        pass
+
+
+def _let_go_of_imports() -> None:
+    while _held:
+        try:
+            _held.pop().release()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    # First, before anything else is imported: from here on a fork waits for the package's import.
+    os.register_at_fork(
+        before=lambda: _wait_for_package_imports(early=True),
+        after_in_parent=_let_go_of_imports, after_in_child=_let_go_of_imports,
+    )
+
+
 # Imported before our hook is registered, on purpose: hooks run in reverse order of registration,
 # so logging's (which holds its module lock across the fork) runs after ours. The other order
 # would deadlock a fork against a thread that imports under IMPORT_LOCK and logs while at it.
-import logging  # noqa: F401
-import os
-import threading
+import logging  # noqa: E402, F401
+import threading  # noqa: E402
 
 __all__ = ["IMPORT_LOCK"]
 
@@ -55,3 +103,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
     )
+    # Registered again, last, so that it runs first: a fork waits for a thread importing the
+    # package before it takes any lock (IMPORT_LOCK, logging's) that such an import could need.
+    os.register_at_fork(
+        before=_wait_for_package_imports, after_in_parent=_let_go_of_imports,
+        after_in_child=_let_go_of_imports,
+    )
+    _guard_first = True

@@ -162,6 +162,19 @@ def make_plan(seed: int, torch_ok: bool = True) -> dict[str, Any]:
             unit["chunks"] = max(unit["chunks"], 6)
             unit["flush_every"] = unit["flush_every"] or 1
             unit["kill_after"] = round(extra.uniform(0.15, 0.9), 3)
+    # Shapes of long jobs, ends of jobs and re-entrancy, drawn from a third generator (every seed
+    # keeps the mix it had): a logging 1 ms SIGALRM handler armed before a leaf's first call, a
+    # weakref.finalize that logs at the leaf's exit, a fork pool made anew for every task.
+    shapes = random.Random(seed * 1_000_003 + 2)
+    for unit in leaves:
+        if shapes.random() < 0.15 and not unit["forks"] and not unit["children"]:
+            unit["alarm"] = shapes.choice([50, 200])
+        # Not in a unit that closes: a call after close_tensorboard_logger() is a no-op by design.
+        if shapes.random() < 0.15 and unit.get("kill_after") is None and not unit["close_at_end"]:
+            unit["exit_log"] = True
+    for group in groups:
+        if group["kind"].startswith("pool-") and not group["early"] and shapes.random() < 0.4:
+            group["per_epoch"] = True
     plan = {"seed": seed, "gens": gens, "units": units, "groups": groups, "owner": owner}
     total = plan_events(plan)
     if total > MAX_EVENTS:
@@ -210,6 +223,10 @@ def describe(plan: dict[str, Any]) -> str:
             extra.append(f"{u['fds']} fds")
         if u.get("close_at_end"):
             extra.append("closes")
+        if u.get("alarm"):
+            extra.append(f"SIGALRM handler logs {u['alarm']}")
+        if u.get("exit_log"):
+            extra.append("logs at exit")
         if u["pause"]:
             extra.append(f"pause {u['pause']}")
         if u["flush_every"]:
@@ -226,7 +243,7 @@ def describe(plan: dict[str, Any]) -> str:
         one(u, "  ")
     for g in plan["groups"]:
         lines.append(f"  {g['kind']} x{g['workers']} gen {g['start_gen']} early={g['early']} "
-                     f"exit={g['exit']}")
+                     f"exit={g['exit']}{' pool per task' if g.get('per_epoch') else ''}")
         for t in g["tasks"]:
             one(t, "    task> ")
     if plan["owner"] is not None:

@@ -11,6 +11,7 @@ other threads run is what a fork can leave locked in the child.
 from __future__ import annotations
 
 import faulthandler
+import itertools
 import json
 import multiprocessing.forkserver
 import multiprocessing.process
@@ -21,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 import multiprocess.forkserver
@@ -38,7 +40,7 @@ def tag_of(uid: str, j: int) -> str:
     return f"ledger/{uid}/t{j}"
 
 
-def stream_file(ledger: str, uid: str, j: int) -> str:
+def stream_file(ledger: str, uid: str, j: int | str) -> str:
     return os.path.join(ledger, f"{uid}.t{j}.jsonl")
 
 
@@ -128,6 +130,9 @@ def run_unit(spec: dict[str, Any]) -> int:
     if spec["forks"] or spec["children"]:
         procs.preload(False)
     held = _hold_descriptors(spec.get("fds", 0))
+    alarm = _arm_alarm(spec, int(spec["alarm"])) if spec.get("alarm") else None
+    if spec.get("exit_log"):
+        _log_at_exit(spec)
     if spec.get("warm"):
         hyrax_tbhub.get_tensorboard_logger().flush(spec["timeout"])  # connected before any stream
     n = spec["threads"]
@@ -173,6 +178,8 @@ def run_unit(spec: dict[str, Any]) -> int:
             code = 3
         else:
             unit.put(k="exit", uid=child["uid"], pid=h.pid, rc=rc, t=_mono())
+    if alarm is not None:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
     if spec.get("close_at_end"):
         hyrax_tbhub.close_tensorboard_logger()  # a producer leaves its hub (flush + goodbye)
     unit.put(k="end", rc=code, t=_mono(), fds=len(held))
@@ -180,6 +187,49 @@ def run_unit(spec: dict[str, Any]) -> int:
     for fd in held:
         os.close(fd)
     return code
+
+
+def _arm_alarm(spec: dict[str, Any], limit: int) -> _Lines:
+    """A 1 ms SIGALRM handler that logs (a profiler or watchdog), from before the first call: it
+    fires while that call looks for the hub and connects, and nests in itself. Its stream is
+    ``t`` + ``a``: one intent and one chunk line per call, in whatever order nesting writes them."""
+    uid = spec["uid"]
+    out = _Lines(stream_file(spec["ledger"], uid, "a"))
+    tag = f"ledger/{uid}/alarm"
+    out.put(k="start", pid=os.getpid(), api="scalar", tag=tag)
+    w = hyrax_tbhub.get_tensorboard_logger()
+    steps = itertools.count()
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        n = next(steps)
+        if n >= limit:
+            return
+        out.put(k="intent", hi=n + 1)
+        t0 = _mono()
+        w.add_scalar(tag, float(n), n)
+        out.put(k="chunk", lo=n, hi=n + 1, t0=t0, dt=[_mono() - t0])
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+    return out
+
+
+def _log_at_exit(spec: dict[str, Any]) -> None:
+    """A ``weakref.finalize`` that logs when the process exits (after our own exit hook when
+    the finalize registry was made before it): stream ``t`` + ``x``, one event."""
+    uid = spec["uid"]
+    tag = f"ledger/{uid}/exit"
+    path = stream_file(spec["ledger"], uid, "x")
+
+    def log() -> None:
+        out = _Lines(path)
+        out.put(k="start", pid=os.getpid(), api="scalar", tag=tag)
+        out.put(k="intent", hi=1)
+        t0 = _mono()
+        hyrax_tbhub.get_tensorboard_logger().add_scalar(tag, 0.0, 0)
+        out.put(k="chunk", lo=0, hi=1, t0=t0, dt=[_mono() - t0])
+
+    weakref.finalize(_log_at_exit, log)
 
 
 def _hold_descriptors(n: int) -> list[int]:

@@ -115,8 +115,18 @@ class Run:
         return True
 
     def _run_pool(self, group: dict[str, Any], pool: Any) -> None:
-        results = [pool.apply_async(producer.pool_task, (t,)) for t in group["tasks"]]
-        for task, r in zip(group["tasks"], results, strict=True):
+        if group.get("per_epoch"):
+            # A new pool for every task, as a training loop that makes one per epoch: the
+            # owner's descriptors are closed and reused while the pools fork.
+            pool.terminate()
+            for task in group["tasks"]:
+                self._run_pool_tasks(group, self.make_pool(group), [task])
+            return
+        self._run_pool_tasks(group, pool, group["tasks"])
+
+    def _run_pool_tasks(self, group: dict[str, Any], pool: Any, tasks: list[dict[str, Any]]) -> None:
+        results = [pool.apply_async(producer.pool_task, (t,)) for t in tasks]
+        for task, r in zip(tasks, results, strict=True):
             try:
                 r.get(self.remaining())
             except multiprocessing.TimeoutError:
