@@ -29,7 +29,7 @@ from .tensorboardx_logger import (
 )
 from .writer import SummaryWriter
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _distributed.watch_as_rank()  # in a torchrun rank only: find a served hub before any call logs
 
