@@ -21,7 +21,11 @@ def test_torch_migration(tmp_path: Path, context: str) -> None:
     train, val = read_logs(logdir / "train"), read_logs(logdir / "val")
     train.assert_complete()
     assert len(train.scalars("loss", run=".")) == 8  # 4 batches x 2 epochs
-    assert {e.run for e in train.select("data/read_time_s")} == {"dataloader_worker_0", "dataloader_worker_1"}
+    # Workers are not persistent: each epoch's are new processes, and a run name is never given
+    # twice in a hub's life (steps of two processes must not share a run), so epoch 2 gets "-2".
+    assert {e.run for e in train.select("data/read_time_s")} == {
+        "dataloader_worker_0", "dataloader_worker_1", "dataloader_worker_0-2", "dataloader_worker_1-2"
+    }
     assert len(train.scalars("data/read_time_s")) == 64
     assert [s for s, _ in val.scalars("loss", run=".")] == [0, 1]
 
