@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ._discovery import hubfile
 from ._hub import Hub, HubConfig, LocalChannel
 from ._process.connect import close_producer, rediscover
-from ._process.engines import count_unreachable, serve_engines
+from ._process.engines import serve_engines
 from ._process.hooks import hook_exit
 from ._process.state import SAVED_ENV, STATE
 from ._surface import TensorLike, WriterMethods
@@ -385,8 +385,7 @@ def close_tensorboard_logger() -> None:
         _STATE.channel = None
         _STATE.idle = True  # the owner never becomes a producer by itself
     try:
-        count_unreachable(hub)
-        hub.close()
+        hub.close()  # counts the unreachable reports first (serve_engines)
     finally:
         previous = SAVED_ENV.pop() if SAVED_ENV else None
         if previous is None:

@@ -229,7 +229,11 @@ class Peers:
         try:
             if conn.run is None and conn.sock.family == socket.AF_UNIX:
                 data, ledger = recv_hello(conn.sock, _RECV_SIZE)  # the HELLO carries the ledger
-                conn.ledger = conn.ledger or ledger
+                if ledger is not None:
+                    if conn.ledger is None:
+                        conn.ledger = ledger
+                    else:  # one ledger per producer: a second one is a key holder's leak
+                        ledger.close()
             else:
                 data = conn.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -393,6 +397,9 @@ class Peers:
                 sock.close()
             except OSError:
                 pass
+        for conn in self.conns.values():  # the producers' ledgers are the parent's, too
+            if conn.ledger is not None:
+                conn.ledger.close()
 
 
 def _holder(sock: socket.socket, addr: Any) -> object:

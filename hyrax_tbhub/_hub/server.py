@@ -123,11 +123,16 @@ class Hub:
         """Drain every producer and the owner's queue, write counters, close all files."""
         if self._closed.is_set() or os.getpid() != self.owner_pid:
             return
-        for callback in self._before_close:
-            try:
-                callback()
-            except Exception as exc:  # asking other ranks to flush must not fail a close
-                warn(f"hyrax_tbhub: before closing: {exc!r}")
+        try:
+            for callback in self._before_close:
+                try:
+                    callback()
+                except Exception as exc:  # asking other ranks to flush must not fail a close
+                    warn(f"hyrax_tbhub: before closing: {exc!r}")
+        finally:  # Ctrl-C while rank 0 waits for the ranks: the close itself still happens
+            self._close_after_callbacks(timeout)
+
+    def _close_after_callbacks(self, timeout: float | None) -> None:
         with self._lock:
             self._closing = True
             wait = self.config.options.close_timeout if timeout is None else timeout
@@ -138,8 +143,12 @@ class Hub:
             warn("hyrax_tbhub: the hub thread did not stop in time; some events may be missing")
         self._closed.set()
         late = self.late
-        while late is not None and self._local:  # appended while the last drain ran
-            late(self._local.popleft())
+        while self._local:  # appended while the last drain ran
+            item = self._local.popleft()
+            if item[0] == "f":
+                item[1].set()  # a flush: everything before it was drained or goes to `late` first
+            elif late is not None:
+                late(item)
         for callback in self._close_callbacks:
             try:
                 callback()

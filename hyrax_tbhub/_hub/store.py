@@ -287,7 +287,9 @@ class Store:
         if lost is None:
             return
         events, dropped = lost
-        run.dropped = max(run.dropped, dropped)  # drops it had not reported yet
+        if dropped > run.dropped:  # drops it had not reported yet
+            run.dropped = dropped
+            self._counted.add(run)
         if not events:
             return
         self.killed[run.name] = self.killed.get(run.name, 0) + events

@@ -36,6 +36,9 @@ _counted: set[str] = set()  # keys of the reports already counted
 
 def serve_engines(hub: Hub) -> None:
     """Make ``hub`` findable by the processes engines start for this job (never raises)."""
+    # Before close, however it closes (close_tensorboard_logger or the exit hook): the counts
+    # must reach the hub while its thread still writes counters.
+    hub.before_close(lambda: count_unreachable(hub))
     try:
         launcher.publish_sibling_entry(hub.info(), hub.on_close)
     except Exception as exc:
