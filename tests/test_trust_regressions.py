@@ -183,7 +183,7 @@ def test_a_bug_in_the_hub_is_an_internal_error_not_a_transport_error(
 ) -> None:
     """An exception inside the hub's loop is counted under hyrax_tbhub/internal_errors and said
     once on stderr with its traceback; transport_errors keeps meaning a broken connection."""
-    original = _hub.server._Peers.send_acks
+    original = _hub.peers.Peers.send_acks
     raised = []
 
     def broken(self: Any) -> None:
@@ -192,7 +192,7 @@ def test_a_bug_in_the_hub_is_an_internal_error_not_a_transport_error(
             raise KeyError("a bug in the hub")
         original(self)
 
-    monkeypatch.setattr(_hub.server._Peers, "send_acks", broken)
+    monkeypatch.setattr(_hub.peers.Peers, "send_acks", broken)
     logdir = tmp_path / "log"
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
     w = hyrax_tbhub.get_tensorboard_logger()

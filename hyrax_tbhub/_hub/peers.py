@@ -227,27 +227,13 @@ class Peers:
 
     def _read_frames(self, conn: _Conn) -> None:
         try:
-            if conn.run is None and conn.sock.family == socket.AF_UNIX:
-                data, ledger = recv_hello(conn.sock, _RECV_SIZE)  # the HELLO carries the ledger
-                if ledger is not None:
-                    if conn.ledger is None:
-                        conn.ledger = ledger
-                    else:  # one ledger per producer: a second one is a key holder's leak
-                        ledger.close()
-            else:
-                data = conn.sock.recv(_RECV_SIZE)
+            data = _receive(conn)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
         if not data:
-            if conn.reader.buffered:
-                # The producer died in the middle of a batch (killed); the rest of it is gone.
-                self._store.count_transport_error(f"producer {_who(conn)} vanished mid-batch")
-            if conn.run is None:  # proved the key, then died before its hello: count unknown
-                self._store.count_transport_error("a producer vanished before its hello")
-            elif conn.ledger is not None:  # no goodbye: killed; its ledger says what it took
-                self._store.count_killed(conn.run, conn.ledger.lost())
+            _count_vanished(self._store, conn)
             self._end(conn)
             return
         store = self._store
@@ -400,6 +386,30 @@ class Peers:
         for conn in self.conns.values():  # the producers' ledgers are the parent's, too
             if conn.ledger is not None:
                 conn.ledger.close()
+
+
+def _receive(conn: _Conn) -> bytes:
+    """What the peer sent; until its hello, with the ledger that comes with it (liveness.py)."""
+    if conn.run is not None or conn.sock.family != socket.AF_UNIX:
+        return conn.sock.recv(_RECV_SIZE)
+    data, ledger = recv_hello(conn.sock, _RECV_SIZE)
+    if ledger is not None:
+        if conn.ledger is None:
+            conn.ledger = ledger
+        else:  # one ledger per producer: any other descriptor would be a key holder's leak
+            ledger.close()
+    return data
+
+
+def _count_vanished(store: Store, conn: _Conn) -> None:
+    """A live peer's stream ended without a goodbye: count what that cost."""
+    if conn.reader.buffered:
+        # The producer died in the middle of a batch (killed); the rest of it is gone.
+        store.count_transport_error(f"producer {_who(conn)} vanished mid-batch")
+    if conn.run is None:  # proved the key, then died before its hello: count unknown
+        store.count_transport_error("a producer vanished before its hello")
+    elif conn.ledger is not None:  # no goodbye: killed; its ledger says what it took
+        store.count_killed(conn.run, conn.ledger.lost())
 
 
 def _holder(sock: socket.socket, addr: Any) -> object:
