@@ -21,8 +21,10 @@ import pytest
 
 from hyrax_tbhub import _wire
 from hyrax_tbhub._hub import Hub
+from hyrax_tbhub._hub.aggregate import AGGREGATE_RUN
 from hyrax_tbhub._hub.peers import _LIVE
 from hyrax_tbhub._hub.store import Store
+from hyrax_tbhub.options import Options
 from hyrax_tbhub.testing import RESERVED_PREFIX, dropped_tag, read_logs
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,3 +133,35 @@ def test_a_key_holder_sending_many_ledgers_leaves_no_descriptor_behind() -> None
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = [pytestmark, pytest.mark.skip(reason="Linux descriptors and memfd")]
+
+
+def test_a_refused_run_s_name_is_never_given_again_and_its_killed_events_are_over_cap(
+    tmp_path: Path,
+) -> None:
+    """Past max_runs a producer is refused: its name is still never given twice, and what its
+    ledger says it lost is counted under over_cap, not under another run's producer_killed."""
+    store = Store(str(tmp_path), Options(max_runs=1))
+    first = store.open_run("x")
+    refused = store.open_run("w")
+    store.end_run(first)
+    admitted = store.open_run("w")
+    assert refused.refused and not admitted.refused
+    assert admitted.name != refused.name
+    over_before = store.guard.over_cap
+    store.count_killed(refused, (5, 2))
+    assert store.guard.over_cap == over_before + 7
+    store.count_killed(admitted, (2, 0))
+    assert store.killed == {admitted.name: 2}
+    store.close()
+
+
+def test_the_aggregate_run_never_takes_a_producer_s_run(tmp_path: Path) -> None:
+    """A producer named like the aggregate run keeps its run; the hub's aggregates get their own."""
+    store = Store(str(tmp_path))
+    producer = store.open_run(AGGREGATE_RUN)
+    store.add_aggregate("loss*", 1.0)
+    assert store.aggregator is not None
+    own = store.own_run(AGGREGATE_RUN)
+    assert own is not producer and own.name == f"{AGGREGATE_RUN}-2"
+    assert store.own_run(AGGREGATE_RUN) is own
+    store.close()

@@ -95,6 +95,7 @@ class Store:
         # Every other run ever opened: its counters outlive it, and its name is never given again.
         self._runs: dict[str, Run] = {}
         self._suffixes: dict[str, int] = {}  # base name -> the last suffix given for it
+        self._own: dict[str, Run] = {}  # runs the hub writes itself, by the name they asked for
         self.open_runs = 0  # producers' runs whose producer is still connected: what max_runs caps
         self._counted: set[Run] = set()  # runs whose dropped or errors changed since last written
         self._dirty: set[Run] = set()  # runs with records not yet handed to the OS
@@ -127,6 +128,7 @@ class Store:
         self._suffixes[base] = n  # the next process of this name starts looking here, not at 1
         folder = os.path.join(self.logdir, name)
         if not self.guard.run_allowed(self.open_runs):
+            self._suffixes[base] = n + 1  # a refused run's name is given too: never twice
             return Run(name, folder, self.suffix, refused=True)
         self.open_runs += 1
         self.live_names.add(name)
@@ -148,11 +150,17 @@ class Store:
         self._dirty.discard(run)
 
     def own_run(self, name: str) -> Run:
-        """A run the hub writes itself (the aggregates): no producer gets its name."""
-        self.live_names.add(name)
-        run = self._runs.get(name)
+        """A run the hub writes itself (the aggregates): no producer gets its name, and if a
+        producer already has it, the hub's run is ``<name>-2`` (never the producer's)."""
+        run = self._own.get(name)
         if run is None:
-            run = self._runs[name] = Run(name, os.path.join(self.logdir, name), self.suffix)
+            unique, n = name, 1
+            while unique in self._runs or unique in self.live_names:
+                n += 1
+                unique = f"{name}-{n}"
+            self.live_names.add(unique)
+            run = Run(unique, os.path.join(self.logdir, unique), self.suffix)
+            self._own[name] = self._runs[unique] = run
         return run
 
     # -- writing --------------------------------------------------------------------------------
@@ -287,6 +295,9 @@ class Store:
         if lost is None:
             return
         events, dropped = lost
+        if run.refused:  # nothing of a refused run is written: all it cost is over_cap's
+            self.guard.count_refused_events(events + max(0, dropped - run.dropped))
+            return
         if dropped > run.dropped:  # drops it had not reported yet
             run.dropped = dropped
             self._counted.add(run)
