@@ -115,11 +115,13 @@ class Peers:
     def _on_accept(self, listener: Any, mask: int) -> None:
         self._accept(listener, _ACCEPT_BATCH)
 
-    def _accept(self, listener: socket.socket, limit: int) -> None:
+    def _accept(self, listener: socket.socket, limit: int, collect: bool = False) -> None:
+        # ``collect``: close or a hub-wide flush takes every producer waiting in the backlog,
+        # reserve or not: each may hold events logged before it, and the reserve is for this.
         deadline = time.monotonic() + self._handshake_timeout
         room = self._budget.room()
         for _ in range(limit):
-            if room < _PER_CONN_FDS:
+            if room < _PER_CONN_FDS and not collect:
                 self._pause()
                 return
             try:
@@ -341,7 +343,7 @@ class Peers:
         each producer to send what it holds."""
         self.draining = True
         for listener in self._listeners:
-            self._accept(listener, 1 << 30)  # unbounded: each of them has events to collect
+            self._accept(listener, 1 << 30, collect=True)  # each of them has events to collect
         self.stop_listening()
         for conn in list(self.conns.values()):
             if conn.run is not None:
@@ -350,7 +352,7 @@ class Peers:
     def start_sync(self) -> threading.Event:
         """A hub-wide flush over every producer, those still in the backlog included."""
         for listener in self._listeners:
-            self._accept(listener, 1 << 30)  # each of them may hold events logged before now
+            self._accept(listener, 1 << 30, collect=True)  # each may hold events logged before now
         return self.sync.start(list(self.conns.values()), lambda c: c.run is not None,
                                lambda c, token: self._send(c, _wire.pack_sync(token)))
 
