@@ -32,10 +32,11 @@ from .._discovery.store import (
     watch_store,
 )
 from .._naming import producer_name
-from .._producer import Producer
+from .._producer import Producer, local_start_ns
 from .._util.ray import ray_worker
 from .._util.stderr import warn
 from . import hooks
+from .late import LateProducer
 from .rank_hub import start_rank_hub
 from .state import STATE
 
@@ -107,6 +108,15 @@ def _look() -> Channel | None:
                 watch.settle(generation)
             STATE.idle = not may_gain  # notifies
             return None
+        if not threading.main_thread().is_alive():
+            # Interpreter shutdown has begun (threading's shutdown ran; atexit hooks and
+            # finalizers run now): a sender thread may not start any more (Python 3.12 refuses it)
+            # and no exit flush would send its queue. The first call of a process made this late
+            # goes through the same path as calls made after an exit flush: each is sent and
+            # confirmed before it returns, or counted and said once.
+            late = LateProducer(info, local_start_ns(info))
+            STATE.channel = late
+            return late
         try:
             producer = Producer(info, _on_producer_gone)
         except Exception as exc:
