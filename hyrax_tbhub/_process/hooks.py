@@ -195,6 +195,19 @@ def _watch_sigterm_off_main() -> None:
     daemon_thread(lambda: _wait_for_sigterm(r), "hyrax_tbhub-sigterm").start()
 
 
+# SIGTERM may reach both the main thread's handler and the watch thread: one of them flushes and
+# ends the process, the other waits for that. Two flushing at once raced: the second found the
+# producer already closing, returned at once and ended the process while the first still sent
+# the last batch (an event counted as killed, about once in five fork-Pool-per-epoch runs).
+_ending = threading.Lock()
+
+
+def _flush_before_ending() -> None:
+    budget = sum(budget for _flush, budget in _flushers) + 2.0
+    if _ending.acquire(timeout=budget):  # a timeout: the other is stuck past every budget
+        _flush_all(at_exit=False)  # held until the process ends: the other never flushes
+
+
 def _wait_for_sigterm(r: socket.socket) -> None:
     try:
         while signal.SIGTERM not in r.recv(64):
@@ -202,7 +215,7 @@ def _wait_for_sigterm(r: socket.socket) -> None:
     except OSError:
         return
     try:
-        _flush_all(at_exit=False)
+        _flush_before_ending()
     finally:
         # Whichever of this thread and the main thread's handler gets here first ends the
         # process; exit status 128 + SIGTERM, as a shell reports death by SIGTERM.
@@ -219,7 +232,7 @@ def _flush_then_die(signum: int, frame: object) -> None:
     except (ValueError, OSError, AttributeError):
         pass
     try:
-        _flush_all(at_exit=False)
+        _flush_before_ending()
     finally:
         # Die of SIGTERM as the default action would have: same exit status for the parent.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
