@@ -162,6 +162,23 @@ def _alarm_logger(log: Any, done: list[int]) -> Any:
     return signal
 
 
+def _log_under_alarms(log: Any, calls: int) -> None:
+    """``calls`` scalars while a 1 ms SIGALRM handler logs through ``log`` too; reports what
+    raised, which alarms logged and whether the flush was confirmed."""
+    done: list[int] = []
+    error = None
+    signal = _alarm_logger(log, done)
+    try:
+        for i in range(calls):
+            log.add_scalar("main", float(i), i)
+    except Exception as exc:
+        error = repr(exc)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    flushed = log.flush()
+    _report({"error": error, "alarms": sorted(done), "flushed": flushed})
+
+
 def alarm_owner(logdir: str, calls: int) -> None:
     """The owner logs ``calls`` scalars flat out while a 1 ms SIGALRM handler logs too."""
     import hyrax_tbhub
@@ -188,18 +205,7 @@ def alarm_producer(calls: int) -> None:
     import hyrax_tbhub
 
     log = hyrax_tbhub.get_tensorboard_logger()
-    done: list[int] = []
-    error = None
-    signal = _alarm_logger(log, done)
-    try:
-        for i in range(calls):
-            log.add_scalar("main", float(i), i)
-    except Exception as exc:
-        error = repr(exc)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    flushed = log.flush()
-    _report({"error": error, "alarms": sorted(done), "flushed": flushed})
+    _log_under_alarms(log, calls)
 
 
 def _package_modules() -> int:
@@ -334,18 +340,7 @@ def alarm_writer_producer(pickled: str, calls: int) -> None:
 
     with open(pickled, "rb") as f:
         log = pickle.load(f)
-    done: list[int] = []
-    error = None
-    signal = _alarm_logger(log, done)
-    try:
-        for i in range(calls):
-            log.add_scalar("main", float(i), i)
-    except Exception as exc:
-        error = repr(exc)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    flushed = log.flush()
-    _report({"error": error, "alarms": sorted(done), "flushed": flushed})
+    _log_under_alarms(log, calls)
 
 
 if __name__ == "__main__":
