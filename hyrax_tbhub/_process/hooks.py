@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from .._discovery import hubfile
@@ -39,7 +40,7 @@ __all__ = ["add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_wor
 #: ``flush(timeout)``: send what is queued and leave the hub; None at exit (usual deadlines).
 Flusher = Callable[[float | None], None]
 _flushers: list[tuple[Flusher, float]] = []
-_LEAVING_BUDGET = 2.0  # s: the process-wide producer's terminate budget (connect.py's flusher)
+_LEAVING_BUDGET = 2.0  # s: on SIGTERM, for every producer of the process to send its queue
 
 
 def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
@@ -52,20 +53,37 @@ def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
     _flushers.append((flush, terminate_timeout))
 
 
-# The producer our exit hook is closing (after the late channel took its place): a SIGTERM that
-# comes meanwhile (a pool's terminate()) finishes that close instead of finding nothing to flush.
-_leaving: Producer | None = None
-
-
 def _flush_all(at_exit: bool) -> None:
-    leaving = _leaving
-    if leaving is not None and not at_exit and not leaving.wait_closed(_LEAVING_BUDGET):
-        warn("hyrax_tbhub: the events this process queued before its exit may not all have been sent")
+    if not at_exit:
+        _finish_producers(_LEAVING_BUDGET)
     for flush, terminate_timeout in list(_flushers):
         try:
             flush(None if at_exit else terminate_timeout)
         except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
             warn(f"hyrax_tbhub: error while flushing at exit: {exc!r}")
+
+
+def _finish_producers(budget: float) -> None:
+    """On SIGTERM: every producer of this process sends what it queued, wherever its life is.
+
+    Found through ``Producer.instances``, not through the process state: a pool worker gets its
+    end sentinel and ``terminate()``'s SIGTERM at once, so the signal can come while the exit
+    hook (whose code it interrupts) has already swapped the process's channel for the late one
+    and not yet closed the producer it took out; looking for that producer in the state found
+    nothing to flush, and the worker died with its queue.
+    """
+    pid = os.getpid()
+    mine = [p for p in list(Producer.instances) if p.pid == pid]
+    for producer in mine:
+        producer.begin_close()
+    deadline = time.monotonic() + budget
+    if not all([p.wait_closed(max(0.0, deadline - time.monotonic())) for p in mine]):
+        warn("hyrax_tbhub: the events this process queued before SIGTERM may not all have been sent")
+
+
+def _terminate_budget() -> float:
+    """How long a SIGTERM flush may take: the producers', then each flusher's."""
+    return _LEAVING_BUDGET + sum(budget for _flush, budget in _flushers)
 
 
 def _at_exit() -> None:
@@ -92,12 +110,7 @@ def _at_exit() -> None:
                 channel.put_scalar = late.put_scalar
                 channel.put_event = late.put_event
                 channel.forward_refused(late.put_item)  # for those that resolved the method before
-                global _leaving
-                _leaving = channel
-                try:
-                    channel.close()
-                finally:
-                    _leaving = None
+                channel.close()
                 STATE.finished_hubs.add(channel.info.hub_id)
                 hubfile.withdraw_published()
         except Exception as exc:  # an exit hook must never turn a clean exit into a traceback
@@ -203,8 +216,7 @@ _ending = threading.Lock()
 
 
 def _flush_before_ending() -> None:
-    budget = sum(budget for _flush, budget in _flushers) + 2.0
-    if _ending.acquire(timeout=budget):  # a timeout: the other is stuck past every budget
+    if _ending.acquire(timeout=_terminate_budget() + 2.0):  # a timeout: the other is stuck past every budget
         _flush_all(at_exit=False)  # held until the process ends: the other never flushes
 
 
@@ -224,11 +236,10 @@ def _wait_for_sigterm(r: socket.socket) -> None:
 
 def _flush_then_die(signum: int, frame: object) -> None:
     try:
-        # Whatever the flush meets, the process ends 1 s after the flushers' budgets (which
-        # add_flusher sums): SIGALRM's default action terminates it without needing this (main)
-        # thread to run again.
+        # Whatever the flush meets, the process ends 1 s after its budget (_terminate_budget):
+        # SIGALRM's default action terminates it without needing this (main) thread to run again.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(math.ceil(sum(budget for _flush, budget in _flushers)) + 1)
+        signal.alarm(math.ceil(_terminate_budget()) + 1)
     except (ValueError, OSError, AttributeError):
         pass
     try:

@@ -153,12 +153,31 @@ class Producer:
         thread that read this producer just before the exit flush replaced it)."""
         self._outbox.refused = sink
 
-    def wait_closed(self, timeout: float) -> bool:
-        """Wait until a :meth:`close` in progress has sent the final batch; True if it has.
+    def begin_close(self) -> None:
+        """Start the close without waiting for it (a SIGTERM flush starts every producer's, then
+        waits for all of them with :meth:`wait_closed`)."""
+        if os.getpid() != self.pid or getattr(self, "_outbox", None) is None:
+            return  # a parent's producer, or one a fork caught halfway through __init__
+        self._closing = True
+        self._link.wake()
+        if self._thread.ident is None and len(self._outbox):
+            # Published and logged to, but the signal came before rediscover started it.
+            try:
+                self._thread.start()
+            except RuntimeError:  # started by the interrupted code meanwhile
+                pass
 
-        Not a join: a SIGTERM handler that runs inside that close's own ``join`` (on the same
-        thread, whose join may already hold the sender thread's end-of-life lock) would wait for
-        itself until its budget ran out."""
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait until a close in progress has sent the final batch; True if it has, or if there
+        is nothing this process could send.
+
+        Not a join: a SIGTERM handler that runs inside this producer's own :meth:`close` (on the
+        same thread, whose ``join`` may already hold the sender thread's end-of-life lock) would
+        wait for itself until its budget ran out."""
+        if os.getpid() != self.pid or getattr(self, "_outbox", None) is None:
+            return True
+        if self._thread.ident is None:
+            return not len(self._outbox)
         return self._outbox.final_sent.wait(timeout)
 
     def abandon_in_child(self) -> None:
