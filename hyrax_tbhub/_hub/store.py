@@ -92,9 +92,13 @@ class Store:
             root_file.add(frame(file_version_event(step=int(purge_step))))
             root_file.add(frame(session_start_event(int(purge_step))))
         self.live_names: set[str] = set()  # taken: by a connected producer, or by the hub itself
-        # Every other run ever opened: its counters outlive it, and its name is never given again.
+        # The runs with open files: a producer's until it leaves, the hub's own until the end.
+        # Nothing of a closed run is kept (a job of a Pool per epoch opens tens of thousands):
+        # its folder on disk is what keeps its name from being given again.
         self._runs: dict[str, Run] = {}
-        self._suffixes: dict[str, int] = {}  # base name -> the last suffix given for it
+        # Base name -> the last suffix given for it, for names given more than once only
+        # (dataloader_worker_3 every epoch): the next one starts looking there, not at 1.
+        self._suffixes: dict[str, int] = {}
         self._own: dict[str, Run] = {}  # runs the hub writes itself, by the name they asked for
         self.open_runs = 0  # producers' runs whose producer is still connected: what max_runs caps
         self._counted: set[Run] = set()  # runs whose dropped or errors changed since last written
@@ -119,16 +123,18 @@ class Store:
         open at once the run is *refused*: nothing of it is written, its events are counted.
         """
         base = clean_run_name(requested)
-        name, n = base, self._suffixes.get(base, 1)
-        if n > 1:
-            name = f"{base}-{n}"
-        while name in self._runs or name in self.live_names:
+        n = self._suffixes.get(base, 1)
+        name = base if n == 1 else f"{base}-{n}"
+        while self._taken(name):
             n += 1
             name = f"{base}-{n}"
-        self._suffixes[base] = n  # the next process of this name starts looking here, not at 1
+        if n > 1:
+            self._suffixes[base] = n
         folder = os.path.join(self.logdir, name)
         if not self.guard.run_allowed(self.open_runs):
-            self._suffixes[base] = n + 1  # a refused run's name is given too: never twice
+            # A refused run writes nothing (no folder), but its producer was told the name:
+            # never given twice (an entry per refused base name, only past the cap).
+            self._suffixes[base] = n + 1
             return Run(name, folder, self.suffix, refused=True)
         self.open_runs += 1
         self.live_names.add(name)
@@ -143,10 +149,12 @@ class Store:
             run.close()
         except OSError as exc:  # the disk, not the connection: an error of that run's files
             self._count_error(run, exc)
-        run.files = {}  # closed: only its counters are kept, for as long as the hub lives
+        run.files = {}
         if run.name in self.live_names:
             self.live_names.discard(run.name)
             self.open_runs -= 1
+        if self._runs.get(run.name) is run:
+            del self._runs[run.name]  # counts not yet written stay with it in _counted
         self._dirty.discard(run)
 
     def own_run(self, name: str) -> Run:
@@ -155,13 +163,22 @@ class Store:
         run = self._own.get(name)
         if run is None:
             unique, n = name, 1
-            while unique in self._runs or unique in self.live_names:
+            while self._taken(unique):
                 n += 1
                 unique = f"{name}-{n}"
             self.live_names.add(unique)
             run = Run(unique, os.path.join(self.logdir, unique), self.suffix)
             self._own[name] = self._runs[unique] = run
         return run
+
+    def _taken(self, name: str) -> bool:
+        """Is ``name`` a run's already: an open one, or a folder that holds one on disk?
+
+        A run that wrote nothing has no folder, and its name may be given again: nothing of it
+        could mix with the next one's points (unless a counter of the hub names it: kept).
+        """
+        return (name in self.live_names or name in self._runs or name in self._reported
+                or name in self.killed or os.path.lexists(os.path.join(self.logdir, name)))
 
     # -- writing --------------------------------------------------------------------------------
 
