@@ -8,9 +8,9 @@ the data is.
 Layout: the owner writes the root run (``logdir`` itself, or ``logdir/rank_<n>`` for the hub of
 one rank of a job); every producer process gets its own run folder below ``logdir``, because
 TensorBoard drops points when one (run, tag) sees steps go back (its Rust loader) and several producers'
-steps are never ordered with each other. A batch's items are tuples whose first element says
-what they are (:mod:`.._wire`): ``s`` scalar, ``r`` records a producer framed, ``e`` one event,
-``d`` the producer's drop count; ``f`` (flush) and ``b`` (bye) are for the caller.
+steps are never ordered with each other. A batch's items are those of :mod:`.._items`: scalars
+and events (the owner's calls), records a producer framed, its drop count; flushes and goodbyes
+are for the caller.
 """
 
 from __future__ import annotations
@@ -19,10 +19,26 @@ import os
 import re
 import struct
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import overload
 
 from .. import _counters as tags
 from .._events import encode_scalar, encode_scalar_records, file_version_event, frame, session_start_event
+from .._items import (
+    BYE,
+    DROPS,
+    EVENT,
+    FLUSH,
+    RECORDS,
+    SCALAR,
+    ByeItem,
+    FlushItem,
+    HubItem,
+    LocalFlushItem,
+    LocalItem,
+    ScalarItem,
+    WireItem,
+)
 from .._util.stderr import warn, warn_internal
 from ..options import DEFAULT_OPTIONS, Options
 from .aggregate import Aggregator
@@ -31,8 +47,8 @@ from .runfile import RunFile
 
 __all__ = ["Run", "Store", "clean_run_name"]
 
+_Control = FlushItem | LocalFlushItem | ByeItem  # what the connection (or the owner) acts on, not the files
 _STATS_INTERVAL = 1.0  # s: counters change often under load; a point a second is enough to see them
-_CONTROLS = frozenset("fb")  # flush and bye: what the connection (or the owner) acts on, not the files
 
 
 class Run:
@@ -165,42 +181,48 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def admit(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def admit(self, run: Run, items: list[WireItem]) -> list[WireItem]:
         """The items of a peer's batch that the caps let in (the others are counted)."""
         if run.refused:
             return items  # write() counts every one of them
         return self.guard.keep_items(run.name, run.files, items)
 
-    def write(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    # What a batch gives back is what its caller acts on: a peer's flushes and goodbye, the
+    # owner's flushes (_hub/server.py).
+    @overload
+    def write(self, run: Run, items: Sequence[WireItem]) -> list[FlushItem | ByeItem]: ...
+    @overload
+    def write(self, run: Run, items: Sequence[LocalItem]) -> list[LocalFlushItem]: ...
+
+    def write(self, run: Run, items: Sequence[HubItem]) -> Sequence[_Control]:
         """Queue one batch of ``run`` in order; return its flush and bye items, for the caller.
 
         An item that cannot be written is counted under ``errors/<run>``; the others still are.
         """
         if run.refused:
             return self._count_refused(run, items)
-        controls: list[tuple[Any, ...]] = []
-        scalars: list[tuple[Any, ...]] = []  # consecutive scalars are encoded in one call
+        controls: list[_Control] = []
+        scalars: list[ScalarItem] = []  # consecutive scalars are encoded in one call
         for item in items:
-            kind = item[0]
-            if kind == "s":
+            if item[0] == SCALAR:
                 scalars.append(item)
                 continue
             if scalars:
                 self._write_scalars(run, scalars)
                 scalars = []
             try:
-                if kind == "r":  # records a producer already encoded and framed
+                if item[0] == RECORDS:  # records a producer already encoded and framed
                     self._write_records(run, item[1], item[2])
-                elif kind == "e":
+                elif item[0] == EVENT:
                     run.file(item[1]).add(frame(item[2]))
-                elif kind == "d":  # the producer's running total: a late or repeated one cannot lower it
+                elif item[0] == DROPS:  # the producer's running total: a late or repeated one cannot lower it
                     if int(item[1]) > run.dropped:
                         run.dropped = int(item[1])
                         self._counted.add(run)
-                elif kind in _CONTROLS:
+                elif item[0] == FLUSH or item[0] == BYE:
                     controls.append(item)
                 else:
-                    raise ValueError(f"unknown item kind {kind!r}")
+                    raise ValueError(f"unknown item kind {item[0]!r}")
             except Exception as exc:
                 self._count_error(run, exc)
         if scalars:
@@ -208,22 +230,21 @@ class Store:
         self._dirty.add(run)
         return controls
 
-    def _count_refused(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _count_refused(self, run: Run, items: Sequence[HubItem]) -> list[_Control]:
         """A refused run's batch: every event in it (and every one its producer says it dropped)
         counts under over_cap; its flushes and goodbye go back to the caller."""
-        controls: list[tuple[Any, ...]] = []
+        controls: list[_Control] = []
         events = 0
         for item in items:
-            kind = item[0]
-            if kind == "r":
+            if item[0] == RECORDS:
                 events += int(item[3])
-            elif kind in ("s", "e"):
+            elif item[0] == SCALAR or item[0] == EVENT:
                 events += 1
-            elif kind == "d":
+            elif item[0] == DROPS:
                 if int(item[1]) > run.dropped:
                     events += int(item[1]) - run.dropped
                     run.dropped = int(item[1])
-            elif kind in _CONTROLS:
+            elif item[0] == FLUSH or item[0] == BYE:
                 controls.append(item)
         self.guard.count_refused_events(events)
         return controls
@@ -242,7 +263,7 @@ class Store:
                 self._count_error(run, exc)
         self._dirty.clear()
 
-    def _write_scalars(self, run: Run, scalars: list[tuple[Any, ...]]) -> None:
+    def _write_scalars(self, run: Run, scalars: list[ScalarItem]) -> None:
         if self.aggregator is not None:
             self.aggregator.scalars(scalars)
         try:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._channel import import_capture_writer
 from .._discovery.hubfile import HubInfo
+from .._items import BYE, DROPS, CallItem, QueuedItem
 from .._naming import producer_name
 from .._util.stderr import warn, warn_internal
 from .._util.threads import daemon_thread
@@ -32,7 +33,7 @@ from ..options import DEFAULT_OPTIONS, Options
 from .frames import encode_frame, send_round
 from .ledger import Ledger
 from .link import TRANSPORT_ERRORS, Link
-from .outbox import RECORD, Item, Outbox
+from .outbox import RECORD, Outbox
 
 if TYPE_CHECKING:
     from .._capture import CaptureWriter
@@ -91,7 +92,7 @@ class Producer:
         return self._outbox.dropped
 
     @property
-    def _dq(self) -> list[Item]:  # what tests look at: the queued items
+    def _dq(self) -> list[QueuedItem]:  # what tests look at: the queued items
         return self._outbox.items()
 
     @property
@@ -148,7 +149,7 @@ class Producer:
         if self._thread.is_alive():
             warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
 
-    def forward_refused(self, sink: Callable[[Item], None]) -> None:
+    def forward_refused(self, sink: Callable[[CallItem], None]) -> None:
         """Calls made once the final batch is cut go to ``sink`` instead of being no-ops (a
         thread that read this producer just before the exit flush replaced it)."""
         self._outbox.refused = sink
@@ -275,7 +276,7 @@ class Producer:
         lost = self._outbox.discard()  # every later call is a counted drop until rediscovery
         if link is not None:
             try:
-                last = encode_frame([("d", self._outbox.dropped), ("b",)], self._outbox)
+                last = encode_frame([(DROPS, self._outbox.dropped), (BYE,)], self._outbox)
             except Exception:
                 last = b""
             link.send_last(last)

@@ -6,14 +6,9 @@ pre-encoded events, a call is dropped and counted; the count travels to the hub 
 and lands in the log under ``hyrax_tbhub/dropped/<run>``. The sender thread takes what is queued
 and cuts it into frames with :func:`cut_batch`, a pure function of the items and the bounds.
 
-Items (the sender encodes them, :mod:`.._events`):
-
-====================================  =============================================
-``("s", tag, value, step, wall)``     a plain scalar, encoded by hand in the sender
-``("e", subrun, event_bytes)``        a serialised ``Event`` (tensorboardX's builders)
-``("f", seq)``                        a flush barrier, acknowledged by the hub
-``("d", dropped)`` ``("b",)``         added by the sender: the drop count, goodbye
-====================================  =============================================
+Items (:mod:`.._items`; the sender encodes them, :mod:`.._events`): a logging call queues a
+:data:`~.._items.ScalarItem` or an :data:`~.._items.EventItem`, a flush a
+:data:`~.._items.FlushItem`; the sender adds the drop count and the goodbye.
 
 No sockets here: the outbox reaches the sender only through the ``wake`` callable it is given.
 
@@ -33,23 +28,27 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._items import EVENT, FLUSH, SCALAR, CallItem, QueuedItem
 from .._util.stderr import warn
 from ..options import Options
 from .ledger import DROPPED, LOST_AFTER_QUEUED, Ledger
 
-__all__ = ["Item", "Outbox", "RECORD", "cut_batch", "items_of"]
-
-Item = tuple[Any, ...]
+__all__ = ["Outbox", "RECORD", "Slots", "cut_batch", "items_of"]
 
 #: Slots per queued item: (kind, a, b, c, d), unused ones None. ``list.extend`` of a tuple is one
 #: C call, so an item's slots are never interleaved with another thread's.
 RECORD = 5
 
+#: The queue: ``RECORD`` slots per :data:`~.._items.QueuedItem`, its fields padded with None.
+#: Flat, not a list of items (see the module's docstring), so not typed per item: the items are
+#: typed where they leave it (:func:`items_of`).
+Slots = list[Any]
+
 _FULL = "it logs faster than the hub writes (its queue is full)"
 
 
 def cut_batch(
-    items: Sequence[Item], start: int, batch_events: int, batch_bytes: int, sized: bool = True
+    items: Sequence[QueuedItem], start: int, batch_events: int, batch_bytes: int, sized: bool = True
 ) -> int:
     """The end (exclusive) of the frame that starts at ``items[start]``.
 
@@ -64,7 +63,7 @@ def cut_batch(
     size = 0
     for i in range(start, end):
         item = items[i]
-        if item[0] == "e":
+        if item[0] == EVENT:
             size += len(item[2])
             if size >= batch_bytes:
                 return i + 1
@@ -85,8 +84,8 @@ class Outbox:
         self.ledger = Ledger(shared=False) if ledger is None else ledger
         self.words = self.ledger.words  # one attribute lookup on the logging path, not two
         self.logged = 0  # events queued so far; the ledger's word 0 (a literal 0 there: no global lookup)
-        self.queue: list[Any] = []  # RECORD slots per item
-        self.queued_bytes = 0  # bytes of the queued "e" items
+        self.queue: Slots = []
+        self.queued_bytes = 0  # bytes of the queued events
         self.dropped = 0
         self.reported = 0  # the count the hub was last told
         self._max_slots = options.queue_max_events * RECORD  # -1 once calls are refused
@@ -100,7 +99,7 @@ class Outbox:
         self._silent = False  # the hub is gone, which was said once already
         # Where calls refused after the final batch go instead of being no-ops: the process's
         # late channel, when the exit flush closed this outbox (_process/late.py).
-        self.refused: Callable[[Item], None] | None = None
+        self.refused: Callable[[CallItem], None] | None = None
         self.final_sent = threading.Event()  # set once nothing more will be sent
         self._warned: set[str] = set()
 
@@ -114,12 +113,12 @@ class Outbox:
             # call in between, so no other thread runs between the two lines.
             self.logged = c = self.logged + 1
             self.words[0] = c
-            q.extend(("s", tag, value, step, wall_time))
+            q.extend((SCALAR, tag, value, step, wall_time))
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
                 self._wake()
         elif self._closed and self.refused is not None:
-            self.refused(("s", tag, value, step, wall_time))
+            self.refused((SCALAR, tag, value, step, wall_time))
         else:
             self.drop()
 
@@ -139,18 +138,18 @@ class Outbox:
             # call in between, so no other thread runs between the two lines.
             self.logged = c = self.logged + 1
             self.words[0] = c
-            q.extend(("e", subrun, data, None, None))
+            q.extend((EVENT, subrun, data, None, None))
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
                 self._wake()
         elif self._closed and self.refused is not None:
-            self.refused(("e", subrun, data))
+            self.refused((EVENT, subrun, data))
         else:
             self.drop()
 
     def put_flush(self, seq: int) -> None:
         """Queue a flush barrier and wake the sender whatever ``woken`` says."""
-        self.queue.extend(("f", seq, None, None, None))
+        self.queue.extend((FLUSH, seq, None, None, None))
         self.woken = True
         self._wake()
 
@@ -197,12 +196,12 @@ class Outbox:
 
     # -- the sender thread ---------------------------------------------------------------------
 
-    def take(self, limit: int | None = None) -> tuple[list[Item], bool]:
+    def take(self, limit: int | None = None) -> tuple[list[QueuedItem], bool]:
         """Up to ``limit`` items (all queued now, if None) and whether any may be an ``e`` event."""
         slots, sized = self.take_slots(limit)
         return items_of(slots), sized
 
-    def take_slots(self, limit: int | None = None) -> tuple[list[Any], bool]:
+    def take_slots(self, limit: int | None = None) -> tuple[Slots, bool]:
         """:meth:`take`, as queue slots (``RECORD`` per item): the sender encodes a round of
         scalars straight from them, without building a tuple per item.
 
@@ -218,14 +217,14 @@ class Outbox:
         # Read after the take: an event's bytes are counted before it is queued (put_event).
         sized = self.queued_bytes > 0
         if sized:
-            self.queued_bytes -= sum(len(item[2]) for item in items_of(flat) if item[0] == "e")
+            self.queued_bytes -= sum(len(item[2]) for item in items_of(flat) if item[0] == EVENT)
         return flat, sized
 
     def __len__(self) -> int:
         """Items queued now."""
         return len(self.queue) // RECORD
 
-    def items(self) -> list[Item]:
+    def items(self) -> list[QueuedItem]:
         """A copy of what is queued, as items (for diagnostics; the sender uses take())."""
         return items_of(self.queue[:])
 
@@ -249,7 +248,7 @@ class Outbox:
         self._max_slots = -1
         self._silent = True
         kinds = self.queue[::RECORD]
-        lost = kinds.count("s") + kinds.count("e")
+        lost = kinds.count(SCALAR) + kinds.count(EVENT)
         self.queue.clear()
         self.dropped += lost
         words = self.words
@@ -266,11 +265,11 @@ class Outbox:
         self.words = self.ledger.words
 
 
-def items_of(flat: list[Any]) -> list[Item]:
-    """Queue slots as items: ``("s", tag, value, step, wall)``, ``("e", subrun, data)``, ``("f", seq)``."""
+def items_of(flat: Slots) -> list[QueuedItem]:
+    """Queue slots as items, each of its own shape (:data:`~.._items.QueuedItem`)."""
     slots = iter(flat)
-    items: list[Item] = list(zip(slots, slots, slots, slots, slots, strict=True))
+    items: list[QueuedItem] = list(zip(slots, slots, slots, slots, slots, strict=True))
     kinds = flat[::RECORD]
-    if kinds.count("s") != len(kinds):  # events and barriers have fewer fields than scalars
-        items = [item if item[0] == "s" else item[:3] if item[0] == "e" else item[:2] for item in items]
+    if kinds.count(SCALAR) != len(kinds):  # events and barriers have fewer fields than scalars
+        items = [item if item[0] == SCALAR else item[:3] if item[0] == EVENT else item[:2] for item in items]
     return items
