@@ -31,7 +31,8 @@ Stages, as unions: a logging call is a :data:`CallItem`; a producer's outbox hol
 :data:`QueuedItem` (as flat slots, ``_producer/outbox.py``); its sender adds a drop count and a
 goodbye (:data:`SenderItem`) and turns them into :data:`WireItem`, all that a BATCH frame can
 carry (``_wire.py``); the owner's own queue holds :data:`LocalItem`; the store takes any
-:data:`HubItem`.
+:data:`HubItem`. The hub's replies to a producer (welcome, acks, drain, sync) are not items: they
+never queue, and are decoded into :data:`._wire.HubMessage`.
 
 Why plain tuples and string constants, measured on Python 3.11 (this machine; a function that
 builds an item and ``extend``s a list with it): a literal kind, a ``Final`` str constant and an

@@ -66,7 +66,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 from crc32c import crc32c as _crc32c
 
@@ -80,6 +80,7 @@ __all__ = [
     "PROOF_LEN",
     "AuthError",
     "EventChecker",
+    "HubMessage",
     "FrameReader",
     "WireError",
     "check_answer",
@@ -406,10 +407,14 @@ def pack_sync(token: int) -> bytes:
     return _frame(_B_U64.pack(T_SYNC, token & _U64_MAX))
 
 
-_CONTROL_NAMES: Final = {T_ACK: "ack", T_DRAIN: "drain", T_SYNC: "sync"}
+_Control: TypeAlias = Literal["ack", "drain", "sync"]
+#: A message of the hub to a producer, decoded: its welcome (``run`` and ``folder``) or a control
+#: with its seq or token.
+HubMessage: TypeAlias = tuple[Literal["hello"], dict[str, str]] | tuple[_Control, int]
+_CONTROL_NAMES: Final[dict[int, _Control]] = {T_ACK: "ack", T_DRAIN: "drain", T_SYNC: "sync"}
 
 
-def decode_hub_message(body: bytes) -> tuple[Any, ...]:
+def decode_hub_message(body: bytes) -> HubMessage:
     """``("hello", {"run", "folder"})``, ``("ack", seq)``, ``("drain", token)`` or ``("sync", token)``."""
     if not body:
         raise WireError("empty frame")

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._channel import import_capture_writer
 from .._discovery.hubfile import HubInfo
@@ -28,7 +28,7 @@ from .._items import BYE, DROPS, CallItem, QueuedItem
 from .._naming import producer_name
 from .._util.stderr import warn, warn_internal
 from .._util.threads import daemon_thread
-from .._wire import SYNC_BIT
+from .._wire import SYNC_BIT, HubMessage
 from ..options import DEFAULT_OPTIONS, Options
 from .frames import encode_frame, send_round
 from .ledger import Ledger
@@ -250,15 +250,14 @@ class Producer:
         """Send what is queued now: all of it when ``final``, else a bounded round."""
         self.frames_sent += send_round(self._outbox, link, self.options, final)
 
-    def _on_message(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ack":
+    def _on_message(self, message: HubMessage) -> None:
+        if message[0] == "ack":
             with self._cond:
                 self._acked = max(self._acked, int(message[1]))
                 self._cond.notify_all()
-        elif kind == "drain":
+        elif message[0] == "drain":
             self._drain_requested = True
-        elif kind == "sync" and not (self._closing or self._drain_requested):
+        elif message[0] == "sync" and not (self._closing or self._drain_requested):
             # The hub wants everything queued now on disk (rank 0 is closing the job's log): a
             # barrier behind it, answered by the hub, not acknowledged (a finishing producer's
             # goodbye answers it as well).
