@@ -39,11 +39,11 @@ from .._items import (
     ScalarItem,
     WireItem,
 )
-from .._util.stderr import warn, warn_internal
 from ..options import DEFAULT_OPTIONS, Options
 from .aggregate import Aggregator
 from .guard import Guard
 from .runfile import RunFile
+from .tally import Tally
 
 __all__ = ["Run", "Store", "clean_run_name"]
 
@@ -113,15 +113,9 @@ class Store:
         self._suffixes: dict[str, int] = {}  # base name -> the last suffix given for it
         self._own: dict[str, Run] = {}  # runs the hub writes itself, by the name they asked for
         self.open_runs = 0  # producers' runs whose producer is still connected: what max_runs caps
-        self._counted: set[Run] = set()  # runs whose dropped or errors changed since last written
         self._dirty: set[Run] = set()  # runs with records not yet handed to the OS
         self.aggregator: Aggregator | None = None
-        self.transport_errors = 0
-        self.internal_errors = 0
-        self.killed: dict[str, int] = {}  # run -> events its killed producers took with them
-        self.ranks_unconfirmed = 0  # set by rank 0's close (_process/rank_sync.py)
-        self._reported: dict[str, object] = {}  # what each counter said when last written
-        self._warned: set[str] = set()
+        self.tally = Tally(self.guard)  # what was lost, written to the root run as counters
         self._next_counters = 0.0
 
     # -- runs -----------------------------------------------------------------------------------
@@ -218,7 +212,7 @@ class Store:
                 elif item[0] == DROPS:  # the producer's running total: a late or repeated one cannot lower it
                     if int(item[1]) > run.dropped:
                         run.dropped = int(item[1])
-                        self._counted.add(run)
+                        self.tally.counted.add(run)
                 elif item[0] == FLUSH or item[0] == BYE:
                     controls.append(item)
                 else:
@@ -301,50 +295,19 @@ class Store:
             self.aggregator = Aggregator(self)
         self.aggregator.add_pattern(pattern, every_s)
 
-    # -- counters -------------------------------------------------------------------------------
+    # -- counters (.tally) -----------------------------------------------------------------------
 
     def count_transport_error(self, what: str) -> None:
-        """A connection broke in a way that lost events (a producer killed mid-batch...)."""
-        self.transport_errors += 1
-        if self.transport_errors == 1:
-            warn(f"hyrax_tbhub: {what} (further transport errors are counted under "
-                 f"{tags.TRANSPORT_ERRORS})")
+        self.tally.transport_error(what)
 
     def count_killed(self, run: Run, lost: tuple[int, int] | None) -> None:
-        """The producer of ``run`` ended without a goodbye; ``lost`` is what its ledger says:
-        (events it logged that never arrived, its drop total), or None if unreadable."""
-        if lost is None:
-            return
-        events, dropped = lost
-        if run.refused:  # nothing of a refused run is written: all it cost is over_cap's
-            self.guard.count_refused_events(events + max(0, dropped - run.dropped))
-            return
-        if dropped > run.dropped:  # drops it had not reported yet
-            run.dropped = dropped
-            self._counted.add(run)
-        if not events:
-            return
-        self.killed[run.name] = self.killed.get(run.name, 0) + events
-        if "killed:" + run.name not in self._warned:
-            self._warned.add("killed:" + run.name)
-            warn(f"hyrax_tbhub: producer {run.name!r} ended without a goodbye (killed?); {events} events "
-                 f"it logged are lost, counted under {tags.PRODUCER_KILLED}{run.name}")
+        self.tally.killed_producer(run, lost)
 
     def count_internal_error(self, exc: BaseException) -> None:
-        """A bug of the hub itself: counted apart from transport failures, said once with its
-        traceback so that it can be reported."""
-        self.internal_errors += 1
-        if self.internal_errors == 1:
-            warn_internal("the hub thread", exc, f"further internal errors are counted under "
-                          f"{tags.INTERNAL_ERRORS}")
+        self.tally.internal_error(exc)
 
     def _count_error(self, run: Run, exc: BaseException) -> None:
-        run.errors += 1
-        self._counted.add(run)
-        if run.name not in self._warned:
-            self._warned.add(run.name)
-            warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
-                 f"counted under {tags.ERRORS}{run.name}")
+        self.tally.error(run, exc)
 
     def tick(self, now: float) -> None:
         """What is due at ``now`` (monotonic s): windows of aggregates that ended, the counters."""
@@ -356,30 +319,7 @@ class Store:
 
     def _write_counters(self) -> None:
         """Write every counter whose value changed since it was last written."""
-        changed: list[tuple[str, int]] = []
-        # Only the runs whose counts moved: a long job keeps tens of thousands of closed runs.
-        counted, self._counted = self._counted, set()
-        for run in sorted(counted, key=lambda r: r.name):
-            pair = (run.dropped, run.errors)
-            if pair == self._reported.get(run.name, (0, 0)):
-                continue
-            self._reported[run.name] = pair  # both are written when either changed: they read as a pair
-            changed += [(tags.DROPPED + run.name, run.dropped), (tags.ERRORS + run.name, run.errors)]
-            if run.dropped and ("drop:" + run.name) not in self._warned:
-                self._warned.add("drop:" + run.name)
-                warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was "
-                     f"full); the count is logged as {tags.DROPPED}{run.name}")
-        for name, value in self.killed.items():
-            if value != self._reported.get(tags.PRODUCER_KILLED + name, 0):
-                self._reported[tags.PRODUCER_KILLED + name] = value
-                changed.append((tags.PRODUCER_KILLED + name, value))
-        changed += self.guard.changed()
-        for tag, value in ((tags.TRANSPORT_ERRORS, self.transport_errors),
-                           (tags.INTERNAL_ERRORS, self.internal_errors),
-                           (tags.RANKS_UNCONFIRMED, self.ranks_unconfirmed)):
-            if value != self._reported.get(tag, 0):
-                self._reported[tag] = value
-                changed.append((tag, value))
+        changed = self.tally.changed()
         if changed:
             step = (time.monotonic_ns() - self.start_ns) // 1000
             wall = time.time()
