@@ -33,7 +33,7 @@ from ..options import DEFAULT_OPTIONS, Options
 from .frames import encode_frame, send_round
 from .ledger import Ledger
 from .link import TRANSPORT_ERRORS, Link
-from .outbox import RECORD, Outbox
+from .outbox import RECORD, new_outbox
 
 if TYPE_CHECKING:
     from .._capture import CaptureWriter
@@ -77,7 +77,7 @@ class Producer:
         self._link = Link(info.address)
         # Shared with the hub only over a Unix socket: a hub on another host cannot map it.
         self._ledger = Ledger(shared=not info.address.startswith("tcp:"))
-        self._outbox = Outbox(self.options, self._link.wake, self._ledger)
+        self._outbox = new_outbox(self.options, self._link.wake, self._ledger)
         self.put_scalar = self._outbox.put_scalar
         self.put_event = self._outbox.put_event
         self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")

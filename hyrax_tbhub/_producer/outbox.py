@@ -18,11 +18,20 @@ five values of a call copied into a list by one ``extend`` leave nothing for it 
 tuple is freed at once, to the free list), and the sender takes a whole round with one slice and
 one ``del``, in C, instead of one ``popleft`` per item. Measured on this machine: about 0.1 us
 less per call in the logging thread, more in a process with a large heap (full collections).
+
+No lock, where there is a GIL: an ``extend`` and the sender's slice-and-``del`` are each atomic
+under it, and the counts' read-modify-writes have no call between their read and their write, so
+no other thread runs in between. A free-threaded CPython (3.13t, 3.14t) running without the GIL
+runs threads at once: counts would lose updates (the ledger's count of what was logged among
+them), and a call could land behind the final batch, neither sent nor counted. There
+:func:`new_outbox` makes a :class:`LockedOutbox`, the same queue with its changes made under one
+lock (:data:`LOCKED` forces either path; tests use it).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +42,10 @@ from .._util.stderr import warn
 from ..options import Options
 from .ledger import DROPPED, LOST_AFTER_QUEUED, Ledger
 
-__all__ = ["Outbox", "RECORD", "Slots", "cut_batch", "items_of"]
+__all__ = [
+    "LOCKED", "LockedOutbox", "Outbox", "RECORD", "Slots", "cut_batch", "gil_disabled", "items_of",
+    "new_outbox",
+]
 
 #: Slots per queued item: (kind, a, b, c, d), unused ones None. ``list.extend`` of a tuple is one
 #: C call, so an item's slots are never interleaved with another thread's.
@@ -45,6 +57,24 @@ RECORD = 5
 Slots = list[Any]
 
 _FULL = "it logs faster than the hub writes (its queue is full)"
+
+#: Which outbox :func:`new_outbox` makes: None decides by :func:`gil_disabled` at each call;
+#: True (a :class:`LockedOutbox`) or False (the lock-free :class:`Outbox`) forces it.
+LOCKED: bool | None = None
+
+
+def gil_disabled() -> bool:
+    """True when this interpreter runs without the GIL: a free-threaded build (3.13t, 3.14t)
+    where neither ``PYTHON_GIL=1`` nor an extension module that needs the GIL turned it back on
+    (once on, it stays on)."""
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    return is_gil_enabled is not None and not is_gil_enabled()
+
+
+def new_outbox(options: Options, wake: Callable[[], None], ledger: Ledger | None = None) -> Outbox:
+    """The outbox for this interpreter: lock-free under a GIL, a :class:`LockedOutbox` without."""
+    locked = gil_disabled() if LOCKED is None else LOCKED
+    return (LockedOutbox if locked else Outbox)(options, wake, ledger)
 
 
 def cut_batch(
@@ -76,6 +106,7 @@ class Outbox:
     Only the sender thread takes from it; any thread appends. No lock: a ``list.extend`` and the
     sender's slice-and-``del`` are each atomic under the GIL, and a counter that is off by a
     racing call or two only shifts when the sender is woken, never what is sent or counted.
+    Without a GIL (a free-threaded build) none of that holds: :class:`LockedOutbox` is used there.
     """
 
     def __init__(self, options: Options, wake: Callable[[], None], ledger: Ledger | None = None) -> None:
@@ -264,6 +295,107 @@ class Outbox:
         self.ledger.abandon()
         self.words = self.ledger.words
 
+
+
+class LockedOutbox(Outbox):
+    """The outbox of an interpreter without a GIL: the same queue and counts, changed under a lock.
+
+    Threads of a free-threaded build run at once, so every change of the queue and of its counts
+    (logged, queued bytes, drops, the bound ``close_for_puts`` lowers) is made holding ``_lock``:
+    the counts lose no update, and no call lands behind the final batch. The lock is reentrant:
+    a signal handler that logs runs on the thread it interrupted, maybe inside a call holding it.
+    Whatever waits or talks (waking the sender, the wait for the final batch, the message on
+    stderr, the late channel) happens outside it.
+    """
+
+    def __init__(self, options: Options, wake: Callable[[], None], ledger: Ledger | None = None) -> None:
+        super().__init__(options, wake, ledger)
+        self._lock = threading.RLock()
+
+    def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
+        wake = False
+        with self._lock:
+            q = self.queue
+            n = len(q)
+            queued = n < self._max_slots
+            if queued:
+                self.logged = c = self.logged + 1
+                self.words[0] = c
+                q.extend((SCALAR, tag, value, step, wall_time))
+                if (n == 0 or n >= self._wake_at) and not self.woken:
+                    self.woken = wake = True
+        if queued:
+            if wake:
+                self._wake()
+        elif self._closed and self.refused is not None:
+            self.refused((SCALAR, tag, value, step, wall_time))
+        else:
+            self.drop()
+
+    def put_event(self, subrun: str, data: bytes) -> None:
+        size = len(data)
+        if size > self._max_bytes:
+            super().put_event(subrun, data)  # dropped and counted there, by our drop()
+            return
+        wake = False
+        with self._lock:
+            q = self.queue
+            n = len(q)
+            queued = n < self._max_slots and self.queued_bytes + size <= self._max_bytes
+            if queued:
+                self.queued_bytes += size
+                self.logged = c = self.logged + 1
+                self.words[0] = c
+                q.extend((EVENT, subrun, data, None, None))
+                if (n == 0 or n >= self._wake_at) and not self.woken:
+                    self.woken = wake = True
+        if queued:
+            if wake:
+                self._wake()
+        elif self._closed and self.refused is not None:
+            self.refused((EVENT, subrun, data))
+        else:
+            self.drop()
+
+    def put_flush(self, seq: int) -> None:
+        with self._lock:
+            self.queue.extend((FLUSH, seq, None, None, None))
+            self.woken = True
+        self._wake()
+
+    def lose(self, n: int, why: str) -> None:
+        with self._lock:
+            self.dropped += n
+            words = self.words
+            words[LOST_AFTER_QUEUED] += n
+            words[DROPPED] = self.dropped
+        self._say(why)
+
+    def drop(self, n: int = 1, why: str = "") -> None:
+        if self._closed:
+            super().drop(n, why)  # after the final batch: counts nothing, may wait for it
+            return
+        with self._lock:
+            self.dropped += n
+            self.words[DROPPED] = self.dropped
+        self._say(why)
+
+    def take_slots(self, limit: int | None = None) -> tuple[Slots, bool]:
+        with self._lock:
+            return super().take_slots(limit)
+
+    def close_for_puts(self) -> None:
+        with self._lock:
+            super().close_for_puts()
+
+    def discard(self) -> int:
+        with self._lock:
+            return super().discard()
+
+    def abandon(self) -> None:
+        # After fork: a thread of the parent may have held the lock, and it is not in the child.
+        self._lock = threading.RLock()
+        super().abandon()
 
 def items_of(flat: Slots) -> list[QueuedItem]:
     """Queue slots as items, each of its own shape (:data:`~.._items.QueuedItem`)."""
