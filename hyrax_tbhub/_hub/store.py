@@ -39,6 +39,7 @@ from .._items import (
     ScalarItem,
     WireItem,
 )
+from .._wire import RECORD_OVERHEAD
 from ..options import DEFAULT_OPTIONS, Options
 from .aggregate import Aggregator
 from .guard import Guard
@@ -375,7 +376,7 @@ def _split_records(blob: bytes) -> list[bytes]:
     offset = 0
     while offset + 12 <= len(blob):
         (length,) = struct.unpack_from("<Q", blob, offset)
-        end = offset + 12 + length + 4
+        end = offset + length + RECORD_OVERHEAD  # the length and its CRC (12 bytes), the data's CRC
         records.append(blob[offset:end])
         offset = end
     return records
