@@ -118,7 +118,8 @@ def serve_ranks(
 
 def _confirm_ranks(hub: Any, store: Any) -> None:
     # Rank 0's close: every rank hub's events first (the log is complete when close returns).
-    hub.store.ranks_unconfirmed = len(confirm_ranks(hub.hub_id, store, hub.config.options.close_timeout))
+    unconfirmed = confirm_ranks(hub.hub_id, store, hub.config.options.close_timeout)
+    hub.store.tally.ranks_unconfirmed = len(unconfirmed)
 
 
 _eager: threading.Thread | None = None

@@ -17,12 +17,25 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, Final
+from typing import Final, cast
 
 from crc32c import crc32c as _crc32c
+
+from ._items import (
+    EVENT,
+    RECORDS,
+    SCALAR,
+    ByeItem,
+    DropsItem,
+    EventItem,
+    FlushItem,
+    ScalarItem,
+    SenderItem,
+    WireItem,
+)
 
 __all__ = [
     "clean_tag",
@@ -167,7 +180,7 @@ def _shape(tag: str) -> _Shape:
     return entry
 
 
-def _encode_scalar_record(item: tuple[Any, ...]) -> bytes:
+def _encode_scalar_record(item: ScalarItem) -> bytes:
     """Any scalar item, framed: the general case of encode_scalar_records (no wall time, a step
     that is None, 0, negative or of five varint bytes or more, a value out of float range)."""
     _kind, tag, value, step, wall = item
@@ -181,8 +194,8 @@ def _encode_scalar_record(item: tuple[Any, ...]) -> bytes:
     )
 
 
-def encode_scalar_records(items: Iterable[tuple[Any, ...]]) -> bytes:
-    """Encode and frame ``("s", tag, value, step, wall_time)`` items into one buffer.
+def encode_scalar_records(items: Iterable[ScalarItem]) -> bytes:
+    """Encode and frame scalar items (:data:`._items.ScalarItem`) into one buffer.
 
     The same bytes as ``frame(encode_scalar(...))`` per item (tested). This runs in the
     producer's sender thread for every scalar, holding the GIL that the logging thread needs,
@@ -223,15 +236,15 @@ def encode_scalar_records(items: Iterable[tuple[Any, ...]]) -> bytes:
     return b"".join(out)
 
 
-def encode_batch(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def encode_batch(items: Sequence[SenderItem]) -> list[WireItem]:
     """Turn queued items into framed records, grouped per sub-run, control items kept in order.
 
-    ``("s", ...)`` scalars and ``("e", subrun, event_bytes)`` events become
-    ``("r", subrun, framed_bytes, count)``: consecutive records of one sub-run share one item.
+    Scalars and events (:mod:`._items`) become records items ``("r", subrun, framed_bytes,
+    count)``: consecutive records of one sub-run share one item.
     Producers run this in their sender thread, so encoding scales with the number of producer
     processes instead of queueing up behind the hub's single thread.
     """
-    out: list[tuple[Any, ...]] = []
+    out: list[WireItem] = []
     subrun = ""
     parts: list[bytes] = []
     count = 0
@@ -239,22 +252,23 @@ def encode_batch(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     def close_run() -> None:
         nonlocal count
         if count:
-            out.append(("r", subrun, b"".join(parts), count))
+            out.append((RECORDS, subrun, b"".join(parts), count))
             parts.clear()
             count = 0
 
     # Runs of one kind at a time (groupby walks the items in C): a batch of scalars, the usual
-    # case, costs one call of encode_scalar_records and no Python step per item here.
+    # case, costs one call of encode_scalar_records and no Python step per item here. The casts
+    # say what the key guarantees: every item of a group has the group's kind.
     for kind, group in groupby(items, _KIND):
-        if kind == "s":
+        if kind == SCALAR:
             if subrun:
                 close_run()
                 subrun = ""
-            scalars = list(group)
+            scalars = cast("list[ScalarItem]", list(group))
             parts.append(encode_scalar_records(scalars))
             count += len(scalars)
-        elif kind == "e":
-            for item in group:
+        elif kind == EVENT:
+            for item in cast("Iterator[EventItem]", group):
                 if item[1] != subrun:
                     close_run()
                     subrun = item[1]
@@ -262,7 +276,7 @@ def encode_batch(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
                 count += 1
         else:
             close_run()
-            out.extend(group)
+            out.extend(cast("Iterator[FlushItem | DropsItem | ByeItem]", group))
     close_run()
     return out
 

@@ -56,8 +56,8 @@ with anything anyway. Records of peers whose key came from the torch.distributed
 can reach the store) also have their data CRCs checked and are parsed as ``Event`` protos
 (:class:`EventChecker`): TensorBoard's Python loader stops reloading the whole log folder at the
 first record it cannot parse. Decoded
-batches are the hub's in-memory items (``("r", subrun, blob,
-count)``, ``("f", seq)``, ``("d", n)``, ``("b",)``), the same shape the owner's own queue uses.
+batches are the hub's in-memory items (:data:`._items.WireItem`: records, flush, drops, bye), the
+same shapes the producer encoded; an item's byte on the wire is its kind's letter in ASCII.
 """
 
 from __future__ import annotations
@@ -66,11 +66,12 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 from crc32c import crc32c as _crc32c
 
-from ._events import _masked_crc
+from ._events import _MASK_DELTA, _masked_crc
+from ._items import BYE, DROPS, FLUSH, RECORDS, WireItem
 
 __all__ = [
     "ANSWER_LEN",
@@ -79,6 +80,7 @@ __all__ = [
     "PROOF_LEN",
     "AuthError",
     "EventChecker",
+    "HubMessage",
     "FrameReader",
     "WireError",
     "check_answer",
@@ -121,6 +123,11 @@ T_WELCOME: Final = 0x81
 T_ACK: Final = 0x82
 T_DRAIN: Final = 0x83
 T_SYNC: Final = 0x84
+# Item tags inside a BATCH: the kind's letter (:mod:`._items`) in ASCII.
+I_RECORDS: Final = 0x72
+I_FLUSH: Final = 0x66
+I_DROPS: Final = 0x64
+I_BYE: Final = 0x62
 #: A flush item whose seq has this bit answers the hub's SYNC (a producer's own seqs count up
 #: from 1 and never reach it); the hub does not acknowledge it.
 SYNC_BIT: Final = 1 << 63
@@ -138,6 +145,8 @@ _HELLO_SIZE: Final = 7  # type, pid, name length
 _BATCH = struct.Struct("<BI")
 _R_MID = struct.Struct("<II")
 _REC = struct.Struct("<QI")
+_R_TAG: Final = bytes((I_RECORDS,))
+_BYE_TAG: Final = bytes((I_BYE,))
 _U64_MAX: Final = (1 << 64) - 1
 
 
@@ -262,7 +271,7 @@ def decode_hello(body: bytes) -> tuple[str, dict[str, Any]]:
     return "hello", {"name": name, "pid": pid}
 
 
-def pack_batch(items: Iterable[tuple[Any, ...]], cap: int = MAX_FRAME) -> list[bytes]:
+def pack_batch(items: Iterable[WireItem], cap: int = MAX_FRAME) -> list[bytes]:
     """Frames carrying ``items`` (``r``, ``f``, ``d``, ``b``), each at most ``cap`` bytes.
 
     Raises :class:`WireError` for an item no frame can carry (a record blob over the cap, an
@@ -273,8 +282,7 @@ def pack_batch(items: Iterable[tuple[Any, ...]], cap: int = MAX_FRAME) -> list[b
     size = _BATCH.size
     n = 0
     for item in items:
-        kind = item[0]
-        if kind == "r":
+        if item[0] == RECORDS:
             blob = item[2]
             count = int(item[3])
             try:
@@ -283,15 +291,15 @@ def pack_batch(items: Iterable[tuple[Any, ...]], cap: int = MAX_FRAME) -> list[b
                 raise WireError("a sub-run name that is not valid Unicode") from exc
             if len(sub) > MAX_SUBRUN:
                 raise WireError(f"a sub-run name of {len(sub)} bytes (the limit is {MAX_SUBRUN})")
-            part = b"".join((b"r", _U16.pack(len(sub)), sub, _R_MID.pack(count, len(blob)), blob))
-        elif kind == "f":
-            part = _B_U64.pack(0x66, int(item[1]) & _U64_MAX)
-        elif kind == "d":
-            part = _B_U64.pack(0x64, min(int(item[1]), _U64_MAX))
-        elif kind == "b":
-            part = b"b"
+            part = b"".join((_R_TAG, _U16.pack(len(sub)), sub, _R_MID.pack(count, len(blob)), blob))
+        elif item[0] == FLUSH:
+            part = _B_U64.pack(I_FLUSH, int(item[1]) & _U64_MAX)
+        elif item[0] == DROPS:
+            part = _B_U64.pack(I_DROPS, min(int(item[1]), _U64_MAX))
+        elif item[0] == BYE:
+            part = _BYE_TAG
         else:
-            raise WireError(f"no wire form for item kind {kind!r}")
+            raise WireError(f"no wire form for item kind {item[0]!r}")
         if _BATCH.size + len(part) > cap:
             raise WireError(f"an item of {len(part)} bytes exceeds the frame cap of {cap}")
         if size + len(part) > cap or n >= MAX_ITEMS:
@@ -305,7 +313,7 @@ def pack_batch(items: Iterable[tuple[Any, ...]], cap: int = MAX_FRAME) -> list[b
     return frames
 
 
-def decode_batch(body: bytes) -> list[tuple[Any, ...]]:
+def decode_batch(body: bytes) -> list[WireItem]:
     """The items of a BATCH frame body; raises :class:`WireError` on anything malformed."""
     end = len(body)
     if end < _BATCH.size or body[0] != T_BATCH:
@@ -314,16 +322,16 @@ def decode_batch(body: bytes) -> list[tuple[Any, ...]]:
     if n > MAX_ITEMS or n > end:
         raise WireError(f"{n} items announced")
     pos = _BATCH.size
-    items: list[tuple[Any, ...]] = []
+    items: list[WireItem] = []
     append = items.append
     for _ in range(n):
         if pos >= end:
             raise WireError("truncated batch")
-        if items and items[-1][0] == "b":
+        if items and items[-1][0] == BYE:
             raise WireError("items after goodbye")
         kind = body[pos]
         pos += 1
-        if kind == 0x72:
+        if kind == I_RECORDS:
             subrun, pos = _read_str(body, pos, MAX_SUBRUN, "sub-run")
             if pos + 8 > end:
                 raise WireError("truncated records item")
@@ -334,15 +342,15 @@ def decode_batch(body: bytes) -> list[tuple[Any, ...]]:
             blob = body[pos : pos + blen]
             pos += blen
             check_records(blob, count)
-            append(("r", subrun, blob, count))
-        elif kind == 0x66 or kind == 0x64:
+            append((RECORDS, subrun, blob, count))
+        elif kind == I_FLUSH or kind == I_DROPS:
             if pos + 8 > end:
                 raise WireError("truncated control item")
             (value,) = _U64.unpack_from(body, pos)
             pos += 8
-            append(("f" if kind == 0x66 else "d", value))
-        elif kind == 0x62:
-            append(("b",))
+            append((FLUSH, value) if kind == I_FLUSH else (DROPS, value))
+        elif kind == I_BYE:
+            append((BYE,))
         else:
             raise WireError(f"unknown item kind 0x{kind:02x}")
     if pos != end:
@@ -399,10 +407,14 @@ def pack_sync(token: int) -> bytes:
     return _frame(_B_U64.pack(T_SYNC, token & _U64_MAX))
 
 
-_CONTROL_NAMES: Final = {T_ACK: "ack", T_DRAIN: "drain", T_SYNC: "sync"}
+_Control: TypeAlias = Literal["ack", "drain", "sync"]
+#: A message of the hub to a producer, decoded: its welcome (``run`` and ``folder``) or a control
+#: with its seq or token.
+HubMessage: TypeAlias = tuple[Literal["hello"], dict[str, str]] | tuple[_Control, int]
+_CONTROL_NAMES: Final[dict[int, _Control]] = {T_ACK: "ack", T_DRAIN: "drain", T_SYNC: "sync"}
 
 
-def decode_hub_message(body: bytes) -> tuple[Any, ...]:
+def decode_hub_message(body: bytes) -> HubMessage:
     """``("hello", {"run", "folder"})``, ``("ack", seq)``, ``("drain", token)`` or ``("sync", token)``."""
     if not body:
         raise WireError("empty frame")
@@ -436,10 +448,10 @@ class EventChecker:
 
         self._parse = Event.FromString
 
-    def check(self, items: list[tuple[Any, ...]]) -> None:
+    def check(self, items: list[WireItem]) -> None:
         parse = self._parse
         for item in items:
-            if item[0] != "r":
+            if item[0] != RECORDS:
                 continue
             blob = item[2]
             view = memoryview(blob)
@@ -450,7 +462,7 @@ class EventChecker:
                 data = view[pos + 12 : pos + 12 + length]
                 # A bad data CRC makes TensorBoard's reader stop at that record for good.
                 x = _crc32c(data)
-                masked = ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+                masked = ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
                 if masked != _U32.unpack_from(blob, pos + 12 + length)[0]:
                     raise WireError("a record whose data CRC does not match")
                 try:

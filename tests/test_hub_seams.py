@@ -151,7 +151,7 @@ def test_a_refused_run_s_name_is_never_given_again_and_its_killed_events_are_ove
     store.count_killed(refused, (5, 2))
     assert store.guard.over_cap == over_before + 7
     store.count_killed(admitted, (2, 0))
-    assert store.killed == {admitted.name: 2}
+    assert store.tally.killed == {admitted.name: 2}
     store.close()
 
 

@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 
 from .._counters import RESERVED_PREFIX
 from .._events import clean_tag, encode_scalar_records
+from .._items import SCALAR, ScalarItem
 
 
 # What this module needs of the store and of the hub, as protocols: the store holds an
@@ -232,8 +233,8 @@ class Aggregator:
         except Exception as exc:
             self._store.count_internal_error(exc)
 
-    def scalars(self, items: list[tuple[Any, ...]]) -> None:
-        """The owner's ``("s", tag, value, step, wall_time)`` items."""
+    def scalars(self, items: list[ScalarItem]) -> None:
+        """The owner's scalar items."""
         try:
             by_name = self._by_name
             touched: list[_Tag] = []
@@ -360,7 +361,9 @@ class Aggregator:
         wall = time.time()
         p50, p95 = window.quantiles()
         stats = (window.count, window.total / window.count, window.lo, window.hi, p50, p95)
-        items = [("s", f"{tag}/{name}", float(v), step, wall) for name, v in zip(STATS, stats, strict=True)]
+        items: list[ScalarItem] = [
+            (SCALAR, f"{tag}/{name}", float(v), step, wall) for name, v in zip(STATS, stats, strict=True)
+        ]
         self._store.add_own(self._run, encode_scalar_records(items))
 
 

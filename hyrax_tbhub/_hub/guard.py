@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._counters import OVER_CAP, REJECTED, STRANGERS
+from .._items import RECORDS, WireItem
 from .._util.stderr import warn as _warn
 
 __all__ = ["Guard"]
@@ -77,14 +78,14 @@ class Guard:
         self.over_cap += events
 
     def keep_items(
-        self, run_name: str, open_subruns: dict[str, Any], items: list[tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
+        self, run_name: str, open_subruns: dict[str, Any], items: list[WireItem]
+    ) -> list[WireItem]:
         """``items`` without the records of sub-runs past ``max_subruns`` (those are counted)."""
         room = self.max_subruns - len(open_subruns)
         new: set[str] = set()
-        kept: list[tuple[Any, ...]] = []
+        kept: list[WireItem] = []
         for item in items:
-            if item[0] == "r" and item[1] not in open_subruns and item[1] not in new:
+            if item[0] == RECORDS and item[1] not in open_subruns and item[1] not in new:
                 if room <= len(new):
                     self.over_cap += item[3]
                     self._once("subruns", f"hyrax_tbhub: run {run_name!r} opened {self.max_subruns} "

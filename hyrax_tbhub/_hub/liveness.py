@@ -24,7 +24,8 @@ import os
 import socket
 import stat
 import struct
-from typing import Any
+
+from .._items import RECORDS, WireItem
 
 try:
     import fcntl
@@ -47,10 +48,10 @@ class HubLedger:
         self.fd: int | None = fd
         self.received = 0
 
-    def note(self, items: list[tuple[Any, ...]]) -> None:
+    def note(self, items: list[WireItem]) -> None:
         """Count the events of a decoded batch (before the caps: what is refused is counted there)."""
         for item in items:
-            if item[0] == "r":
+            if item[0] == RECORDS:
                 self.received += item[3]
 
     def lost(self) -> tuple[int, int] | None:

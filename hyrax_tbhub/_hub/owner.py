@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._channel import import_capture_writer
+from .._items import EVENT, SCALAR
 from .server import Hub
 
 if TYPE_CHECKING:
@@ -23,10 +24,10 @@ class LocalChannel:
         self._writer: CaptureWriter | None = None
 
     def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
-        self._put(("s", tag, value, step, wall_time))
+        self._put((SCALAR, tag, value, step, wall_time))
 
     def put_event(self, subrun: str, data: bytes) -> None:
-        self._put(("e", subrun, data))
+        self._put((EVENT, subrun, data))
 
     def flush(self, timeout: float | None = None) -> bool:
         # Bounded like a producer's flush: a wedged hub thread must not hang the training loop.

@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from .. import _wire
+from .._items import FLUSH
 from .._util.net import tune_tcp
 from .._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, SYNC_BIT, FrameReader, WireError
 from ..options import Options
@@ -253,12 +254,12 @@ class Peers:
                 if conn.checker is not None:
                     conn.checker.check(items)
                 for control in store.write(run, items):
-                    if control[0] == "f":
+                    if control[0] == FLUSH:
                         if control[1] & SYNC_BIT:  # answers a hub-wide flush (sync.py)
                             self.sync.answered(conn, control[1] & ~SYNC_BIT)
                         else:
                             conn.acks.append(control[1])
-                    else:  # "b": the producer said goodbye, after everything it logged
+                    else:  # BYE: the producer said goodbye, after everything it logged
                         conn.bye = True
         except WireError as exc:
             # Everything before the bad frame was applied; the bad frame and the rest of the

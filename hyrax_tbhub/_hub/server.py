@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import _wire
 from .._discovery import hubfile
+from .._items import FLUSH, CallItem, LocalItem
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
 from ..options import DEFAULT_OPTIONS, Options
@@ -68,7 +69,7 @@ class Hub:
         # Held by the hub thread for a whole turn; the owner takes it to help drain its queue,
         # attach() to add an aggregate.
         self._lock = threading.RLock()
-        self._local: deque[tuple[Any, ...]] = deque()
+        self._local: deque[LocalItem] = deque()
         self._closing = False
         self._closed = threading.Event()
         self._close_deadline = 0.0
@@ -77,7 +78,7 @@ class Hub:
         self._close_callbacks: list[Callable[[], None]] = []
         self._before_close: list[Callable[[], None]] = []
         #: Where the owner's calls go once the hub closes at exit (_process/late.py); None: no-ops.
-        self.late: Callable[[tuple[Any, ...]], None] | None = None
+        self.late: Callable[[CallItem], None] | None = None
         raise_fd_limit()
         hubfile.remove_stale_hub_files()
         hubfile.say_fallback_once()
@@ -145,7 +146,7 @@ class Hub:
         late = self.late
         while self._local:  # appended while the last drain ran
             item = self._local.popleft()
-            if item[0] == "f":
+            if item[0] == FLUSH:
                 item[1].set()  # a flush: everything before it was drained or goes to `late` first
             elif late is not None:
                 late(item)
@@ -240,7 +241,7 @@ class Hub:
     def wake(self) -> None:
         self._waker.wake()
 
-    def put_local(self, item: tuple[Any, ...]) -> None:
+    def put_local(self, item: CallItem) -> None:
         if self._closing:
             late = self.late
             if late is not None:
@@ -271,7 +272,7 @@ class Hub:
         if self._closed.is_set():
             return True
         done = threading.Event()
-        self._local.append(("f", done))
+        self._local.append((FLUSH, done))
         self.wake()
         return done.wait(timeout)
 

@@ -8,9 +8,9 @@ the data is.
 Layout: the owner writes the root run (``logdir`` itself, or ``logdir/rank_<n>`` for the hub of
 one rank of a job); every producer process gets its own run folder below ``logdir``, because
 TensorBoard drops points when one (run, tag) sees steps go back (its Rust loader) and several producers'
-steps are never ordered with each other. A batch's items are tuples whose first element says
-what they are (:mod:`.._wire`): ``s`` scalar, ``r`` records a producer framed, ``e`` one event,
-``d`` the producer's drop count; ``f`` (flush) and ``b`` (bye) are for the caller.
+steps are never ordered with each other. A batch's items are those of :mod:`.._items`: scalars
+and events (the owner's calls), records a producer framed, its drop count; flushes and goodbyes
+are for the caller.
 """
 
 from __future__ import annotations
@@ -19,20 +19,37 @@ import os
 import re
 import struct
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import overload
 
 from .. import _counters as tags
 from .._events import encode_scalar, encode_scalar_records, file_version_event, frame, session_start_event
-from .._util.stderr import warn, warn_internal
+from .._items import (
+    BYE,
+    DROPS,
+    EVENT,
+    FLUSH,
+    RECORDS,
+    SCALAR,
+    ByeItem,
+    FlushItem,
+    HubItem,
+    LocalFlushItem,
+    LocalItem,
+    ScalarItem,
+    WireItem,
+)
+from .._wire import RECORD_OVERHEAD
 from ..options import DEFAULT_OPTIONS, Options
 from .aggregate import Aggregator
 from .guard import Guard
 from .runfile import RunFile
+from .tally import Tally
 
 __all__ = ["Run", "Store", "clean_run_name"]
 
+_Control = FlushItem | LocalFlushItem | ByeItem  # what the connection (or the owner) acts on, not the files
 _STATS_INTERVAL = 1.0  # s: counters change often under load; a point a second is enough to see them
-_CONTROLS = frozenset("fb")  # flush and bye: what the connection (or the owner) acts on, not the files
 
 
 class Run:
@@ -101,15 +118,9 @@ class Store:
         self._suffixes: dict[str, int] = {}
         self._own: dict[str, Run] = {}  # runs the hub writes itself, by the name they asked for
         self.open_runs = 0  # producers' runs whose producer is still connected: what max_runs caps
-        self._counted: set[Run] = set()  # runs whose dropped or errors changed since last written
         self._dirty: set[Run] = set()  # runs with records not yet handed to the OS
         self.aggregator: Aggregator | None = None
-        self.transport_errors = 0
-        self.internal_errors = 0
-        self.killed: dict[str, int] = {}  # run -> events its killed producers took with them
-        self.ranks_unconfirmed = 0  # set by rank 0's close (_process/rank_sync.py)
-        self._reported: dict[str, object] = {}  # what each counter said when last written
-        self._warned: set[str] = set()
+        self.tally = Tally(self.guard)  # what was lost, written to the root run as counters
         self._next_counters = 0.0
 
     # -- runs -----------------------------------------------------------------------------------
@@ -182,42 +193,48 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def admit(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def admit(self, run: Run, items: list[WireItem]) -> list[WireItem]:
         """The items of a peer's batch that the caps let in (the others are counted)."""
         if run.refused:
             return items  # write() counts every one of them
         return self.guard.keep_items(run.name, run.files, items)
 
-    def write(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    # What a batch gives back is what its caller acts on: a peer's flushes and goodbye, the
+    # owner's flushes (_hub/server.py).
+    @overload
+    def write(self, run: Run, items: Sequence[WireItem]) -> list[FlushItem | ByeItem]: ...
+    @overload
+    def write(self, run: Run, items: Sequence[LocalItem]) -> list[LocalFlushItem]: ...
+
+    def write(self, run: Run, items: Sequence[HubItem]) -> Sequence[_Control]:
         """Queue one batch of ``run`` in order; return its flush and bye items, for the caller.
 
         An item that cannot be written is counted under ``errors/<run>``; the others still are.
         """
         if run.refused:
             return self._count_refused(run, items)
-        controls: list[tuple[Any, ...]] = []
-        scalars: list[tuple[Any, ...]] = []  # consecutive scalars are encoded in one call
+        controls: list[_Control] = []
+        scalars: list[ScalarItem] = []  # consecutive scalars are encoded in one call
         for item in items:
-            kind = item[0]
-            if kind == "s":
+            if item[0] == SCALAR:
                 scalars.append(item)
                 continue
             if scalars:
                 self._write_scalars(run, scalars)
                 scalars = []
             try:
-                if kind == "r":  # records a producer already encoded and framed
+                if item[0] == RECORDS:  # records a producer already encoded and framed
                     self._write_records(run, item[1], item[2])
-                elif kind == "e":
+                elif item[0] == EVENT:
                     run.file(item[1]).add(frame(item[2]))
-                elif kind == "d":  # the producer's running total: a late or repeated one cannot lower it
+                elif item[0] == DROPS:  # the producer's running total: a late or repeated one cannot lower it
                     if int(item[1]) > run.dropped:
                         run.dropped = int(item[1])
-                        self._counted.add(run)
-                elif kind in _CONTROLS:
+                        self.tally.counted.add(run)
+                elif item[0] == FLUSH or item[0] == BYE:
                     controls.append(item)
                 else:
-                    raise ValueError(f"unknown item kind {kind!r}")
+                    raise ValueError(f"unknown item kind {item[0]!r}")
             except Exception as exc:
                 self._count_error(run, exc)
         if scalars:
@@ -225,22 +242,21 @@ class Store:
         self._dirty.add(run)
         return controls
 
-    def _count_refused(self, run: Run, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _count_refused(self, run: Run, items: Sequence[HubItem]) -> list[_Control]:
         """A refused run's batch: every event in it (and every one its producer says it dropped)
         counts under over_cap; its flushes and goodbye go back to the caller."""
-        controls: list[tuple[Any, ...]] = []
+        controls: list[_Control] = []
         events = 0
         for item in items:
-            kind = item[0]
-            if kind == "r":
+            if item[0] == RECORDS:
                 events += int(item[3])
-            elif kind in ("s", "e"):
+            elif item[0] == SCALAR or item[0] == EVENT:
                 events += 1
-            elif kind == "d":
+            elif item[0] == DROPS:
                 if int(item[1]) > run.dropped:
                     events += int(item[1]) - run.dropped
                     run.dropped = int(item[1])
-            elif kind in _CONTROLS:
+            elif item[0] == FLUSH or item[0] == BYE:
                 controls.append(item)
         self.guard.count_refused_events(events)
         return controls
@@ -259,7 +275,7 @@ class Store:
                 self._count_error(run, exc)
         self._dirty.clear()
 
-    def _write_scalars(self, run: Run, scalars: list[tuple[Any, ...]]) -> None:
+    def _write_scalars(self, run: Run, scalars: list[ScalarItem]) -> None:
         if self.aggregator is not None:
             self.aggregator.scalars(scalars)
         try:
@@ -297,50 +313,19 @@ class Store:
             self.aggregator = Aggregator(self)
         self.aggregator.add_pattern(pattern, every_s)
 
-    # -- counters -------------------------------------------------------------------------------
+    # -- counters (.tally) -----------------------------------------------------------------------
 
     def count_transport_error(self, what: str) -> None:
-        """A connection broke in a way that lost events (a producer killed mid-batch...)."""
-        self.transport_errors += 1
-        if self.transport_errors == 1:
-            warn(f"hyrax_tbhub: {what} (further transport errors are counted under "
-                 f"{tags.TRANSPORT_ERRORS})")
+        self.tally.transport_error(what)
 
     def count_killed(self, run: Run, lost: tuple[int, int] | None) -> None:
-        """The producer of ``run`` ended without a goodbye; ``lost`` is what its ledger says:
-        (events it logged that never arrived, its drop total), or None if unreadable."""
-        if lost is None:
-            return
-        events, dropped = lost
-        if run.refused:  # nothing of a refused run is written: all it cost is over_cap's
-            self.guard.count_refused_events(events + max(0, dropped - run.dropped))
-            return
-        if dropped > run.dropped:  # drops it had not reported yet
-            run.dropped = dropped
-            self._counted.add(run)
-        if not events:
-            return
-        self.killed[run.name] = self.killed.get(run.name, 0) + events
-        if "killed:" + run.name not in self._warned:
-            self._warned.add("killed:" + run.name)
-            warn(f"hyrax_tbhub: producer {run.name!r} ended without a goodbye (killed?); {events} events "
-                 f"it logged are lost, counted under {tags.PRODUCER_KILLED}{run.name}")
+        self.tally.killed_producer(run, lost)
 
     def count_internal_error(self, exc: BaseException) -> None:
-        """A bug of the hub itself: counted apart from transport failures, said once with its
-        traceback so that it can be reported."""
-        self.internal_errors += 1
-        if self.internal_errors == 1:
-            warn_internal("the hub thread", exc, f"further internal errors are counted under "
-                          f"{tags.INTERNAL_ERRORS}")
+        self.tally.internal_error(exc)
 
     def _count_error(self, run: Run, exc: BaseException) -> None:
-        run.errors += 1
-        self._counted.add(run)
-        if run.name not in self._warned:
-            self._warned.add(run.name)
-            warn(f"hyrax_tbhub: an event of run {run.name!r} could not be written ({exc!r}); "
-                 f"counted under {tags.ERRORS}{run.name}")
+        self.tally.error(run, exc)
 
     def tick(self, now: float) -> None:
         """What is due at ``now`` (monotonic s): windows of aggregates that ended, the counters."""
@@ -352,30 +337,7 @@ class Store:
 
     def _write_counters(self) -> None:
         """Write every counter whose value changed since it was last written."""
-        changed: list[tuple[str, int]] = []
-        # Only the runs whose counts moved: a long job keeps tens of thousands of closed runs.
-        counted, self._counted = self._counted, set()
-        for run in sorted(counted, key=lambda r: r.name):
-            pair = (run.dropped, run.errors)
-            if pair == self._reported.get(run.name, (0, 0)):
-                continue
-            self._reported[run.name] = pair  # both are written when either changed: they read as a pair
-            changed += [(tags.DROPPED + run.name, run.dropped), (tags.ERRORS + run.name, run.errors)]
-            if run.dropped and ("drop:" + run.name) not in self._warned:
-                self._warned.add("drop:" + run.name)
-                warn(f"hyrax_tbhub: producer {run.name!r} dropped {run.dropped} events (its buffer was "
-                     f"full); the count is logged as {tags.DROPPED}{run.name}")
-        for name, value in self.killed.items():
-            if value != self._reported.get(tags.PRODUCER_KILLED + name, 0):
-                self._reported[tags.PRODUCER_KILLED + name] = value
-                changed.append((tags.PRODUCER_KILLED + name, value))
-        changed += self.guard.changed()
-        for tag, value in ((tags.TRANSPORT_ERRORS, self.transport_errors),
-                           (tags.INTERNAL_ERRORS, self.internal_errors),
-                           (tags.RANKS_UNCONFIRMED, self.ranks_unconfirmed)):
-            if value != self._reported.get(tag, 0):
-                self._reported[tag] = value
-                changed.append((tag, value))
+        changed = self.tally.changed()
         if changed:
             step = (time.monotonic_ns() - self.start_ns) // 1000
             wall = time.time()
@@ -431,7 +393,7 @@ def _split_records(blob: bytes) -> list[bytes]:
     offset = 0
     while offset + 12 <= len(blob):
         (length,) = struct.unpack_from("<Q", blob, offset)
-        end = offset + 12 + length + 4
+        end = offset + length + RECORD_OVERHEAD  # the length and its CRC (12 bytes), the data's CRC
         records.append(blob[offset:end])
         offset = end
     return records

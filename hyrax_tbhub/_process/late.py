@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._channel import import_capture_writer
 from .._hub import Hub
 from .._hub.store import Store
+from .._items import EVENT, SCALAR, CallItem
 from .._producer import Producer
 from .._util.stderr import warn
 
@@ -52,17 +53,16 @@ class _Late:
         self._writer: CaptureWriter | None = None
 
     def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
-        self._put(("s", tag, value, step, wall_time))
+        self._put((SCALAR, tag, value, step, wall_time))
 
     def put_event(self, subrun: str, data: bytes) -> None:
-        self._put(("e", subrun, data))
+        self._put((EVENT, subrun, data))
 
-    def put_item(self, item: tuple[Any, ...]) -> None:
-        """A call as the owner's queue holds it: ``("s", tag, value, step, wall)`` or
-        ``("e", subrun, data)``."""
+    def put_item(self, item: CallItem) -> None:
+        """A call as the owner's queue holds it."""
         self._put(item)
 
-    def _put(self, item: tuple[Any, ...]) -> None:
+    def _put(self, item: CallItem) -> None:
         try:
             if not self._lock.acquire(timeout=_LOCK_WAIT):
                 self._lose("another thread stopped while logging holds the way to the log")
@@ -74,7 +74,7 @@ class _Late:
         except Exception as exc:
             self._lose(repr(exc))
 
-    def _save(self, item: tuple[Any, ...]) -> None:
+    def _save(self, item: CallItem) -> None:
         raise NotImplementedError
 
     def _lose(self, why: str) -> None:
@@ -107,7 +107,7 @@ class LateOwner(_Late):
         self._suffix = hub.config.filename_suffix
         self._store: Store | None = None
 
-    def _save(self, item: tuple[Any, ...]) -> None:
+    def _save(self, item: CallItem) -> None:
         store = self._store
         if store is None:
             root = None if self._root_folder == self._logdir else self._root_folder
@@ -129,7 +129,7 @@ class LateProducer(_Late):
         self._info = info
         self._producer: Producer | None = None
 
-    def _save(self, item: tuple[Any, ...]) -> None:
+    def _save(self, item: CallItem) -> None:
         if sys.is_finalizing():
             # The sender thread is a daemon: from here on it can never run again.
             self._lose("the interpreter is tearing down")
@@ -138,7 +138,7 @@ class LateProducer(_Late):
         if producer is None or not producer.alive:
             producer = self._producer = Producer(self._info, lambda _p: None)
             producer.start()
-        if item[0] == "s":
+        if item[0] == SCALAR:
             producer.put_scalar(*item[1:])
         else:
             producer.put_event(item[1], item[2])

@@ -12,7 +12,9 @@ them with the rest when it found no hub (calls with no hub are no-ops, as everyw
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._items import EVENT, SCALAR, CallItem
 
 if TYPE_CHECKING:
     from .._capture import CaptureWriter
@@ -27,14 +29,14 @@ class PendingCalls:
     start_ns = 0  # no hub yet: the *_ts steps of a handler's calls count from the clock's origin
 
     def __init__(self) -> None:
-        self.items: list[tuple[str, Any, Any, Any, Any]] = []
+        self.items: list[CallItem] = []
         self._writer: CaptureWriter | None = None
 
     def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
-        self.items.append(("s", tag, value, step, wall_time))
+        self.items.append((SCALAR, tag, value, step, wall_time))
 
     def put_event(self, subrun: str, data: bytes) -> None:
-        self.items.append(("e", subrun, data, None, None))
+        self.items.append((EVENT, subrun, data))
 
     def flush(self, timeout: float | None = None) -> bool:
         return False  # nothing can be on disk before there is a hub
@@ -54,8 +56,8 @@ class PendingCalls:
         items, self.items = self.items, []
         if channel is None:
             return
-        for kind, a, b, c, d in items:
-            if kind == "s":
-                channel.put_scalar(a, b, c, d)
+        for item in items:
+            if item[0] == SCALAR:
+                channel.put_scalar(item[1], item[2], item[3], item[4])
             else:
-                channel.put_event(a, b)
+                channel.put_event(item[1], item[2])

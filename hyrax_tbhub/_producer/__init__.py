@@ -20,19 +20,20 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._channel import import_capture_writer
 from .._discovery.hubfile import HubInfo
+from .._items import BYE, DROPS, CallItem, QueuedItem
 from .._naming import producer_name
 from .._util.stderr import warn, warn_internal
 from .._util.threads import daemon_thread
-from .._wire import SYNC_BIT
+from .._wire import SYNC_BIT, HubMessage
 from ..options import DEFAULT_OPTIONS, Options
 from .frames import encode_frame, send_round
 from .ledger import Ledger
 from .link import TRANSPORT_ERRORS, Link
-from .outbox import RECORD, Item, Outbox
+from .outbox import RECORD, new_outbox
 
 if TYPE_CHECKING:
     from .._capture import CaptureWriter
@@ -76,7 +77,7 @@ class Producer:
         self._link = Link(info.address)
         # Shared with the hub only over a Unix socket: a hub on another host cannot map it.
         self._ledger = Ledger(shared=not info.address.startswith("tcp:"))
-        self._outbox = Outbox(self.options, self._link.wake, self._ledger)
+        self._outbox = new_outbox(self.options, self._link.wake, self._ledger)
         self.put_scalar = self._outbox.put_scalar
         self.put_event = self._outbox.put_event
         self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")
@@ -91,7 +92,7 @@ class Producer:
         return self._outbox.dropped
 
     @property
-    def _dq(self) -> list[Item]:  # what tests look at: the queued items
+    def _dq(self) -> list[QueuedItem]:  # what tests look at: the queued items
         return self._outbox.items()
 
     @property
@@ -148,7 +149,7 @@ class Producer:
         if self._thread.is_alive():
             warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
 
-    def forward_refused(self, sink: Callable[[Item], None]) -> None:
+    def forward_refused(self, sink: Callable[[CallItem], None]) -> None:
         """Calls made once the final batch is cut go to ``sink`` instead of being no-ops (a
         thread that read this producer just before the exit flush replaced it)."""
         self._outbox.refused = sink
@@ -268,15 +269,14 @@ class Producer:
         """Send what is queued now: all of it when ``final``, else a bounded round."""
         self.frames_sent += send_round(self._outbox, link, self.options, final)
 
-    def _on_message(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ack":
+    def _on_message(self, message: HubMessage) -> None:
+        if message[0] == "ack":
             with self._cond:
                 self._acked = max(self._acked, int(message[1]))
                 self._cond.notify_all()
-        elif kind == "drain":
+        elif message[0] == "drain":
             self._drain_requested = True
-        elif kind == "sync" and not (self._closing or self._drain_requested):
+        elif message[0] == "sync" and not (self._closing or self._drain_requested):
             # The hub wants everything queued now on disk (rank 0 is closing the job's log): a
             # barrier behind it, answered by the hub, not acknowledged (a finishing producer's
             # goodbye answers it as well).
@@ -294,7 +294,7 @@ class Producer:
         lost = self._outbox.discard()  # every later call is a counted drop until rediscovery
         if link is not None:
             try:
-                last = encode_frame([("d", self._outbox.dropped), ("b",)], self._outbox)
+                last = encode_frame([(DROPS, self._outbox.dropped), (BYE,)], self._outbox)
             except Exception:
                 last = b""
             link.send_last(last)

@@ -8,12 +8,13 @@ outbox's slots, without a tuple per item (:func:`scalar_frame`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import _wire
 from .._events import encode_batch, encode_scalar_records
+from .._items import BYE, DROPS, RECORDS, SCALAR, ByeItem, DropsItem, SenderItem
 from ..options import Options
-from .outbox import RECORD, Item, Outbox, cut_batch, items_of
+from .outbox import RECORD, Outbox, Slots, cut_batch, items_of
 
 if TYPE_CHECKING:
     from .link import Link
@@ -33,7 +34,7 @@ def send_round(outbox: Outbox, link: Link, options: Options, final: bool) -> int
     slots, sized = outbox.take_slots(None if final else batch_events * _ROUND_BATCHES)
     kinds = slots[::RECORD]
     n = len(kinds)
-    items = None if kinds.count("s") == n else items_of(slots)  # None: only scalars
+    items = None if kinds.count(SCALAR) == n else items_of(slots)  # None: only scalars
     frames: list[bytes] = []
     sent = size_out = start = 0
     while True:
@@ -41,17 +42,17 @@ def send_round(outbox: Outbox, link: Link, options: Options, final: bool) -> int
             end = min(n, start + batch_events)  # what cut_batch says for scalars
         else:
             end = cut_batch(items, start, batch_events, options.batch_bytes, sized)
-        extras: list[Item] = []
+        extras: list[DropsItem | ByeItem] = []
         drops = outbox.unreported_drops()
         if drops is not None:
-            extras.append(("d", drops))
+            extras.append((DROPS, drops))
         if final and end == n:
-            extras.append(("b",))
+            extras.append((BYE,))
         if end > start or extras:
             if items is None:
                 frame = scalar_frame(slots[start * RECORD : end * RECORD], extras, outbox)
             else:
-                frame = encode_frame(items[start:end] + extras, outbox)
+                frame = encode_frame([*items[start:end], *extras], outbox)
             frames.append(frame)
             size_out += len(frame)
         start = end
@@ -68,20 +69,20 @@ def send_round(outbox: Outbox, link: Link, options: Options, final: bool) -> int
             return sent
 
 
-def scalar_frame(slots: list[Any], extras: list[Item], outbox: Outbox) -> bytes:
+def scalar_frame(slots: Slots, extras: list[DropsItem | ByeItem], outbox: Outbox) -> bytes:
     """The frame of scalars (outbox slots) followed by ``extras`` (a drop count, goodbye)."""
     if not slots:
-        return encode_frame(extras, outbox)
+        return encode_frame([*extras], outbox)
     it = iter(slots)
     try:
         # zip hands out one tuple at a time, freed before the next: nothing for the GC to walk.
         blob = encode_scalar_records(zip(it, it, it, it, it, strict=True))
-        return b"".join(_wire.pack_batch([("r", "", blob, len(slots) // RECORD), *extras]))
+        return b"".join(_wire.pack_batch([(RECORDS, "", blob, len(slots) // RECORD), *extras]))
     except Exception:  # the general path finds the bad item, drops and counts it
-        return encode_frame(items_of(slots) + extras, outbox)
+        return encode_frame([*items_of(slots), *extras], outbox)
 
 
-def encode_frame(batch: list[Item], outbox: Outbox) -> bytes:
+def encode_frame(batch: list[SenderItem], outbox: Outbox) -> bytes:
     """The frame(s) carrying ``batch``; an item that cannot be encoded is dropped and counted.
 
     One malformed item (a value of a type the fast path let through, an event larger than a
@@ -93,7 +94,7 @@ def encode_frame(batch: list[Item], outbox: Outbox) -> bytes:
         return b"".join(_wire.pack_batch(encode_batch(batch)))
     except Exception:
         pass
-    good: list[Item] = []
+    good: list[SenderItem] = []
     for item in batch:
         try:
             _wire.pack_batch(encode_batch([item]))
@@ -103,6 +104,6 @@ def encode_frame(batch: list[Item], outbox: Outbox) -> bytes:
         good.append(item)
     drops = outbox.unreported_drops()
     if drops is not None:
-        goodbye = [item for item in good if item[0] == "b"]
-        good = [item for item in good if item[0] not in ("b", "d")] + [("d", drops)] + goodbye
+        goodbye = [item for item in good if item[0] == BYE]
+        good = [*(item for item in good if item[0] != BYE and item[0] != DROPS), (DROPS, drops), *goodbye]
     return b"".join(_wire.pack_batch(encode_batch(good)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import selectors
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import _wire
 from .._util.net import tune_tcp
@@ -27,6 +27,7 @@ from .._wire import (
     PROOF_LEN,
     AuthError,
     FrameReader,
+    HubMessage,
     WireError,
 )
 
@@ -98,7 +99,7 @@ class Link:
 
     def handshake(
         self, key: bytes, name: str, pid: int, timeout: float, ledger: Ledger | None = None
-    ) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+    ) -> tuple[dict[str, str], list[HubMessage]]:
         """Authenticate both ways and say hello; the hub's welcome and any messages behind it.
 
         Closes the connection on any failure (``unproven`` tells an endpoint that failed to
@@ -128,9 +129,10 @@ class Link:
             frames: list[bytes] = []
             while not frames:
                 frames = reader.feed(_recv_some(sock))
-            kind, meta = _wire.decode_hub_message(frames[0])
-            if kind != "hello":
+            welcome = _wire.decode_hub_message(frames[0])
+            if welcome[0] != "hello":
                 raise ConnectionError("unexpected reply from the hub")
+            meta = welcome[1]
             extra = [_wire.decode_hub_message(frame) for frame in frames[1:]]
             sock.settimeout(None)
             return dict(meta), extra
@@ -142,7 +144,7 @@ class Link:
             sock.close()
             raise
 
-    def wait(self, timeout: float) -> tuple[bool, list[tuple[Any, ...]]]:
+    def wait(self, timeout: float) -> tuple[bool, list[HubMessage]]:
         """Wait up to ``timeout`` s for the hub or a wake-up; (woken, the hub's messages)."""
         sel = self._selector
         sock = self.sock
@@ -152,7 +154,7 @@ class Link:
             sel.register(sock, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
         woken = False
-        messages: list[tuple[Any, ...]] = []
+        messages: list[HubMessage] = []
         for key, _mask in sel.select(timeout):
             if key.fileobj is self._wake_r:
                 woken = True

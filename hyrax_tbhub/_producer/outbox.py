@@ -6,14 +6,9 @@ pre-encoded events, a call is dropped and counted; the count travels to the hub 
 and lands in the log under ``hyrax_tbhub/dropped/<run>``. The sender thread takes what is queued
 and cuts it into frames with :func:`cut_batch`, a pure function of the items and the bounds.
 
-Items (the sender encodes them, :mod:`.._events`):
-
-====================================  =============================================
-``("s", tag, value, step, wall)``     a plain scalar, encoded by hand in the sender
-``("e", subrun, event_bytes)``        a serialised ``Event`` (tensorboardX's builders)
-``("f", seq)``                        a flush barrier, acknowledged by the hub
-``("d", dropped)`` ``("b",)``         added by the sender: the drop count, goodbye
-====================================  =============================================
+Items (:mod:`.._items`; the sender encodes them, :mod:`.._events`): a logging call queues a
+:data:`~.._items.ScalarItem` or an :data:`~.._items.EventItem`, a flush a
+:data:`~.._items.FlushItem`; the sender adds the drop count and the goodbye.
 
 No sockets here: the outbox reaches the sender only through the ``wake`` callable it is given.
 
@@ -23,33 +18,67 @@ five values of a call copied into a list by one ``extend`` leave nothing for it 
 tuple is freed at once, to the free list), and the sender takes a whole round with one slice and
 one ``del``, in C, instead of one ``popleft`` per item. Measured on this machine: about 0.1 us
 less per call in the logging thread, more in a process with a large heap (full collections).
+
+No lock, where there is a GIL: an ``extend`` and the sender's slice-and-``del`` are each atomic
+under it, and the counts' read-modify-writes have no call between their read and their write, so
+no other thread runs in between. A free-threaded CPython (3.13t, 3.14t) running without the GIL
+runs threads at once: counts would lose updates (the ledger's count of what was logged among
+them), and a call could land behind the final batch, neither sent nor counted. There
+:func:`new_outbox` makes a :class:`LockedOutbox`, the same queue with its changes made under one
+lock (:data:`LOCKED` forces either path; tests use it).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._items import EVENT, FLUSH, SCALAR, CallItem, QueuedItem
 from .._util.stderr import warn
 from ..options import Options
 from .ledger import DROPPED, LOST_AFTER_QUEUED, Ledger
 
-__all__ = ["Item", "Outbox", "RECORD", "cut_batch", "items_of"]
-
-Item = tuple[Any, ...]
+__all__ = [
+    "LOCKED", "LockedOutbox", "Outbox", "RECORD", "Slots", "cut_batch", "gil_disabled", "items_of",
+    "new_outbox",
+]
 
 #: Slots per queued item: (kind, a, b, c, d), unused ones None. ``list.extend`` of a tuple is one
 #: C call, so an item's slots are never interleaved with another thread's.
 RECORD = 5
 
+#: The queue: ``RECORD`` slots per :data:`~.._items.QueuedItem`, its fields padded with None.
+#: Flat, not a list of items (see the module's docstring), so not typed per item: the items are
+#: typed where they leave it (:func:`items_of`).
+Slots = list[Any]
+
 _FULL = "it logs faster than the hub writes (its queue is full)"
+
+#: Which outbox :func:`new_outbox` makes: None decides by :func:`gil_disabled` at each call;
+#: True (a :class:`LockedOutbox`) or False (the lock-free :class:`Outbox`) forces it.
+LOCKED: bool | None = None
+
+
+def gil_disabled() -> bool:
+    """True when this interpreter runs without the GIL: a free-threaded build (3.13t, 3.14t)
+    where neither ``PYTHON_GIL=1`` nor an extension module that needs the GIL turned it back on
+    (once on, it stays on)."""
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    return is_gil_enabled is not None and not is_gil_enabled()
+
+
+def new_outbox(options: Options, wake: Callable[[], None], ledger: Ledger | None = None) -> Outbox:
+    """The outbox for this interpreter: lock-free under a GIL, a :class:`LockedOutbox` without."""
+    locked = gil_disabled() if LOCKED is None else LOCKED
+    return (LockedOutbox if locked else Outbox)(options, wake, ledger)
 
 
 def cut_batch(
-    items: Sequence[Item], start: int, batch_events: int, batch_bytes: int, sized: bool = True
+    items: Sequence[QueuedItem], start: int, batch_events: int, batch_bytes: int, sized: bool = True
 ) -> int:
     """The end (exclusive) of the frame that starts at ``items[start]``.
 
@@ -64,7 +93,7 @@ def cut_batch(
     size = 0
     for i in range(start, end):
         item = items[i]
-        if item[0] == "e":
+        if item[0] == EVENT:
             size += len(item[2])
             if size >= batch_bytes:
                 return i + 1
@@ -77,6 +106,7 @@ class Outbox:
     Only the sender thread takes from it; any thread appends. No lock: a ``list.extend`` and the
     sender's slice-and-``del`` are each atomic under the GIL, and a counter that is off by a
     racing call or two only shifts when the sender is woken, never what is sent or counted.
+    Without a GIL (a free-threaded build) none of that holds: :class:`LockedOutbox` is used there.
     """
 
     def __init__(self, options: Options, wake: Callable[[], None], ledger: Ledger | None = None) -> None:
@@ -85,8 +115,8 @@ class Outbox:
         self.ledger = Ledger(shared=False) if ledger is None else ledger
         self.words = self.ledger.words  # one attribute lookup on the logging path, not two
         self.logged = 0  # events queued so far; the ledger's word 0 (a literal 0 there: no global lookup)
-        self.queue: list[Any] = []  # RECORD slots per item
-        self.queued_bytes = 0  # bytes of the queued "e" items
+        self.queue: Slots = []
+        self.queued_bytes = 0  # bytes of the queued events
         self.dropped = 0
         self.reported = 0  # the count the hub was last told
         self._max_slots = options.queue_max_events * RECORD  # -1 once calls are refused
@@ -100,7 +130,7 @@ class Outbox:
         self._silent = False  # the hub is gone, which was said once already
         # Where calls refused after the final batch go instead of being no-ops: the process's
         # late channel, when the exit flush closed this outbox (_process/late.py).
-        self.refused: Callable[[Item], None] | None = None
+        self.refused: Callable[[CallItem], None] | None = None
         self.final_sent = threading.Event()  # set once nothing more will be sent
         self._warned: set[str] = set()
 
@@ -114,12 +144,12 @@ class Outbox:
             # call in between, so no other thread runs between the two lines.
             self.logged = c = self.logged + 1
             self.words[0] = c
-            q.extend(("s", tag, value, step, wall_time))
+            q.extend((SCALAR, tag, value, step, wall_time))
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
                 self._wake()
         elif self._closed and self.refused is not None:
-            self.refused(("s", tag, value, step, wall_time))
+            self.refused((SCALAR, tag, value, step, wall_time))
         else:
             self.drop()
 
@@ -139,18 +169,18 @@ class Outbox:
             # call in between, so no other thread runs between the two lines.
             self.logged = c = self.logged + 1
             self.words[0] = c
-            q.extend(("e", subrun, data, None, None))
+            q.extend((EVENT, subrun, data, None, None))
             if (n == 0 or n >= self._wake_at) and not self.woken:
                 self.woken = True
                 self._wake()
         elif self._closed and self.refused is not None:
-            self.refused(("e", subrun, data))
+            self.refused((EVENT, subrun, data))
         else:
             self.drop()
 
     def put_flush(self, seq: int) -> None:
         """Queue a flush barrier and wake the sender whatever ``woken`` says."""
-        self.queue.extend(("f", seq, None, None, None))
+        self.queue.extend((FLUSH, seq, None, None, None))
         self.woken = True
         self._wake()
 
@@ -197,12 +227,12 @@ class Outbox:
 
     # -- the sender thread ---------------------------------------------------------------------
 
-    def take(self, limit: int | None = None) -> tuple[list[Item], bool]:
+    def take(self, limit: int | None = None) -> tuple[list[QueuedItem], bool]:
         """Up to ``limit`` items (all queued now, if None) and whether any may be an ``e`` event."""
         slots, sized = self.take_slots(limit)
         return items_of(slots), sized
 
-    def take_slots(self, limit: int | None = None) -> tuple[list[Any], bool]:
+    def take_slots(self, limit: int | None = None) -> tuple[Slots, bool]:
         """:meth:`take`, as queue slots (``RECORD`` per item): the sender encodes a round of
         scalars straight from them, without building a tuple per item.
 
@@ -218,14 +248,14 @@ class Outbox:
         # Read after the take: an event's bytes are counted before it is queued (put_event).
         sized = self.queued_bytes > 0
         if sized:
-            self.queued_bytes -= sum(len(item[2]) for item in items_of(flat) if item[0] == "e")
+            self.queued_bytes -= sum(len(item[2]) for item in items_of(flat) if item[0] == EVENT)
         return flat, sized
 
     def __len__(self) -> int:
         """Items queued now."""
         return len(self.queue) // RECORD
 
-    def items(self) -> list[Item]:
+    def items(self) -> list[QueuedItem]:
         """A copy of what is queued, as items (for diagnostics; the sender uses take())."""
         return items_of(self.queue[:])
 
@@ -249,7 +279,7 @@ class Outbox:
         self._max_slots = -1
         self._silent = True
         kinds = self.queue[::RECORD]
-        lost = kinds.count("s") + kinds.count("e")
+        lost = kinds.count(SCALAR) + kinds.count(EVENT)
         self.queue.clear()
         self.dropped += lost
         words = self.words
@@ -266,11 +296,112 @@ class Outbox:
         self.words = self.ledger.words
 
 
-def items_of(flat: list[Any]) -> list[Item]:
-    """Queue slots as items: ``("s", tag, value, step, wall)``, ``("e", subrun, data)``, ``("f", seq)``."""
+
+class LockedOutbox(Outbox):
+    """The outbox of an interpreter without a GIL: the same queue and counts, changed under a lock.
+
+    Threads of a free-threaded build run at once, so every change of the queue and of its counts
+    (logged, queued bytes, drops, the bound ``close_for_puts`` lowers) is made holding ``_lock``:
+    the counts lose no update, and no call lands behind the final batch. The lock is reentrant:
+    a signal handler that logs runs on the thread it interrupted, maybe inside a call holding it.
+    Whatever waits or talks (waking the sender, the wait for the final batch, the message on
+    stderr, the late channel) happens outside it.
+    """
+
+    def __init__(self, options: Options, wake: Callable[[], None], ledger: Ledger | None = None) -> None:
+        super().__init__(options, wake, ledger)
+        self._lock = threading.RLock()
+
+    def put_scalar(self, tag: str, value: float, step: int | None, wall_time: float) -> None:
+        wake = False
+        with self._lock:
+            q = self.queue
+            n = len(q)
+            queued = n < self._max_slots
+            if queued:
+                self.logged = c = self.logged + 1
+                self.words[0] = c
+                q.extend((SCALAR, tag, value, step, wall_time))
+                if (n == 0 or n >= self._wake_at) and not self.woken:
+                    self.woken = wake = True
+        if queued:
+            if wake:
+                self._wake()
+        elif self._closed and self.refused is not None:
+            self.refused((SCALAR, tag, value, step, wall_time))
+        else:
+            self.drop()
+
+    def put_event(self, subrun: str, data: bytes) -> None:
+        size = len(data)
+        if size > self._max_bytes:
+            super().put_event(subrun, data)  # dropped and counted there, by our drop()
+            return
+        wake = False
+        with self._lock:
+            q = self.queue
+            n = len(q)
+            queued = n < self._max_slots and self.queued_bytes + size <= self._max_bytes
+            if queued:
+                self.queued_bytes += size
+                self.logged = c = self.logged + 1
+                self.words[0] = c
+                q.extend((EVENT, subrun, data, None, None))
+                if (n == 0 or n >= self._wake_at) and not self.woken:
+                    self.woken = wake = True
+        if queued:
+            if wake:
+                self._wake()
+        elif self._closed and self.refused is not None:
+            self.refused((EVENT, subrun, data))
+        else:
+            self.drop()
+
+    def put_flush(self, seq: int) -> None:
+        with self._lock:
+            self.queue.extend((FLUSH, seq, None, None, None))
+            self.woken = True
+        self._wake()
+
+    def lose(self, n: int, why: str) -> None:
+        with self._lock:
+            self.dropped += n
+            words = self.words
+            words[LOST_AFTER_QUEUED] += n
+            words[DROPPED] = self.dropped
+        self._say(why)
+
+    def drop(self, n: int = 1, why: str = "") -> None:
+        if self._closed:
+            super().drop(n, why)  # after the final batch: counts nothing, may wait for it
+            return
+        with self._lock:
+            self.dropped += n
+            self.words[DROPPED] = self.dropped
+        self._say(why)
+
+    def take_slots(self, limit: int | None = None) -> tuple[Slots, bool]:
+        with self._lock:
+            return super().take_slots(limit)
+
+    def close_for_puts(self) -> None:
+        with self._lock:
+            super().close_for_puts()
+
+    def discard(self) -> int:
+        with self._lock:
+            return super().discard()
+
+    def abandon(self) -> None:
+        # After fork: a thread of the parent may have held the lock, and it is not in the child.
+        self._lock = threading.RLock()
+        super().abandon()
+
+def items_of(flat: Slots) -> list[QueuedItem]:
+    """Queue slots as items, each of its own shape (:data:`~.._items.QueuedItem`)."""
     slots = iter(flat)
-    items: list[Item] = list(zip(slots, slots, slots, slots, slots, strict=True))
+    items: list[QueuedItem] = list(zip(slots, slots, slots, slots, slots, strict=True))
     kinds = flat[::RECORD]
-    if kinds.count("s") != len(kinds):  # events and barriers have fewer fields than scalars
-        items = [item if item[0] == "s" else item[:3] if item[0] == "e" else item[:2] for item in items]
+    if kinds.count(SCALAR) != len(kinds):  # events and barriers have fewer fields than scalars
+        items = [item if item[0] == SCALAR else item[:3] if item[0] == EVENT else item[:2] for item in items]
     return items
