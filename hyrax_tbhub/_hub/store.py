@@ -188,8 +188,8 @@ class Store:
         A run that wrote nothing has no folder, and its name may be given again: nothing of it
         could mix with the next one's points (unless a counter of the hub names it: kept).
         """
-        return (name in self.live_names or name in self._runs or name in self._reported
-                or name in self.killed or os.path.lexists(os.path.join(self.logdir, name)))
+        return (name in self.live_names or name in self._runs or self.tally.names(name)
+                or os.path.lexists(os.path.join(self.logdir, name)))
 
     # -- writing --------------------------------------------------------------------------------
 
