@@ -19,25 +19,23 @@ The migration from ``torch.utils.tensorboard`` is one line::
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Any, overload
 
 from ._discovery.hubfile import HubInfo
 from ._filewriter import HubFileWriter
 from ._hub import attach as _attach_aggregate
 from ._process import writers
-from ._surface import TensorLike, WriterMethods
+from ._surface import TensorLike, WriterMethods, next_ts_step
 from ._util.forksafe import IMPORT_LOCK
 from ._writer_state import _numpy_ready
 from .options import DEFAULT_OPTIONS, Options
-from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, _is_fast_value, _resolve_logdir
+from .tensorboardx_logger import _resolve_logdir
 
 if TYPE_CHECKING:
     from ._channel import Channel
 
 __all__ = ["SummaryWriter"]
 
-_time = time.time
 
 
 class _Ref:
@@ -313,23 +311,7 @@ class SummaryWriter(WriterMethods):
         if type(new_style) is str:  # tensorboardX's positional order: display_name, summary_description
             display_name = new_style
             summary_description = double_precision if isinstance(double_precision, str) else ""
-        if (
-            (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
-            and self._meta is None
-            and type(tag) is str
-            and not display_name
-            and not summary_description
-            and (walltime is None or type(walltime) is float or type(walltime) is int)
-        ):
-            if global_step is not None:
-                if type(global_step) is not int:
-                    global_step = int(global_step)
-                if not -_INT64 <= global_step < _INT64:
-                    raise ValueError(f"Value out of range: {global_step}")  # protobuf's own words
-            ch.put_scalar(tag, float(scalar_value), global_step, _time() if walltime is None else walltime)
-        else:
-            args = (tag, scalar_value, global_step, walltime, display_name, summary_description)
-            self._call(ch, "add_scalar", args, {})
+        self._put_scalar(ch, tag, scalar_value, global_step, walltime, display_name, summary_description)
 
     @overload
     def add_hparams(
@@ -393,13 +375,7 @@ class SummaryWriter(WriterMethods):
         self._tbx(ch, lambda writer: writer._get_file_writer().add_summary(summary, global_step, walltime))
 
     def _ts_step(self, tag: str, step: int) -> int:
-        last = self._last_ts.get(tag)
-        if last is not None and step <= last:
-            step = last + 1
-        if len(self._last_ts) > 65536:
-            self._last_ts.clear()
-        self._last_ts[tag] = step
-        return step
+        return next_ts_step(self._last_ts, tag, step)
 
     @property
     def file_writer(self) -> HubFileWriter | None:
