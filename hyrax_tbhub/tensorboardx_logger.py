@@ -229,7 +229,38 @@ def _sync_seen(watch: hubfile.GenerationWatch) -> None:
 
 
 def _switch_handle() -> None:
-    # The process-wide handle takes the class whose methods do the least for the current state.
+    """Give the process-wide handle the class whose methods do the least in the current state.
+
+    Why a class swap: ``get_tensorboard_logger()`` returns one object for the life of the process
+    (a handle taken at import time must keep working after init, fork and close), yet most
+    processes that log never get a hub, and there a call should cost about a plain method call.
+    Flag checks in one class would cost every call of every state (and a ``__getattr__`` slows
+    every method of the class), so ``_HANDLE.__class__`` is assigned instead. CPython allows it
+    because the three classes share one layout (each has empty ``__slots__``):
+
+    - ``HyraxSummaryWriter`` while a channel exists, or when nothing is known: every method reads
+      ``STATE`` on each call, so it is right in every state (only slower where nothing logs);
+    - ``_IdleWriter`` while ``STATE.idle`` (no hub, nothing to look for): ``add_scalar`` returns
+      at once and every other call finds no channel;
+    - ``_WatchingWriter`` while there is no channel but a generation watch: a call returns after
+      one comparison of the shared word with the value last seen, and looks for a hub (as
+      ``HyraxSummaryWriter`` would) once a hub started somewhere since.
+
+    When it runs: it is ``STATE``'s notify hook, called on the thread that changed the state
+    after every change of channel, idle or watch (init, close, a look's end, a producer's end,
+    fork, the exit hook's late channel). What it guarantees: a call never skips work the current
+    state needs. The two fast classes differ from ``HyraxSummaryWriter`` only in ``add_scalar``
+    and ``_channel_now``, and skip only while what they stand for holds: ``idle`` is cleared,
+    with a notify, before this process can have a hub (init, a rank's own hub, fork, exit); the watch stays
+    unsettled ("changed") while a channel exists (``rediscover``), so a watching call that races
+    with a channel being published looks and finds it. A call on another thread that read the
+    class just before a swap runs as a call made just before the change (a no-op only where
+    the state before was idle: no hub yet, as for any call that precedes init).
+
+    It also keeps the watching class's copies of the watch current (``_WATCH``, ``_WORD``,
+    ``_SEEN``: module globals, cheaper to read than the watch's attributes), and forgets the
+    ``*_ts`` steps when the channel goes (the next hub has its own clock origin).
+    """
     global _WATCH, _WORD, _SEEN
     watch = _STATE.watch
     if watch is not None:

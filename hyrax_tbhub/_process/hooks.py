@@ -1,16 +1,51 @@
 """How this process's queued events survive its end: exit, a pool's SIGTERM, and fork.
 
-Three facts shape this module:
-- fork and forkserver children end with ``os._exit``: atexit does not run there, only the
-  finalizers of the multiprocessing library that started them, and stdlib ``multiprocessing``
-  and ``multiprocess`` keep separate registries. Exit is hooked with all three.
-- ``Pool.terminate()`` (leaving ``with Pool``) SIGTERMs its workers right after the last result:
-  a pool worker flushes on SIGTERM, and a thread of ours makes sure that happens even when the
-  signal lands on a user thread while the main thread waits in C.
-- a forked child inherits the parent's objects but not its threads: ``os.register_at_fork``
-  resets the state in the child, which then finds the hub like any other descendant.
+Each kind of channel registers its flush here (``add_flusher``: the process-wide producer in
+connect.py, ``SummaryWriter`` objects' hubs and producers in writers.py); exit and SIGTERM run
+them all. Each hook, and the hazard it answers:
 
-Each kind of channel registers its flush here (``add_flusher``); exit and SIGTERM run them all.
+``atexit`` (``hook_exit``: ``_at_exit``)
+    A normal interpreter exit: the sender thread is a daemon and dies with the process, so what
+    is queued would be lost. The owner closes its hub (every producer drained); a producer sends
+    its queue and says goodbye. A late channel (_process/late.py) takes the channel's place
+    first: a call that a daemon thread or a later exit hook makes meanwhile is still logged,
+    not dropped by a channel that is closing.
+multiprocessing's and multiprocess's ``Finalize(exitpriority=100)`` (``hook_exit``)
+    fork and forkserver children end with ``os._exit``: atexit does not run there, only the
+    finalizers of the library that started them, and stdlib ``multiprocessing`` and
+    ``multiprocess`` keep separate registries. The same ``_at_exit`` runs from each.
+a SIGTERM handler in pool workers (``flush_on_pool_terminate``: ``_flush_then_die``)
+    ``Pool.terminate()`` (leaving ``with Pool``) SIGTERMs its workers right after the last
+    result, while the last tasks' events may be queued; no exit hook runs on a signal. The
+    handler flushes within the flushers' budgets, then dies of SIGTERM (same exit status); a
+    SIGALRM set first ends the process 1 s after the budgets whatever the flush meets. Only in
+    pool workers, and only while SIGTERM has its default action: in a worker stuck in C a
+    Python handler would delay the kill that DataLoader's shutdown relies on.
+a thread on the signal module's wakeup fd (``_watch_sigterm_off_main``)
+    CPython runs a Python handler only on the main thread: a SIGTERM the kernel hands to a user
+    thread while the main thread waits in C (a pool worker waiting for a task) never runs it,
+    and ``with Pool`` hangs for good. The thread does the handler's work.
+one lock for both (``_ending``)
+    The handler and the thread may both see one SIGTERM: two flushes at once raced, the second
+    found the producer closing and ended the process while the first still sent.
+``_leaving``
+    A SIGTERM while the exit hook closes the producer: finish that close (within its budget,
+    ``PRODUCER_TERMINATE_BUDGET``) instead of finding nothing left to flush.
+``os.register_at_fork(after_in_child=...)`` (``_after_fork_in_child``)
+    A forked child inherits the parent's objects but not its threads: the state's lock may be
+    held by a parent thread that never runs here, and the child holds copies of the parent's
+    hub, producer and SIGTERM-watch sockets (a SIGTERM to the child written to the parent's
+    wakeup fd would end the parent). The child resets the state, lets go of those copies, and
+    finds the hub like any other descendant.
+the pool-worker install at import and in multiprocessing's ``register_after_fork``
+(``hook_pool_workers``)
+    A signal handler can only be set on the main thread, and a pool worker's first logging
+    call may come from another one. So the SIGTERM flush is also installed where the main
+    thread is sure to pass: our import (spawn and forkserver workers unpickle their task on it)
+    and the after-fork hook fork workers run once their process name is set.
+
+No hook imports anything: an import another thread is in at a fork hangs the child's next
+import of that module (``multiprocessing.util`` is imported with this module for that reason).
 """
 
 from __future__ import annotations
@@ -34,12 +69,15 @@ from .._util.threads import daemon_thread
 from .late import LateOwner, LateProducer
 from .state import STATE
 
-__all__ = ["add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_workers"]
+__all__ = [
+    "PRODUCER_TERMINATE_BUDGET", "add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_workers",
+]
 
 #: ``flush(timeout)``: send what is queued and leave the hub; None at exit (usual deadlines).
 Flusher = Callable[[float | None], None]
 _flushers: list[tuple[Flusher, float]] = []
-_LEAVING_BUDGET = 2.0  # s: the process-wide producer's terminate budget (connect.py's flusher)
+#: s: the process-wide producer's share of a pool worker's SIGTERM (connect.py's flusher).
+PRODUCER_TERMINATE_BUDGET = 2.0
 
 
 def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
@@ -59,7 +97,7 @@ _leaving: Producer | None = None
 
 def _flush_all(at_exit: bool) -> None:
     leaving = _leaving
-    if leaving is not None and not at_exit and not leaving.wait_closed(_LEAVING_BUDGET):
+    if leaving is not None and not at_exit and not leaving.wait_closed(PRODUCER_TERMINATE_BUDGET):
         warn("hyrax_tbhub: the events this process queued before its exit may not all have been sent")
     for flush, terminate_timeout in list(_flushers):
         try:
