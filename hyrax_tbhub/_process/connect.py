@@ -21,6 +21,7 @@ import threading
 # Every module the logging path needs is imported here, never in a call: an import that another
 # thread is doing when a fork happens leaves its lock held in the child (see _util/forksafe.py).
 from .._channel import Channel
+from .._counters import TRANSPORT_ERRORS
 from .._discovery import hubfile
 from .._discovery.launcher import find_sibling_hub
 from .._discovery.ray import find_ray_hub, report_unreachable, watch_ray
@@ -31,7 +32,7 @@ from .._discovery.store import (
     torch_distributed,
     watch_store,
 )
-from .._naming import producer_name
+from .._naming import launched_as_rank, producer_name
 from .._producer import Producer, local_start_ns
 from .._util.ray import ray_worker
 from .._util.stderr import warn
@@ -222,7 +223,7 @@ def _may_gain_hub() -> bool:
     """
     if os.environ.get(hubfile.ENV_INFO):
         return True
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    if launched_as_rank():
         return True  # a rank of a distributed job: rank 0 may serve a hub (serve_ranks)
     if ray_worker():
         return True  # the job's driver may publish a hub in the cluster's store
@@ -258,7 +259,7 @@ def _unreachable(producer: Producer) -> None:
     engine = _via_engine.get(info.hub_id)
     reported = (engine == "ray" and report_unreachable(info, producer_name())) or (
         engine == "torch.distributed" and report_unreachable_in_store(info.hub_id))
-    where = ("the owner counts it under hyrax_tbhub/transport_errors" if reported
+    where = (f"the owner counts it under {TRANSPORT_ERRORS}" if reported
              else "nothing in the log can count it")
     warn(f"hyrax_tbhub: this process ({producer_name()}) found the hub of its job at {info.address} "
          f"{'through ' + engine + ' ' if engine else ''}and cannot reach it; {where}; "
