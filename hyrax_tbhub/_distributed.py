@@ -135,7 +135,7 @@ def watch_as_rank() -> None:
     once, at import, only in the rank itself; a fork or spawn child never inherits it.
     """
     global _eager
-    if _eager is not None or os.environ.get("WORLD_SIZE") is None:
+    if _eager is not None or os.environ.get(_naming.ENV_WORLD_SIZE) is None:
         return
     rank = _naming.job_rank()
     if rank is None or not rank[1]:

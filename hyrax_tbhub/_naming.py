@@ -13,12 +13,25 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 from ._util.ray import ray_worker_name
 
-__all__ = ["ENV_RANK", "job_rank", "mark_rank", "process_name", "producer_name", "unmark_rank"]
+__all__ = [
+    "ENV_LAUNCHER_RANK", "ENV_RANK", "ENV_WORLD_SIZE", "job_rank", "launched_as_rank", "mark_rank",
+    "process_name", "producer_name", "unmark_rank",
+]
 
 ENV_RANK = "HYRAX_TBHUB_RANK"
+#: A launcher's variables in each rank it starts (torchrun's, and pytorch-ignite's idist's for the
+#: ranks it spawns): the rank, and the number of ranks.
+ENV_LAUNCHER_RANK = "RANK"
+ENV_WORLD_SIZE = "WORLD_SIZE"
+
+
+def launched_as_rank(env: Mapping[str, str] = os.environ) -> bool:
+    """A launcher started this process as a rank (or an ancestor, whose environment it inherited)."""
+    return ENV_LAUNCHER_RANK in env and ENV_WORLD_SIZE in env
 
 
 def _torch_worker_id() -> int | None:
@@ -55,8 +68,8 @@ def _marker() -> tuple[int, int] | None:
 
 def _env_rank() -> int | None:
     # Set by torchrun (and by pytorch-ignite's idist for the ranks it spawns).
-    raw = os.environ.get("RANK", "")
-    return int(raw) if raw.isdigit() and "WORLD_SIZE" in os.environ else None
+    raw = os.environ.get(ENV_LAUNCHER_RANK, "")
+    return int(raw) if raw.isdigit() and ENV_WORLD_SIZE in os.environ else None
 
 
 def job_rank() -> tuple[int, bool] | None:

@@ -22,13 +22,28 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ._events import encode_text_event
 from ._writer_state import WriterState
 
-__all__ = ["TensorLike", "WriterMethods"]
+__all__ = ["TensorLike", "WriterMethods", "next_ts_step"]
 
 #: A torch tensor, numpy array, number or nested list: whatever tensorboardX's ``make_np`` takes.
 TensorLike: TypeAlias = Any
 
 _time = time.time
 _monotonic_ns = time.monotonic_ns
+_TS_TAGS_MAX = 65536  # tags a writer remembers the last ``*_ts`` step of, before it forgets them all
+
+
+def next_ts_step(last_steps: dict[str, int], tag: str, step: int) -> int:
+    """``step``, or one past the last step ``last_steps`` holds for ``tag``; recorded there.
+
+    The one rule of both writers' ``_ts_step`` (each keeps its own ``last_steps``).
+    """
+    last = last_steps.get(tag)
+    if last is not None and step <= last:
+        step = last + 1
+    if len(last_steps) > _TS_TAGS_MAX:
+        last_steps.clear()  # a tag per call would otherwise grow it without bound
+    last_steps[tag] = step
+    return step
 
 
 def _audio_ready(value: Any) -> Any:
@@ -70,7 +85,7 @@ class WriterMethods(WriterState):
             return
         self._call(ch, method, args, kwargs)
 
-    if TYPE_CHECKING:  # each writer has its own, with a fast path (and torch's order for one)
+    if TYPE_CHECKING:  # each writer has its own: its channel, then the shared fast path (_put_scalar)
 
         def add_scalar(self, tag: str, scalar_value: TensorLike, global_step: int | None = None) -> None: ...
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
-import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +37,7 @@ from ._process.connect import close_producer, rediscover
 from ._process.engines import serve_engines
 from ._process.hooks import hook_exit
 from ._process.state import SAVED_ENV, STATE
-from ._surface import TensorLike, WriterMethods
+from ._surface import TensorLike, WriterMethods, next_ts_step
 from .options import DEFAULT_OPTIONS, Options
 
 if TYPE_CHECKING:
@@ -57,23 +55,6 @@ __all__ = [
 
 _STATE = STATE
 _rediscover = rediscover
-_time = time.time
-_INT64 = 1 << 63
-
-# Types whose value converts to a float exactly as tensorboardX's make_np + float() would, so the
-# scalar can skip tensorboardX's summary builder (about 6 us) and be encoded by the hub. numpy
-# scalar types join once numpy is imported by someone else (importing it here costs 150 ms).
-_FAST_VALUE_TYPES: set[type] = {float, int}
-_NUMPY_SCALAR_NAMES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8")
-
-
-def _is_fast_value(value: Any) -> bool:
-    np = sys.modules.get("numpy")
-    if np is None:
-        return False
-    for name in _NUMPY_SCALAR_NAMES:
-        _FAST_VALUE_TYPES.add(getattr(np, name))
-    return type(value) in _FAST_VALUE_TYPES
 
 
 # The public methods of tensorboardX.SummaryWriter (2.6), which both writers have (_surface.py).
@@ -100,16 +81,6 @@ def _current() -> Channel | None:
 
 # Last step given per tag by the *_ts helpers of this process (reset with the process state).
 _last_ts_step: dict[str, int] = {}
-
-
-def _ts_step(tag: str, step: int) -> int:
-    last = _last_ts_step.get(tag)
-    if last is not None and step <= last:
-        step = last + 1
-    if len(_last_ts_step) > 65536:
-        _last_ts_step.clear()  # a tag per call would otherwise grow it without bound
-    _last_ts_step[tag] = step
-    return step
 
 
 class HyraxSummaryWriter(WriterMethods):
@@ -145,25 +116,7 @@ class HyraxSummaryWriter(WriterMethods):
             ch = _rediscover()
             if ch is None:
                 return
-        if (
-            (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
-            and self._meta is None
-            and type(tag) is str
-            and not display_name
-            and not summary_description
-            and (walltime is None or type(walltime) is float or type(walltime) is int)
-        ):
-            if global_step is not None:
-                if type(global_step) is not int:
-                    global_step = int(global_step)
-                if not -_INT64 <= global_step < _INT64:
-                    raise ValueError(f"Value out of range: {global_step}")  # protobuf's own words
-            ch.put_scalar(
-                tag, float(scalar_value), global_step, _time() if walltime is None else walltime
-            )
-        else:
-            args = (tag, scalar_value, global_step, walltime, display_name, summary_description)
-            self._call(ch, "add_scalar", args, {})
+        self._put_scalar(ch, tag, scalar_value, global_step, walltime, display_name, summary_description)
 
     def _set_meta(self, meta: dict[str, Any] | None) -> None:
         # The handle is one object whose class changes with the process's state: its
@@ -171,7 +124,7 @@ class HyraxSummaryWriter(WriterMethods):
         HyraxSummaryWriter._meta = meta
 
     def _ts_step(self, tag: str, step: int) -> int:
-        return _ts_step(tag, step)
+        return next_ts_step(_last_ts_step, tag, step)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Barrier: when it returns True, everything this process logged before is on disk.
@@ -276,7 +229,38 @@ def _sync_seen(watch: hubfile.GenerationWatch) -> None:
 
 
 def _switch_handle() -> None:
-    # The process-wide handle takes the class whose methods do the least for the current state.
+    """Give the process-wide handle the class whose methods do the least in the current state.
+
+    Why a class swap: ``get_tensorboard_logger()`` returns one object for the life of the process
+    (a handle taken at import time must keep working after init, fork and close), yet most
+    processes that log never get a hub, and there a call should cost about a plain method call.
+    Flag checks in one class would cost every call of every state (and a ``__getattr__`` slows
+    every method of the class), so ``_HANDLE.__class__`` is assigned instead. CPython allows it
+    because the three classes share one layout (each has empty ``__slots__``):
+
+    - ``HyraxSummaryWriter`` while a channel exists, or when nothing is known: every method reads
+      ``STATE`` on each call, so it is right in every state (only slower where nothing logs);
+    - ``_IdleWriter`` while ``STATE.idle`` (no hub, nothing to look for): ``add_scalar`` returns
+      at once and every other call finds no channel;
+    - ``_WatchingWriter`` while there is no channel but a generation watch: a call returns after
+      one comparison of the shared word with the value last seen, and looks for a hub (as
+      ``HyraxSummaryWriter`` would) once a hub started somewhere since.
+
+    When it runs: it is ``STATE``'s notify hook, called on the thread that changed the state
+    after every change of channel, idle or watch (init, close, a look's end, a producer's end,
+    fork, the exit hook's late channel). What it guarantees: a call never skips work the current
+    state needs. The two fast classes differ from ``HyraxSummaryWriter`` only in ``add_scalar``
+    and ``_channel_now``, and skip only while what they stand for holds: ``idle`` is cleared,
+    with a notify, before this process can have a hub (init, a rank's own hub, fork, exit); the watch stays
+    unsettled ("changed") while a channel exists (``rediscover``), so a watching call that races
+    with a channel being published looks and finds it. A call on another thread that read the
+    class just before a swap runs as a call made just before the change (a no-op only where
+    the state before was idle: no hub yet, as for any call that precedes init).
+
+    It also keeps the watching class's copies of the watch current (``_WATCH``, ``_WORD``,
+    ``_SEEN``: module globals, cheaper to read than the watch's attributes), and forgets the
+    ``*_ts`` steps when the channel goes (the next hub has its own clock origin).
+    """
     global _WATCH, _WORD, _SEEN
     watch = _STATE.watch
     if watch is not None:

@@ -19,52 +19,26 @@ The migration from ``torch.utils.tensorboard`` is one line::
 from __future__ import annotations
 
 import os
-import time
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any
 
-from ._discovery.hubfile import HubInfo
 from ._filewriter import HubFileWriter
 from ._hub import attach as _attach_aggregate
 from ._process import writers
-from ._surface import TensorLike, WriterMethods
-from ._util.forksafe import IMPORT_LOCK
-from ._writer_state import _numpy_ready
+from ._writer_calls import WriterCalls
+from ._writer_link import WriterRef
 from .options import DEFAULT_OPTIONS, Options
-from .tensorboardx_logger import _FAST_VALUE_TYPES, _INT64, _is_fast_value, _resolve_logdir
-
-if TYPE_CHECKING:
-    from ._channel import Channel
+from .tensorboardx_logger import _resolve_logdir
 
 __all__ = ["SummaryWriter"]
 
-_time = time.time
 
-
-class _Ref:
-    """What a pickled writer is: where its hub is and how it was built. Never a socket."""
-
-    __slots__ = ("info", "log_dir", "settings", "closed")
-
-    def __init__(self, info: HubInfo | None, log_dir: str, settings: dict[str, Any], closed: bool) -> None:
-        self.info = info
-        self.log_dir = log_dir
-        self.settings = settings  # the constructor's arguments, for the attributes of both libraries
-        self.closed = closed
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return (self.info, self.log_dir, self.settings, self.closed)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.info, self.log_dir, self.settings, self.closed = state
-
-
-def _rebuild(ref: _Ref) -> SummaryWriter:
+def _rebuild(ref: WriterRef) -> SummaryWriter:
     writer = SummaryWriter.__new__(SummaryWriter)
     writer._init_from_ref(ref)
     return writer
 
 
-class SummaryWriter(WriterMethods):
+class SummaryWriter(WriterCalls):
     """A ``SummaryWriter`` whose object works in every process it is handed to.
 
     Same constructor as ``torch.utils.tensorboard.SummaryWriter`` and ``tensorboardX.SummaryWriter``:
@@ -86,21 +60,9 @@ class SummaryWriter(WriterMethods):
       apply).
     """
 
-    _channel: Channel | None
-    _ref: _Ref
-    _owned: writers.OwnedHub | None
-    _pid: int
-
-    __slots__ = (
-        "_channel", "_ref", "_owned", "_pid", "_closed", "_last_ts", "_meta", "_opener", "_reopen",
-        "__weakref__",
-    )
-
-    #: What reopens the hub after ``close()`` (the owner's object only): folder, suffix, writer
-    #: kwargs, options.
-    _opener: tuple[str, str, dict[str, Any], Options] | None
-    #: True once ``close()`` closed the hub in the owner: the next call opens a new one.
-    _reopen: bool
+    # The slots, and how the object reaches its hub in each process: _writer_link.py; the methods
+    # whose signatures differ between torch and tensorboardX: _writer_calls.py.
+    __slots__ = ()
 
     def __init__(
         self,
@@ -140,7 +102,7 @@ class SummaryWriter(WriterMethods):
         self._opener = None
         self._reopen = False
         if not write_to_disk:
-            self._ref = _Ref(None, resolved, settings, closed=True)
+            self._ref = WriterRef(None, resolved, settings, closed=True)
             self._closed = True
             return
         writer_kwargs = {"logdir": resolved, "comment": comment, "max_queue": max_queue,
@@ -149,73 +111,16 @@ class SummaryWriter(WriterMethods):
         self._opener = (resolved, str(filename_suffix or ""), writer_kwargs, options)
         self._owned = owned
         self._channel = owned.channel
-        self._ref = _Ref(owned.hub.info(), resolved, settings, closed=False)
+        self._ref = WriterRef(owned.hub.info(), resolved, settings, closed=False)
         self._closed = False
         writers.track(self)
-
-    def _init_from_ref(self, ref: _Ref) -> None:
-        self._ref = ref
-        self._pid = os.getpid()
-        self._last_ts = {}
-        self._owned = None
-        self._channel = None
-        self._meta = None
-        self._opener = None
-        self._reopen = False
-        self._closed = ref.closed or ref.info is None
-        if not self._closed:
-            writers.track(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A small reference: the hub's address, key and options, and the constructor's settings.
         # The key gives whoever holds the bytes the right to log here: do not store them or send
         # them to others.
-        ref = _Ref(self._ref.info, self._ref.log_dir, self._ref.settings, self._closed)
+        ref = WriterRef(self._ref.info, self._ref.log_dir, self._ref.settings, self._closed)
         return (_rebuild, (ref,))
-
-    def _after_fork(self) -> None:
-        # A forked child's copy: the parent's hub and producer are not ours; connect on next call.
-        self._pid = os.getpid()
-        self._owned = None
-        self._channel = None
-        self._opener = None  # a closed copy stays closed here: the folder's hub is the parent's
-        self._reopen = False
-
-    def _attach(self) -> Channel | None:
-        """The channel of this writer in this process, connecting as a producer if need be."""
-        if self._pid != os.getpid():  # forked without the at-fork hook (it always runs on POSIX)
-            self._after_fork()
-        if self._closed:
-            return self._reopened() if self._reopen else None
-        info = self._ref.info
-        if info is None:
-            return None
-        ch = writers.channel_for(info)
-        if ch is None:
-            self._closed = True  # its hub closed: calls from here on are no-ops
-        self._channel = ch
-        return ch
-
-    def _reopened(self) -> Channel | None:
-        """After ``close()`` in the owner, as both libraries: the next call logs again.
-
-        A new hub for the same folder, writing a new event file (the hub's file names are
-        unique), so nothing logged after close is lost. ``purge_step`` is not written again
-        (torch's rule; tensorboardX's would purge what was logged before the close). Copies of
-        the writer handed out before close stay closed; copies handed out from now on reach the
-        new hub.
-        """
-        opener = self._opener
-        if opener is None or self._pid != os.getpid():
-            return None
-        folder, suffix, writer_kwargs, options = opener
-        owned = writers.open_hub(folder, suffix, None, writer_kwargs, options)
-        self._owned = owned
-        self._channel = owned.channel
-        self._ref = _Ref(owned.hub.info(), self._ref.log_dir, self._ref.settings, closed=False)
-        self._closed = False
-        self._reopen = False
-        return owned.channel
 
     # -- attributes both libraries have ---------------------------------------------------------
 
@@ -256,150 +161,6 @@ class SummaryWriter(WriterMethods):
             return None
         ch = self._channel if self._channel is not None else self._attach()
         return None if ch is None else ch.folder()
-
-    # -- logging ---------------------------------------------------------------------------------
-
-    def _channel_now(self) -> Channel | None:
-        ch = self._channel
-        return ch if ch is not None else self._attach()
-
-    @overload
-    def add_scalar(
-        self,
-        tag: str,
-        scalar_value: float | TensorLike,
-        global_step: int | None = None,
-        walltime: float | None = None,
-        display_name: str | None = "",
-        summary_description: str | None = "",
-    ) -> None: ...
-
-    @overload
-    def add_scalar(
-        self,
-        tag: str,
-        scalar_value: float | TensorLike,
-        global_step: int | None = None,
-        walltime: float | None = None,
-        new_style: bool = False,
-        double_precision: bool = False,
-    ) -> None: ...
-
-    # One implementation takes both orders; mypy wants each overload's fifth and sixth
-    # parameters under one name in both positions, which both libraries' names cannot be.
-    def add_scalar(  # type: ignore[misc]
-        self,
-        tag: str,
-        scalar_value: float | TensorLike,
-        global_step: int | None = None,
-        walltime: float | None = None,
-        new_style: bool | str | None = False,
-        double_precision: bool | str | None = False,
-        *,
-        display_name: str | None = "",
-        summary_description: str | None = "",
-    ) -> None:
-        """As both libraries' ``add_scalar``; plain numbers take a fast path to the hub.
-
-        torch's ``new_style`` and ``double_precision`` are accepted; the value is stored as
-        tensorboardX stores it (a float32 ``simple_value``), which TensorBoard shows the same
-        way. A string in the fifth position is tensorboardX's ``display_name``.
-        """
-        ch = self._channel
-        if ch is None:
-            ch = self._attach()
-            if ch is None:
-                return
-        if type(new_style) is str:  # tensorboardX's positional order: display_name, summary_description
-            display_name = new_style
-            summary_description = double_precision if isinstance(double_precision, str) else ""
-        if (
-            (type(scalar_value) in _FAST_VALUE_TYPES or _is_fast_value(scalar_value))
-            and self._meta is None
-            and type(tag) is str
-            and not display_name
-            and not summary_description
-            and (walltime is None or type(walltime) is float or type(walltime) is int)
-        ):
-            if global_step is not None:
-                if type(global_step) is not int:
-                    global_step = int(global_step)
-                if not -_INT64 <= global_step < _INT64:
-                    raise ValueError(f"Value out of range: {global_step}")  # protobuf's own words
-            ch.put_scalar(tag, float(scalar_value), global_step, _time() if walltime is None else walltime)
-        else:
-            args = (tag, scalar_value, global_step, walltime, display_name, summary_description)
-            self._call(ch, "add_scalar", args, {})
-
-    @overload
-    def add_hparams(
-        self,
-        hparam_dict: dict[str, Any],
-        metric_dict: dict[str, Any],
-        name: str | None = None,
-        global_step: int | None = None,
-    ) -> None: ...
-
-    @overload
-    def add_hparams(
-        self,
-        hparam_dict: dict[str, Any],
-        metric_dict: dict[str, Any],
-        hparam_domain_discrete: dict[str, list[Any]] | None = None,
-        run_name: str | None = None,
-        global_step: int | None = None,
-    ) -> None: ...
-
-    def add_hparams(  # type: ignore[misc]  # both orders in one implementation, as add_scalar
-        self,
-        hparam_dict: dict[str, Any],
-        metric_dict: dict[str, Any],
-        hparam_domain_discrete: dict[str, list[Any]] | str | None = None,
-        run_name: str | int | None = None,
-        global_step: int | None = None,
-        *,
-        name: str | None = None,
-    ) -> None:
-        """As both libraries' ``add_hparams`` (tensorboardX's ``name`` is torch's ``run_name``).
-
-        A string in the third position is tensorboardX's ``name`` (and then the fourth is its
-        ``global_step``). ``hparam_domain_discrete`` is not written (tensorboardX has no field for it).
-        """
-        if isinstance(hparam_domain_discrete, str):
-            name, global_step = hparam_domain_discrete, run_name if isinstance(run_name, int) else global_step
-            run_name = None
-        run = run_name if isinstance(run_name, str) and run_name else name
-        self._run("add_hparams", hparam_dict, metric_dict, name=run, global_step=global_step)
-
-    def add_tensor(
-        self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None
-    ) -> None:
-        """As torch's ``add_tensor``: a tensor summary (tensorboardX has no such method)."""
-        ch = self._channel if self._channel is not None else self._attach()
-        if ch is None:
-            return
-        tensor = _numpy_ready(tensor)
-        with IMPORT_LOCK:  # lazy imports of tensorboardX: a fork must not cut them in half
-            from tensorboardX.proto.summary_pb2 import Summary
-            from tensorboardX.proto.tensor_pb2 import TensorProto
-            from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
-            from tensorboardX.x2num import make_np
-
-            array = make_np(tensor)
-            shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=int(d)) for d in array.shape])
-            values = [float(v) for v in array.reshape(-1)]
-            proto = TensorProto(dtype=1, tensor_shape=shape, float_val=values)
-            summary = Summary(value=[Summary.Value(tag=tag, tensor=proto)])
-        self._tbx(ch, lambda writer: writer._get_file_writer().add_summary(summary, global_step, walltime))
-
-    def _ts_step(self, tag: str, step: int) -> int:
-        last = self._last_ts.get(tag)
-        if last is not None and step <= last:
-            step = last + 1
-        if len(self._last_ts) > 65536:
-            self._last_ts.clear()
-        self._last_ts[tag] = step
-        return step
 
     @property
     def file_writer(self) -> HubFileWriter | None:

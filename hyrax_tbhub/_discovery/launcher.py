@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from .._naming import ENV_LAUNCHER_RANK, ENV_WORLD_SIZE, launched_as_rank
 from .hubfile import HubInfo, _pid_alive, _write_private, bump_generation, read_hub_file, runtime_dir
 
 __all__ = ["find_sibling_hub", "launcher_on_one_host", "launcher_run", "publish_sibling_entry"]
@@ -29,7 +30,7 @@ _RUN_VARS = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
 def launcher_run() -> str | None:
     """A digest naming this process's launcher run, or None outside a launcher's ranks."""
     env = os.environ
-    if "RANK" not in env or "WORLD_SIZE" not in env or not env.get("MASTER_PORT"):
+    if not launched_as_rank(env) or not env.get("MASTER_PORT"):
         return None
     joined = "\0".join(env.get(name, "") for name in _RUN_VARS)
     return hashlib.sha256(joined.encode("utf-8", "backslashreplace")).hexdigest()[:24]
@@ -40,7 +41,7 @@ def launcher_on_one_host() -> bool:
     runs one, with no ``RANK``), or a launcher's ranks all local (``LOCAL_WORLD_SIZE`` equal to
     ``WORLD_SIZE``)."""
     env = os.environ
-    world = env.get("WORLD_SIZE")
+    world = env.get(ENV_WORLD_SIZE)
     if world is None or world == "1":
         return True
     return env.get("LOCAL_WORLD_SIZE") == world
@@ -56,7 +57,7 @@ def publish_sibling_entry(info: HubInfo, on_close: Callable[[Callable[[], None]]
     if run is None:
         return
     path = _entry(run)
-    if os.environ.get("RANK") != "0":
+    if os.environ.get(ENV_LAUNCHER_RANK) != "0":
         current = read_hub_file(path)
         if current is not None and current.owner_pid != os.getpid() and _pid_alive(current.owner_pid):
             return  # another rank's hub (rank 0's, or the first one) stays the run's

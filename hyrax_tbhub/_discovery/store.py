@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
+from .._naming import launched_as_rank
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
 from .hubfile import HubInfo
@@ -112,7 +113,7 @@ def report_unreachable_in_store(hub_id: str) -> bool:
 
 def in_distributed_job() -> bool:
     """A process a launcher started as a rank, or one that joined a process group."""
-    return torch_distributed() is not None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+    return torch_distributed() is not None or launched_as_rank()
 
 
 _poller: threading.Thread | None = None

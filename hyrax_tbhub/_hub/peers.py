@@ -11,7 +11,8 @@ connection, as the hub sees it::
     live, run      BATCH frames           ACK per flush item,       goodbye or EOF: its run ends;
                                           DRAIN when closing        a bad frame: cut (``rejected``)
 
-A connection with no run at its handshake deadline (``Options.handshake_timeout``) is cut.
+A connection with no run at its handshake deadline (``Options.handshake_timeout``) is cut. The
+listening sockets, and the pause of accepting while descriptors are short, are :mod:`.listeners`'.
 """
 
 from __future__ import annotations
@@ -32,18 +33,16 @@ from .._items import FLUSH
 from .._util.net import tune_tcp
 from .._wire import ANSWER_LEN, CHALLENGE_LEN, MAGIC, SYNC_BIT, FrameReader, WireError
 from ..options import Options
-from .fdbudget import FdBudget
+from .listeners import Listeners
 from .liveness import HubLedger, recv_hello
 from .store import Run, Store
 from .sync import SyncRounds
 
-__all__ = ["Peers", "tcp_listener", "unix_listener"]
+__all__ = ["Peers"]
 
 _RECV_SIZE = 1 << 18  # bytes per recv: several full batches of a busy producer in one call
 _ACCEPT_BATCH = 64  # accepts per wake-up, so a connect storm cannot starve live producers
-_BACKLOG = min(socket.SOMAXCONN, 4096)  # hundreds of workers may connect at once at start
 _PER_CONN_FDS = 3  # a producer's connection, its run's event file, its ledger (liveness.py)
-_RESUME_ROOM = 16  # free descriptors (beyond the reserve) before a paused hub accepts again
 _PEERCRED = getattr(socket, "SO_PEERCRED", None)
 _CRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -88,28 +87,23 @@ class Peers:
         self._key = key
         self._handshake_timeout = options.handshake_timeout
         self._max_pending = options.max_pending_handshakes
-        self._listeners: list[socket.socket] = []
-        self._keys: dict[socket.socket, bytes] = {}  # listeners whose key is not the hub's
-        self._checkers: dict[socket.socket, _wire.EventChecker] = {}  # listeners of store readers
+        self._listeners = Listeners(sel, self._on_accept, store.guard)
         self.conns: dict[socket.socket, _Conn] = {}
         self.draining = False  # close began: producers are told to send what they hold and leave
         self.sync = SyncRounds()
-        self._budget = FdBudget()
         self._max_per_holder = options.max_peer_connections
         self._per_holder: dict[object, int] = {}
-        self.listening = True  # False while the listeners are unregistered (descriptors low)
         self.accept_failures = 0  # accepts that failed for want of a descriptor
 
     def add_listener(
         self, sock: socket.socket, key: bytes | None = None, checker: _wire.EventChecker | None = None
     ) -> None:
-        self._listeners.append(sock)
-        if key is not None:
-            self._keys[sock] = key
-        if checker is not None:
-            self._checkers[sock] = checker
-        if self.listening:
-            self._sel.register(sock, selectors.EVENT_READ, self._on_accept)
+        self._listeners.add(sock, key, checker)
+
+    @property
+    def listening(self) -> bool:
+        """False while accepting is paused (descriptors low)."""
+        return self._listeners.listening
 
     # -- accepting and handshakes -----------------------------------------------------------------
 
@@ -120,10 +114,10 @@ class Peers:
         # ``collect``: close or a hub-wide flush takes every producer waiting in the backlog,
         # reserve or not: each may hold events logged before it, and the reserve is for this.
         deadline = time.monotonic() + self._handshake_timeout
-        room = self._budget.room()
+        room = self._listeners.budget.room()
         for _ in range(limit):
             if room < _PER_CONN_FDS and not collect:
-                self._pause()
+                self._listeners.pause()
                 return
             try:
                 conn_sock, addr = listener.accept()
@@ -135,7 +129,7 @@ class Peers:
                     # polling a listener we cannot serve, until a connection closes.
                     self.accept_failures += 1
                     self._store.count_transport_error("out of file descriptors")
-                    self._pause()
+                    self._listeners.pause()
                 return
             room -= _PER_CONN_FDS
             holder = _holder(conn_sock, addr)
@@ -148,8 +142,8 @@ class Peers:
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
                 tune_tcp(conn_sock)  # a dead node must not hold a close up
-            key = self._keys.get(listener, self._key)
-            conn = _Conn(conn_sock, deadline, key, self._checkers.get(listener), holder)
+            key = self._listeners.key(listener, self._key)
+            conn = _Conn(conn_sock, deadline, key, self._listeners.checker(listener), holder)
             self.conns[conn_sock] = conn
             try:
                 conn_sock.send(conn.challenge)
@@ -159,25 +153,9 @@ class Peers:
             self._sel.register(conn_sock, selectors.EVENT_READ, functools.partial(self._on_event, conn))
             self._limit_pending()
 
-    def _pause(self) -> None:
-        """Stop accepting: the backlog keeps who connects meanwhile, until :meth:`resume`."""
-        if not self.listening:
-            return
-        self.listening = False
-        for listener in self._listeners:
-            try:
-                self._sel.unregister(listener)
-            except (KeyError, ValueError):
-                pass
-        self._store.guard.paused(self._budget.limit, self._budget.reserve)
-
     def resume(self) -> None:
         """Accept again if descriptors freed (after a connection closed, and once a second)."""
-        if self.listening or not self._listeners or self._budget.room() < _RESUME_ROOM:
-            return
-        self.listening = True
-        for listener in self._listeners:
-            self._sel.register(listener, selectors.EVENT_READ, self._on_accept)
+        self._listeners.resume()
 
     def _limit_pending(self) -> None:
         waiting = [c for c in self.conns.values() if c.state == _AUTH]
@@ -343,7 +321,7 @@ class Peers:
         """Close begins: take every producer already in a backlog, stop listening, and ask
         each producer to send what it holds."""
         self.draining = True
-        for listener in self._listeners:
+        for listener in self._listeners.socks:
             self._accept(listener, 1 << 30, collect=True)  # each of them has events to collect
         self.stop_listening()
         for conn in list(self.conns.values()):
@@ -352,7 +330,7 @@ class Peers:
 
     def start_sync(self) -> threading.Event:
         """A hub-wide flush over every producer, those still in the backlog included."""
-        for listener in self._listeners:
+        for listener in self._listeners.socks:
             self._accept(listener, 1 << 30, collect=True)  # each may hold events logged before now
         return self.sync.start(list(self.conns.values()), lambda c: c.run is not None,
                                lambda c, token: self._send(c, _wire.pack_sync(token)))
@@ -362,13 +340,7 @@ class Peers:
         return any(c.state == _LIVE or c.deadline > now for c in self.conns.values())
 
     def stop_listening(self) -> None:
-        for listener in self._listeners:
-            try:
-                self._sel.unregister(listener)
-            except (KeyError, ValueError):
-                pass
-            listener.close()
-        self._listeners.clear()
+        self._listeners.stop()
 
     def finish(self) -> None:
         """The close deadline passed or nobody is left: end every connection still open."""
@@ -381,7 +353,7 @@ class Peers:
 
     def abandon(self) -> None:
         """After fork, in the child: close our copies of the parent's sockets, nothing else."""
-        for sock in [*self._listeners, *self.conns]:
+        for sock in [*self._listeners.socks, *self.conns]:
             try:
                 sock.close()
             except OSError:
@@ -430,32 +402,3 @@ def _holder(sock: socket.socket, addr: Any) -> object:
 
 def _who(conn: _Conn) -> str:
     return repr(conn.run.name) if conn.run is not None else "(before hello)"
-
-
-def unix_listener(address: str) -> socket.socket:
-    try:
-        os.unlink(address)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)  # the socket file is 0600 from birth, not after a chmod race
-    try:
-        sock.bind(address)
-    finally:
-        os.umask(old_umask)
-    sock.listen(_BACKLOG)
-    sock.setblocking(False)
-    return sock
-
-
-def tcp_listener(host: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.bind((host, 0))
-        sock.listen(_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -3,9 +3,10 @@
 Sockets live only here. Producers connect to a private Unix socket (ranks on other machines to a
 TCP one as well, :func:`hyrax_tbhub.serve_ranks`); handshakes, batches and acknowledgements of
 all of them are interleaved in one loop, so a slow, silent or hostile peer costs the others
-nothing. The owner's own calls skip the socket and enter a deque that the same thread drains.
-What a batch does to the files is the store's business (:mod:`.store`); the bytes are
-:mod:`.._wire`'s grammar; the connections' states are :mod:`.peers`'.
+nothing. The owner's own calls skip the socket and enter a deque that the same thread drains
+(:mod:`.owner_queue`). What a batch does to the files is the store's business (:mod:`.store`);
+the bytes are :mod:`.._wire`'s grammar; the connections' states are :mod:`.peers`', the listening
+sockets :mod:`.listeners`'.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .. import _wire
 from .._discovery import hubfile
-from .._items import FLUSH, CallItem, LocalItem
+from .._items import CallItem
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
 from ..options import DEFAULT_OPTIONS, Options
 from .fdbudget import raise_fd_limit
-from .peers import Peers, tcp_listener, unix_listener
+from .listeners import tcp_listener, unix_listener
+from .owner_queue import OwnerQueue
+from .peers import Peers
 from .store import Store
 
 __all__ = ["Hub", "HubConfig"]
@@ -35,7 +37,6 @@ __all__ = ["Hub", "HubConfig"]
 _LOOP_INTERVAL = 0.05  # s: how often the owner's deque is drained when nobody wakes the thread
 _EXPIRY_INTERVAL = 1.0  # s: between looks for handshakes past their deadline (seconds long)
 _LOCAL_HIGH_WATER = 8192  # owner items queued before the caller waits for the hub thread
-_LOCAL_WAIT = 5.0  # s: the most a call waits for a hub thread that does not drain (a wedged hub: a bug)
 
 
 class HubConfig:
@@ -69,7 +70,6 @@ class Hub:
         # Held by the hub thread for a whole turn; the owner takes it to help drain its queue,
         # attach() to add an aggregate.
         self._lock = threading.RLock()
-        self._local: deque[LocalItem] = deque()
         self._closing = False
         self._closed = threading.Event()
         self._close_deadline = 0.0
@@ -89,6 +89,8 @@ class Hub:
         self._peers.add_listener(unix_listener(self.address))
         self._conns = self._peers.conns  # the live connections; tests wait on it
         self._thread = daemon_thread(self._serve, "hyrax_tbhub-hub")
+        self._queue = OwnerQueue(self.store, self.wake, self._thread, self._closed)  # the owner's calls
+        self._local = self._queue.items  # put_local appends to it directly: the owner's every call
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -143,13 +145,7 @@ class Hub:
         if self._thread.is_alive():  # pragma: no cover - the loop is bounded by the deadline
             warn("hyrax_tbhub: the hub thread did not stop in time; some events may be missing")
         self._closed.set()
-        late = self.late
-        while self._local:  # appended while the last drain ran
-            item = self._local.popleft()
-            if item[0] == FLUSH:
-                item[1].set()  # a flush: everything before it was drained or goes to `late` first
-            elif late is not None:
-                late(item)
+        self._queue.hand_over(self.late)
         for callback in self._close_callbacks:
             try:
                 callback()
@@ -250,43 +246,11 @@ class Hub:
         local = self._local
         local.append(item)
         if len(local) >= _LOCAL_HIGH_WATER:
-            self._wait_for_drain()
-
-    def _wait_for_drain(self) -> None:
-        """The owner logs faster than the hub thread gets the GIL: wait (letting go of the GIL)
-        until the hub thread has written what is queued, rather than queue without bound.
-
-        Only the hub thread ever takes from the owner's queue. A caller that drained it itself
-        could be cut between taking a batch and writing it by an exception raised between two
-        bytecodes of its own thread (Ctrl-C's KeyboardInterrupt: thousands of returned calls
-        lost), or re-entered by a signal handler that logs (which emptied the queue under the
-        interrupted drain: IndexError). Here an interrupt only cuts the wait: what a call
-        appended is written whatever the caller's thread does next.
-        """
-        thread = self._thread
-        if thread.ident == threading.get_ident() or not thread.is_alive():
-            return  # the hub thread drains at its next turn; a hub not started has no thread yet
-        self.flush_local(_LOCAL_WAIT)
+            self._queue.wait_for_drain()
 
     def flush_local(self, timeout: float | None) -> bool:
-        if self._closed.is_set():
-            return True
-        done = threading.Event()
-        self._local.append((FLUSH, done))
-        self.wake()
-        return done.wait(timeout)
-
-    def _drain_local(self) -> None:
-        local = self._local
-        n = len(local)
-        if not n:
-            return
-        pop = local.popleft
-        controls = self.store.write(self.store.root, [pop() for _ in range(n)])
-        if controls:  # the owner's flushes: each waits until what it logged before is written
-            self.store.write_pending()
-            for item in controls:
-                item[1].set()
+        """True once everything the owner logged before the call is written (``.owner_queue``)."""
+        return self._queue.flush(timeout)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -316,7 +280,7 @@ class Hub:
 
     def _turn(self, now: float) -> None:
         """The work of one loop turn after reading: the owner's queue, timers, writes, acks."""
-        self._drain_local()
+        self._queue.drain()
         self.store.tick(now)
         if now >= self._next_expiry:
             self._peers.expire_handshakes(now)
@@ -346,7 +310,7 @@ class Hub:
         self._peers.stop_listening()
         self._unlink_files()
         self._peers.finish()
-        self._drain_local()
+        self._queue.drain()
         self.store.close()
         self._peers.sync.abandon()  # everything is on disk now
         self._waker.close()

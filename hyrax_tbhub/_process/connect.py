@@ -21,6 +21,7 @@ import threading
 # Every module the logging path needs is imported here, never in a call: an import that another
 # thread is doing when a fork happens leaves its lock held in the child (see _util/forksafe.py).
 from .._channel import Channel
+from .._counters import TRANSPORT_ERRORS
 from .._discovery import hubfile
 from .._discovery.launcher import find_sibling_hub
 from .._discovery.ray import find_ray_hub, report_unreachable, watch_ray
@@ -31,7 +32,7 @@ from .._discovery.store import (
     torch_distributed,
     watch_store,
 )
-from .._naming import producer_name
+from .._naming import launched_as_rank, producer_name
 from .._producer import Producer, local_start_ns
 from .._util.ray import ray_worker
 from .._util.stderr import warn
@@ -45,6 +46,10 @@ __all__ = ["close_producer", "rediscover"]
 
 def rediscover() -> Channel | None:
     """Look for a hub; return the channel to log to, or None while there is none.
+
+    The one entry of every logging call that has no channel yet. Three parts, each in its own
+    function: this one decides whether to look at all and makes a look safe to re-enter;
+    :func:`_find` says where a hub is; :func:`_join` starts this process's producer for it.
 
     Reentrant: a signal handler that logs while its thread looks gets the pending calls'
     channel and its calls go to what the look finds (_process/pending.py).
@@ -94,53 +99,81 @@ def _look() -> Channel | None:
                     pass
         # Read before looking, so a hub that starts in between is not missed.
         generation = watch.current() if watch is not None else 0
-        found = hubfile.find_hub()
-        info = found[0] if found is not None else None
-        found_at = found[1] if found is not None else None
-        if info is None or info.hub_id in STATE.finished_hubs:
-            info, found_at = _find_distributed(), None
-            if STATE.channel is not None:  # this rank now runs its own hub (_process/rank_hub.py)
-                return STATE.channel
-        if info is None or info.hub_id in STATE.finished_hubs:
-            info = _find_by_engine()
-        if info is None or info.hub_id in STATE.finished_hubs:
+        found = _find()
+        if STATE.channel is not None:  # this rank now runs its own hub (_process/rank_hub.py)
+            return STATE.channel
+        if found is None:
             if watch is not None:
                 watch.settle(generation)
             STATE.idle = not may_gain  # notifies
             return None
-        if not threading.main_thread().is_alive():
-            # Interpreter shutdown has begun (threading's shutdown ran; atexit hooks and
-            # finalizers run now): a sender thread may not start any more (Python 3.12 refuses it)
-            # and no exit flush would send its queue. The first call of a process made this late
-            # goes through the same path as calls made after an exit flush: each is sent and
-            # confirmed before it returns, or counted and said once.
-            late = LateProducer(info, local_start_ns(info))
-            STATE.channel = late
-            return late
-        try:
-            producer = Producer(info, _on_producer_gone)
-        except Exception as exc:
-            # A hub description this process cannot use (a bad address in a hub file or store
-            # entry): logging must not raise for it. That hub is left for good, said once.
-            STATE.finished_hubs.add(info.hub_id)
-            warn(f"hyrax_tbhub: cannot use the hub at {info.address!r} ({exc!r}); logging here is a no-op")
-            if watch is not None:
-                watch.settle(generation)
-            return None
-        # Children of ranks. Before the channel is visible: whoever sees it may start
-        # a child at once, and that child must find the hub.
-        hubfile.publish_for_descendants(info, found_at)
-        STATE.channel = producer
-        STATE.lost_hub = False
-        # The watch stays unsettled (it says "changed") while the channel exists: a call that read
-        # the word just before the handle stopped watching then looks, finds this channel and logs,
-        # so the watching fast path needs no second check of the channel. The look after this
-        # producer ends settles it.
-        producer.start()
-        STATE.notify()
-        hooks.hook_exit()
-        hooks.flush_on_pool_terminate()
-        return producer
+        return _join(found[0], found[1], watch, generation)
+
+
+def _find() -> tuple[hubfile.HubInfo, str | None] | None:
+    """Where this process's hub is: its description, and the hub file it was read from (None when
+    it came from an engine's store); None when there is none this process has not left already.
+
+    Finding is not free of effects, on purpose. A rank's look starts its store watch (a Ray
+    worker's, its cluster watch): a thread that pokes the generation watch when an entry appears
+    later, since a hub started on another host bumps no word on this one. And a rank that finds
+    rank 0's entry and rank 0's marker in a shared log folder serves a hub of its own
+    (_process/rank_hub.py), started here because only that look can tell: ``STATE.channel`` is
+    then that hub's channel, and this returns None.
+    """
+    found = hubfile.find_hub()
+    if found is not None and found[0].hub_id not in STATE.finished_hubs:
+        return found
+    info = _find_distributed()
+    if STATE.channel is not None:
+        return None
+    if info is None or info.hub_id in STATE.finished_hubs:
+        info = _find_by_engine()
+    if info is None or info.hub_id in STATE.finished_hubs:
+        return None
+    return info, None
+
+
+def _join(
+    info: hubfile.HubInfo, found_at: str | None, watch: hubfile.GenerationWatch | None, generation: int
+) -> Channel | None:
+    """Start and publish this process's producer for the hub ``info`` (under ``STATE.lock``).
+
+    None, said once, when this process cannot use that hub (it is then left for good).
+    """
+    if not threading.main_thread().is_alive():
+        # Interpreter shutdown has begun (threading's shutdown ran; atexit hooks and
+        # finalizers run now): a sender thread may not start any more (Python 3.12 refuses it)
+        # and no exit flush would send its queue. The first call of a process made this late
+        # goes through the same path as calls made after an exit flush: each is sent and
+        # confirmed before it returns, or counted and said once.
+        late = LateProducer(info, local_start_ns(info))
+        STATE.channel = late
+        return late
+    try:
+        producer = Producer(info, _on_producer_gone)
+    except Exception as exc:
+        # A hub description this process cannot use (a bad address in a hub file or store
+        # entry): logging must not raise for it. That hub is left for good, said once.
+        STATE.finished_hubs.add(info.hub_id)
+        warn(f"hyrax_tbhub: cannot use the hub at {info.address!r} ({exc!r}); logging here is a no-op")
+        if watch is not None:
+            watch.settle(generation)
+        return None
+    # Children of ranks. Before the channel is visible: whoever sees it may start
+    # a child at once, and that child must find the hub.
+    hubfile.publish_for_descendants(info, found_at)
+    STATE.channel = producer
+    STATE.lost_hub = False
+    # The watch stays unsettled (it says "changed") while the channel exists: a call that read
+    # the word just before the handle stopped watching then looks, finds this channel and logs,
+    # so the watching fast path needs no second check of the channel. The look after this
+    # producer ends settles it.
+    producer.start()
+    STATE.notify()
+    hooks.hook_exit()
+    hooks.flush_on_pool_terminate()
+    return producer
 
 
 def _find_distributed() -> hubfile.HubInfo | None:
@@ -190,7 +223,7 @@ def _may_gain_hub() -> bool:
     """
     if os.environ.get(hubfile.ENV_INFO):
         return True
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    if launched_as_rank():
         return True  # a rank of a distributed job: rank 0 may serve a hub (serve_ranks)
     if ray_worker():
         return True  # the job's driver may publish a hub in the cluster's store
@@ -226,7 +259,7 @@ def _unreachable(producer: Producer) -> None:
     engine = _via_engine.get(info.hub_id)
     reported = (engine == "ray" and report_unreachable(info, producer_name())) or (
         engine == "torch.distributed" and report_unreachable_in_store(info.hub_id))
-    where = ("the owner counts it under hyrax_tbhub/transport_errors" if reported
+    where = (f"the owner counts it under {TRANSPORT_ERRORS}" if reported
              else "nothing in the log can count it")
     warn(f"hyrax_tbhub: this process ({producer_name()}) found the hub of its job at {info.address} "
          f"{'through ' + engine + ' ' if engine else ''}and cannot reach it; {where}; "
@@ -253,4 +286,4 @@ def _leave(timeout: float | None) -> None:
         close_producer(timeout)
 
 
-hooks.add_flusher(_leave, terminate_timeout=2.0)
+hooks.add_flusher(_leave, terminate_timeout=hooks.PRODUCER_TERMINATE_BUDGET)

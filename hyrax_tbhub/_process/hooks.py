@@ -1,16 +1,54 @@
 """How this process's queued events survive its end: exit, a pool's SIGTERM, and fork.
 
-Three facts shape this module:
-- fork and forkserver children end with ``os._exit``: atexit does not run there, only the
-  finalizers of the multiprocessing library that started them, and stdlib ``multiprocessing``
-  and ``multiprocess`` keep separate registries. Exit is hooked with all three.
-- ``Pool.terminate()`` (leaving ``with Pool``) SIGTERMs its workers right after the last result:
-  a pool worker flushes on SIGTERM, and a thread of ours makes sure that happens even when the
-  signal lands on a user thread while the main thread waits in C.
-- a forked child inherits the parent's objects but not its threads: ``os.register_at_fork``
-  resets the state in the child, which then finds the hub like any other descendant.
+Each kind of channel registers its flush here (``add_flusher``: the process-wide producer in
+connect.py, ``SummaryWriter`` objects' hubs and producers in writers.py); exit and SIGTERM run
+them all. Each hook, and the hazard it answers:
 
-Each kind of channel registers its flush here (``add_flusher``); exit and SIGTERM run them all.
+``atexit`` (``hook_exit``: ``_at_exit``)
+    A normal interpreter exit: the sender thread is a daemon and dies with the process, so what
+    is queued would be lost. The owner closes its hub (every producer drained); a producer sends
+    its queue and says goodbye. A late channel (_process/late.py) takes the channel's place
+    first: a call that a daemon thread or a later exit hook makes meanwhile is still logged,
+    not dropped by a channel that is closing.
+multiprocessing's and multiprocess's ``Finalize(exitpriority=100)`` (``hook_exit``)
+    fork and forkserver children end with ``os._exit``: atexit does not run there, only the
+    finalizers of the library that started them, and stdlib ``multiprocessing`` and
+    ``multiprocess`` keep separate registries. The same ``_at_exit`` runs from each.
+a SIGTERM handler in pool workers (``flush_on_pool_terminate``: ``_flush_then_die``)
+    ``Pool.terminate()`` (leaving ``with Pool``) SIGTERMs its workers right after the last
+    result, while the last tasks' events may be queued; no exit hook runs on a signal. The
+    handler flushes within ``_terminate_budget()``, then dies of SIGTERM (same exit status); a
+    SIGALRM set first ends the process 1 s after that budget whatever the flush meets. Only in
+    pool workers, and only while SIGTERM has its default action: in a worker stuck in C a
+    Python handler would delay the kill that DataLoader's shutdown relies on.
+a thread on the signal module's wakeup fd (``_watch_sigterm_off_main``)
+    CPython runs a Python handler only on the main thread: a SIGTERM the kernel hands to a user
+    thread while the main thread waits in C (a pool worker waiting for a task) never runs it,
+    and ``with Pool`` hangs for good. The thread does the handler's work.
+one lock for both (``_ending``)
+    The handler and the thread may both see one SIGTERM: two flushes at once raced, the second
+    found the producer closing and ended the process while the first still sent.
+every producer of the process on SIGTERM (``_finish_producers``)
+    A pool worker gets its end sentinel and ``terminate()``'s SIGTERM at once, so the signal can
+    come at any line of the exit hook, after it swapped the late channel in and before it closed
+    the producer it took out. The SIGTERM flush finds producers through ``Producer.instances``,
+    not the process state, starts each one's close and waits for their final batches (within
+    ``PRODUCER_TERMINATE_BUDGET``; never a join, which could be the interrupted close's own).
+``os.register_at_fork(after_in_child=...)`` (``_after_fork_in_child``)
+    A forked child inherits the parent's objects but not its threads: the state's lock may be
+    held by a parent thread that never runs here, and the child holds copies of the parent's
+    hub, producer and SIGTERM-watch sockets (a SIGTERM to the child written to the parent's
+    wakeup fd would end the parent). The child resets the state, lets go of those copies, and
+    finds the hub like any other descendant.
+the pool-worker install at import and in multiprocessing's ``register_after_fork``
+(``hook_pool_workers``)
+    A signal handler can only be set on the main thread, and a pool worker's first logging
+    call may come from another one. So the SIGTERM flush is also installed where the main
+    thread is sure to pass: our import (spawn and forkserver workers unpickle their task on it)
+    and the after-fork hook fork workers run once their process name is set.
+
+No hook imports anything: an import another thread is in at a fork hangs the child's next
+import of that module (``multiprocessing.util`` is imported with this module for that reason).
 """
 
 from __future__ import annotations
@@ -35,12 +73,16 @@ from .._util.threads import daemon_thread
 from .late import LateOwner, LateProducer
 from .state import STATE
 
-__all__ = ["add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_workers"]
+__all__ = [
+    "PRODUCER_TERMINATE_BUDGET", "add_flusher", "flush_on_pool_terminate", "hook_exit", "hook_pool_workers",
+]
 
 #: ``flush(timeout)``: send what is queued and leave the hub; None at exit (usual deadlines).
 Flusher = Callable[[float | None], None]
 _flushers: list[tuple[Flusher, float]] = []
-_LEAVING_BUDGET = 2.0  # s: on SIGTERM, for every producer of the process to send its queue
+#: s: on a pool worker's SIGTERM, for every producer of the process to send its queue (and the
+#: process-wide producer's share again in connect.py's flusher).
+PRODUCER_TERMINATE_BUDGET = 2.0
 
 
 def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
@@ -55,7 +97,7 @@ def add_flusher(flush: Flusher, terminate_timeout: float) -> None:
 
 def _flush_all(at_exit: bool) -> None:
     if not at_exit:
-        _finish_producers(_LEAVING_BUDGET)
+        _finish_producers(PRODUCER_TERMINATE_BUDGET)
     for flush, terminate_timeout in list(_flushers):
         try:
             flush(None if at_exit else terminate_timeout)
@@ -83,7 +125,7 @@ def _finish_producers(budget: float) -> None:
 
 def _terminate_budget() -> float:
     """How long a SIGTERM flush may take: the producers', then each flusher's."""
-    return _LEAVING_BUDGET + sum(budget for _flush, budget in _flushers)
+    return PRODUCER_TERMINATE_BUDGET + sum(budget for _flush, budget in _flushers)
 
 
 def _at_exit() -> None:

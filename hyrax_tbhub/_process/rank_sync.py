@@ -27,6 +27,7 @@ import secrets
 import time
 from typing import Any
 
+from .._counters import RANKS_UNCONFIRMED
 from .._discovery.store import default_store, torch_distributed
 from .._hub import Hub
 from .._util.stderr import warn
@@ -143,7 +144,7 @@ def confirm_ranks(hub_id: str, store: Any, timeout: float) -> list[int]:
     if unconfirmed:
         warn(f"hyrax_tbhub: ranks {sorted(unconfirmed)} did not confirm that their events are on disk "
              f"(not listening after {min(_TAKE_GRACE_S, timeout):g} s, or not done within {timeout:g} s); "
-             "their runs may be missing events (counted under hyrax_tbhub/ranks_unconfirmed)")
+             f"their runs may be missing events (counted under {RANKS_UNCONFIRMED})")
     return sorted(unconfirmed)
 
 

@@ -40,6 +40,7 @@ __all__ = ["Link", "ProtocolError", "TRANSPORT_ERRORS", "connect"]
 # unlike select(2), no limit on descriptor numbers (select.select raises ValueError for a
 # descriptor >= 1024, which a process holding many files or shared tensors easily reaches).
 _Selector: type[selectors.BaseSelector] = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+_REPLY_RECV = 65536  # bytes per recv of the hub's replies (small messages: welcome, acks, drain, sync)
 
 
 class ProtocolError(Exception):
@@ -165,7 +166,7 @@ class Link:
                     pass
             else:
                 assert sock is not None
-                data = sock.recv(65536)
+                data = sock.recv(_REPLY_RECV)
                 if not data:
                     raise ConnectionError("the hub closed the connection")
                 try:
@@ -223,7 +224,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _recv_some(sock: socket.socket) -> bytes:
-    chunk = sock.recv(65536)
+    chunk = sock.recv(_REPLY_RECV)
     if not chunk:
         raise ConnectionError("the hub closed the connection")
     return chunk

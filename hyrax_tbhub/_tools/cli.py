@@ -26,10 +26,6 @@ def main(argv: list[str] | None = None) -> int:
         from .inspect import main as run
     elif command == "run":
         from .run import main as run
-    elif command == "bench":
-        print("hyrax-tbhub: 'bench' is no longer a command of the installed package; run "
-              "'python scripts/bench.py' from a checkout of hyrax_tbhub", file=sys.stderr)
-        return 2
     else:
         print(f"hyrax-tbhub: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
