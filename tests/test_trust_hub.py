@@ -146,11 +146,9 @@ def test_over_the_cap_every_lost_event_is_counted(logdir: Path, capfd: pytest.Ca
 def test_a_name_is_never_given_twice_even_after_its_producer_left(tmp_path: Path) -> None:
     store = Store(str(tmp_path))
     names = []
-    for step in range(3):
+    for _ in range(3):
         run = store.open_run("python-1234")  # a pid the kernel reused
         names.append(run.name)
-        store.write(run, [("s", "x", 1.0, step, 0.0)])
-        store.write_pending()
         store.end_run(run)
     store.close()
     assert names == ["python-1234", "python-1234-2", "python-1234-3"]

@@ -43,6 +43,7 @@ from .._wire import RECORD_OVERHEAD
 from ..options import DEFAULT_OPTIONS, Options
 from .aggregate import Aggregator
 from .guard import Guard
+from .names import GivenNames
 from .runfile import RunFile
 from .tally import Tally
 
@@ -110,9 +111,10 @@ class Store:
             root_file.add(frame(session_start_event(int(purge_step))))
         self.live_names: set[str] = set()  # taken: by a connected producer, or by the hub itself
         # The runs with open files: a producer's until it leaves, the hub's own until the end.
-        # Nothing of a closed run is kept (a job of a Pool per epoch opens tens of thousands):
-        # its folder on disk is what keeps its name from being given again.
+        # Nothing else of a closed run is kept (a Pool per epoch opens tens of thousands): only
+        # its name, in fixed memory, so that it is never given again.
         self._runs: dict[str, Run] = {}
+        self._given = GivenNames()
         # Base name -> the last suffix given for it, for names given more than once only
         # (dataloader_worker_3 every epoch): the next one starts looking there, not at 1.
         self._suffixes: dict[str, int] = {}
@@ -142,10 +144,8 @@ class Store:
         if n > 1:
             self._suffixes[base] = n
         folder = os.path.join(self.logdir, name)
+        self._given.add(name)  # a refused run's name too: its producer was told it
         if not self.guard.run_allowed(self.open_runs):
-            # A refused run writes nothing (no folder), but its producer was told the name:
-            # never given twice (an entry per refused base name, only past the cap).
-            self._suffixes[base] = n + 1
             return Run(name, folder, self.suffix, refused=True)
         self.open_runs += 1
         self.live_names.add(name)
@@ -183,13 +183,8 @@ class Store:
         return run
 
     def _taken(self, name: str) -> bool:
-        """Is ``name`` a run's already: an open one, or a folder that holds one on disk?
-
-        A run that wrote nothing has no folder, and its name may be given again: nothing of it
-        could mix with the next one's points (unless a counter of the hub names it: kept).
-        """
-        return (name in self.live_names or name in self._runs or self.tally.names(name)
-                or os.path.lexists(os.path.join(self.logdir, name)))
+        """Has this hub given ``name`` to a run already (open, closed or its own)?"""
+        return name in self.live_names or name in self._runs or name in self._given
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -41,11 +41,6 @@ class Tally:
         self._reported: dict[str, object] = {}  # what each counter said when last written
         self._warned: set[str] = set()
 
-    def names(self, run: str) -> bool:
-        """Does a counter (written, or waiting to be) name the run ``run``? Its name is then
-        never given to another run, whose counts would read as the same series."""
-        return run in self._reported or run in self.killed or any(r.name == run for r in self.counted)
-
     def transport_error(self, what: str) -> None:
         """A connection broke in a way that lost events (a producer killed mid-batch...)."""
         self.transport_errors += 1
