@@ -100,7 +100,10 @@ def test_a_pool_worker_sigtermed_at_any_line_of_its_exit_flush_loses_nothing(
     lost = {line: got.get(f"exit/{where}/{line}", 0) for line in rep["exits"]
             if got.get(f"exit/{where}/{line}", 0) != events}
     assert lost == {}, (lost, rep["exits"])
-    assert rep["exits"] and all(code in (0, -15) for code in rep["exits"].values()), rep["exits"]
+    # Ended by the SIGTERM (the main thread's handler re-raises it: -15; the wakeup-fd thread
+    # took it first: exit status 143, as a shell reports it), or exited before it came (0).
+    odd = {line: code for line, code in rep["exits"].items() if code not in (0, -15, 128 + 15)}
+    assert rep["exits"] and odd == {}, odd
     assert {k: v for k, v in logs.counters.items() if v} == {}
 
 
