@@ -120,6 +120,10 @@ def ctrl_c_owner(logdir: str, after_calls: int) -> None:
 
     import hyrax_tbhub
 
+    # What a terminal's Ctrl-C meets. A process started in the background of a non-interactive
+    # shell (a CI driver's `cmd &`) inherits SIGINT ignored, and Python then keeps it ignored:
+    # the interrupt never came and the loop ran until the test's timeout.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
     log = hyrax_tbhub.get_tensorboard_logger()
     returned = 0
