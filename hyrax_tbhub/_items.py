@@ -15,7 +15,7 @@ below. Their shapes are the type aliases below; who makes each and who consumes 
     A producer's ``flush()``, or its answer to a hub-wide SYNC (``seq | SYNC_BIT``). The hub's
     ``Store.write`` hands it back and ``_hub/peers.py`` acknowledges it.
 ``("f", threading.Event)`` :data:`LocalFlushItem`, kind :data:`FLUSH`
-    The owner's ``flush()``, in the owner's queue only: ``Hub._drain_local`` sets it once all
+    The owner's ``flush()``, in the owner's queue only: ``OwnerQueue.drain`` sets it once all
     before it is written.
 ``("r", subrun, framed_bytes, count)`` :data:`RecordsItem`, kind :data:`RECORDS`
     ``count`` TFRecords of one sub-run, encoded by the producer's sender
@@ -101,7 +101,7 @@ QueuedItem: TypeAlias = ScalarItem | EventItem | FlushItem
 SenderItem: TypeAlias = ScalarItem | EventItem | FlushItem | DropsItem | ByeItem
 #: What a BATCH frame carries (``_wire.pack_batch``, ``_wire.decode_batch``).
 WireItem: TypeAlias = RecordsItem | FlushItem | DropsItem | ByeItem
-#: What the owner's own queue holds (``_hub/server.py``).
+#: What the owner's own queue holds (``_hub/owner_queue.py``).
 LocalItem: TypeAlias = ScalarItem | EventItem | LocalFlushItem
 #: Anything the hub's store is given to write.
 HubItem: TypeAlias = WireItem | LocalItem
