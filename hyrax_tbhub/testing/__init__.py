@@ -38,6 +38,14 @@ Restrictions, on purpose:
   :class:`RuntimeError` if such a hub is still running. A bare ``close_tensorboard_logger()``
   in the code under test is fine: everything is on disk by then.
 - Results are read when the block ends; using them inside the block raises RuntimeError.
+
+For tests that watch the hub while it runs (no ``sleep``: wait on a real condition):
+:func:`running_hub` gives a :class:`HubProbe` of the hub this process owns (its connected
+producers, the runs they joined, the strangers it cut), :func:`wait_until` polls a condition with
+a timeout that names what was awaited, :func:`published_hub` says which hub the processes started
+from here will find, and :func:`reset_logging` (for an autouse fixture) closes the hub and makes
+the process start the next test as a fresh one. ``AGGREGATE_RUN`` is the run ``aggregate()``
+writes its statistics to. See docs/testing.md.
 """
 
 from __future__ import annotations
@@ -52,18 +60,23 @@ from typing import Any
 from .._counters import DROPPED as DROPPED_PREFIX
 from .._counters import ERRORS as ERRORS_PREFIX
 from .._counters import INTERNAL_ERRORS, OVER_CAP, REJECTED, RESERVED_PREFIX, STRANGERS, TRANSPORT_ERRORS
+from .._hub.aggregate import AGGREGATE_RUN
 from .._process.state import STATE
 from ..tensorboardx_logger import close_tensorboard_logger, init_tensorboard_logger
 from ._captured import ROOT_RUN, CapturedLogs, LoggedEvent
+from ._live import HubProbe, PublishedHub, published_hub, reset_logging, running_hub, wait_until
 from ._read import fill
 
 __all__ = [
+    "AGGREGATE_RUN",
     "CapturedLogs",
     "DROPPED_PREFIX",
     "ERRORS_PREFIX",
+    "HubProbe",
     "INTERNAL_ERRORS",
     "LoggedEvent",
     "OVER_CAP",
+    "PublishedHub",
     "REJECTED",
     "RESERVED_PREFIX",
     "ROOT_RUN",
@@ -72,7 +85,11 @@ __all__ = [
     "capture_logs",
     "dropped_tag",
     "errors_tag",
+    "published_hub",
     "read_logs",
+    "reset_logging",
+    "running_hub",
+    "wait_until",
 ]
 
 # The counters' tags (from _counters, their one home), as they appear as keys of
@@ -81,7 +98,8 @@ __all__ = [
 # events of that run the hub could not write; TRANSPORT_ERRORS: broken producer connections;
 # INTERNAL_ERRORS: bugs of the hub thread; REJECTED: peers that broke the protocol after the
 # handshake; STRANGERS: connections that never proved the key; OVER_CAP: events past
-# ``Options.max_runs`` / ``max_subruns``.
+# ``Options.max_runs`` / ``max_subruns``. AGGREGATE_RUN: the run ``aggregate()`` writes its
+# statistics to.
 
 
 def dropped_tag(run: str) -> str:
