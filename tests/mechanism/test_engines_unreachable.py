@@ -27,7 +27,7 @@ from hyrax_tbhub._discovery.store import STORE_KEY, default_store  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.timeout(240)]
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/
 
 RANK1 = """
 import sys, time
