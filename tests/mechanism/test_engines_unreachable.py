@@ -5,6 +5,10 @@ process group's store; Ray workers in tests/test_engines_ray.py) and the address
 as when a firewall stands between the hosts. It says so on stderr and adds itself to a count in
 that store; the owner reads the count when it closes and writes it under
 ``hyrax_tbhub/transport_errors``. A process of a job that has no hub stays silent.
+
+Mechanism test (it imports private modules on purpose): discovery through torch.distributed's store
+(``_discovery.store``): the test rewrites the published entry so the address does not answer, and
+waits on the process state for the rank to give up.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """Run names in a distributed job, and what a rank publishes for its descendants.
 
 No processes here: the naming rules and the hub's sanitiser, checked directly.
+
+Mechanism test (it imports private modules on purpose): the naming rules of ``_naming`` and the
+hub's run-name sanitiser (``_hub.store.clean_run_name``), and the hub file a rank publishes
+(``_discovery.hubfile``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A job's producers come and go (pool workers, DataLoader workers, short-lived chi
 on runs counts the runs open now, not every run the job ever had; what it refuses is counted per
 event; and every run name is unique for the hub's whole life, so two processes (a pid the kernel
 reused, a DataLoader worker id of another epoch) never share a run.
+
+Mechanism test (it imports private modules on purpose): the hub's guard against a key holder
+(``_hub.store.Store``, frames built with ``_wire`` and ``_events``) and the runtime folder's hub
+files (``_discovery.hubfile``).
 """
 
 from __future__ import annotations
