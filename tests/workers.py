@@ -27,6 +27,12 @@ def log_and_flush(tag: str, n: int) -> bool:
     return w.flush()
 
 
+def log_flush_and_stay(tag: str, n: int, leave: threading.Event) -> None:
+    """Log and flush ``n`` scalars, then stay connected until ``leave`` is set (60 s at most)."""
+    assert log_and_flush(tag, n)
+    leave.wait(60)
+
+
 def log_in_thread_then_fork_child(tag: str, n: int) -> bool:
     """Log from two threads while forking a child that logs too; all three must land."""
     import threading
