@@ -27,6 +27,7 @@ from hyrax_tbhub.testing import (
     capture_logs,
     dropped_tag,
     errors_tag,
+    logging_to_a_hub,
     published_hub,
     read_logs,
     reset_logging,
@@ -460,3 +461,17 @@ def test_reset_logging_closes_the_hub_so_the_next_test_can_capture(tmp_path: Pat
     with capture_logs() as logs:  # raises if this process still owned a hub
         hyrax_tbhub.get_tensorboard_logger().add_scalar("second", 2.0, 0)
     assert logs.scalars("second") == [(0, 2.0)]
+
+
+def test_logging_to_a_hub_says_whether_calls_reach_a_hub() -> None:
+    """In the owner from init to close; in a spawned child once its first call found the hub."""
+    import multiprocessing
+
+    assert not logging_to_a_hub()
+    with capture_logs() as logs:
+        assert logging_to_a_hub()
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            before, after = pool.apply(workers.logging_to_a_hub_before_and_after_a_call, ("child",))
+    assert not logging_to_a_hub()
+    assert (before, after) == (False, True)
+    assert logs.scalars("child") == [(0, 1.0)]

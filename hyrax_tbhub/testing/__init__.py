@@ -42,10 +42,11 @@ Restrictions, on purpose:
 For tests that watch the hub while it runs (no ``sleep``: wait on a real condition):
 :func:`running_hub` gives a :class:`HubProbe` of the hub this process owns (its connected
 producers, the runs they joined, the strangers it cut), :func:`wait_until` polls a condition with
-a timeout that names what was awaited, :func:`published_hub` says which hub the processes started
-from here will find, and :func:`reset_logging` (for an autouse fixture) closes the hub and makes
-the process start the next test as a fresh one. ``AGGREGATE_RUN`` is the run ``aggregate()``
-writes its statistics to. See docs/testing.md.
+a timeout that names what was awaited, :func:`logging_to_a_hub` says whether this process's calls
+reach a hub yet (a rank or worker waiting to find it), :func:`published_hub` says which hub the
+processes started from here will find, and :func:`reset_logging` (for an autouse fixture) closes
+the hub and makes the process start the next test as a fresh one. ``AGGREGATE_RUN`` is the run
+``aggregate()`` writes its statistics to. See docs/testing.md.
 """
 
 from __future__ import annotations
@@ -64,7 +65,15 @@ from .._hub.aggregate import AGGREGATE_RUN
 from .._process.state import STATE
 from ..tensorboardx_logger import close_tensorboard_logger, init_tensorboard_logger
 from ._captured import ROOT_RUN, CapturedLogs, LoggedEvent
-from ._live import HubProbe, PublishedHub, published_hub, reset_logging, running_hub, wait_until
+from ._live import (
+    HubProbe,
+    PublishedHub,
+    logging_to_a_hub,
+    published_hub,
+    reset_logging,
+    running_hub,
+    wait_until,
+)
 from ._read import fill
 
 __all__ = [
@@ -85,6 +94,7 @@ __all__ = [
     "capture_logs",
     "dropped_tag",
     "errors_tag",
+    "logging_to_a_hub",
     "published_hub",
     "read_logs",
     "reset_logging",

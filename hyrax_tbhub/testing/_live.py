@@ -79,6 +79,13 @@ class HubProbe:
         return [c.run.name for c in conns if c.run is not None]
 
 
+def logging_to_a_hub() -> bool:
+    """Whether this process's logging calls go to a hub now: the one it owns, or one it found and
+    joined. A pure read (it does not make the process look for a hub): a distributed rank or a
+    worker can poll it to wait until it found the hub by itself."""
+    return STATE.channel is not None
+
+
 def running_hub() -> HubProbe | None:
     """The hub this process owns (started by ``init_tensorboard_logger`` or ``capture_logs``), or None."""
     hub = STATE.hub
