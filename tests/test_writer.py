@@ -14,7 +14,7 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import SummaryWriter
-from hyrax_tbhub.testing import published_hub, read_logs
+from hyrax_tbhub.testing import published_hub, read_logs, running_hub
 
 import writer_workers
 
@@ -150,7 +150,7 @@ def test_two_writers_train_and_val_keep_their_folders_apart_in_every_process(tmp
 def test_writers_of_one_folder_share_its_hub_until_the_last_closes(tmp_path: Path) -> None:
     a = SummaryWriter(str(tmp_path / "log"))
     b = SummaryWriter(str(tmp_path / "log"))
-    assert a._owned is b._owned
+    assert running_hub(a) == running_hub(b) is not None
     a.add_scalar("a", 1.0, 0)
     a.close()
     b.add_scalar("b", 2.0, 0)  # still open: b is a user of the same hub
@@ -279,8 +279,8 @@ def test_a_forked_child_drops_its_copy_of_the_producer_socket(tmp_path: Path) ->
 
     ctx = multiprocessing.get_context("spawn")
     with SummaryWriter(str(tmp_path / "log")) as w:
-        assert w._owned is not None
-        hub = w._owned.hub
+        hub = running_hub(w)
+        assert hub is not None
         pid_file = tmp_path / "child.pid"
         p = ctx.Process(target=writer_workers.fork_idle_child_then_die, args=(w, str(pid_file)))
         p.start()
@@ -292,9 +292,9 @@ def test_a_forked_child_drops_its_copy_of_the_producer_socket(tmp_path: Path) ->
         child = int(pid_file.read_text())
         try:
             deadline = time.monotonic() + 20
-            while hub._conns and time.monotonic() < deadline:
+            while hub.connections() and time.monotonic() < deadline:
                 time.sleep(0.05)  # polling the condition itself, bounded
-            assert not hub._conns, "the hub still holds the killed producer's connection"
+            assert not hub.connections(), "the hub still holds the killed producer's connection"
         finally:
             os.kill(child, signal.SIGUSR1)
     assert read_logs(tmp_path / "log").scalars("before_fork") == [(0, 1.0)]

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._discovery import hubfile
 from .._process.state import STATE
@@ -48,6 +48,12 @@ class HubProbe:
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HubProbe) and other._hub is self._hub
+
+    def __hash__(self) -> int:
+        return id(self._hub)
 
     @property
     def log_dir(self) -> str:
@@ -86,9 +92,17 @@ def logging_to_a_hub() -> bool:
     return STATE.channel is not None
 
 
-def running_hub() -> HubProbe | None:
-    """The hub this process owns (started by ``init_tensorboard_logger`` or ``capture_logs``), or None."""
-    hub = STATE.hub
+def running_hub(writer: Any = None) -> HubProbe | None:
+    """The hub this process owns (started by ``init_tensorboard_logger`` or ``capture_logs``), or None.
+
+    With a ``hyrax_tbhub.SummaryWriter``: the hub that writer opened for its own log folder, if it
+    is in this process and still open (writers of one folder share one hub: equal probes).
+    """
+    if writer is None:
+        hub = STATE.hub
+    else:
+        owned = getattr(writer, "_owned", None)
+        hub = None if owned is None else owned.hub
     if hub is None or hub.owner_pid != os.getpid():
         return None
     return HubProbe(hub)
