@@ -18,7 +18,6 @@ MAX_CLASS_LINES = 300
 # Over the bounds today, in files other branches are splitting this round. Strict: once within
 # the bounds the entry fails here, and its line goes.
 KNOWN_OVER: dict[str, str] = {
-    "hyrax_tbhub/testing.py": "module, 546 lines",
     "hyrax_tbhub/writer.py:SummaryWriter": "class, 404 lines",
     # Grown past the bound by this release's merges (ledger, sync, late calls, caps); next to split.
     "hyrax_tbhub/_hub/peers.py:Peers": "class, 310 lines",
