@@ -12,4 +12,4 @@ timeout 600 python -m pip install --quiet -c .ci/constraints.txt \
 python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" \
     || { echo "torch is not the pinned 2.13.0"; exit 1; }
 
-timeout 900 python -m pytest -q -p no:cacheprovider tests/test_engines_*.py
+timeout 900 python -m pytest -q -p no:cacheprovider tests/test_engines_*.py tests/mechanism/test_engines_*.py

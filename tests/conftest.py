@@ -26,7 +26,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import hyrax_tbhub  # noqa: E402
-from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub.testing import reset_logging  # noqa: E402
 
 START_METHOD_ENV = "HYRAX_TBHUB_TEST_START_METHOD"
 
@@ -77,10 +77,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _no_hub_leaks() -> Iterator[None]:
     """Every test starts and ends without a hub in this process."""
     yield
-    hyrax_tbhub.close_tensorboard_logger()
-    STATE.idle = False
-    STATE.watch = None
-    STATE.finished_hubs.clear()
+    reset_logging()
 
 
 @pytest.fixture

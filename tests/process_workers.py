@@ -79,10 +79,10 @@ def _pool_task(i: int) -> int:
 
 
 def _wait_for_no_connections(hub: Any, timeout: float = 60.0) -> None:
-    """Until the hub has ended every run of the workers that left (their descriptors are then
-    closed: what is still open after that is what the owner keeps)."""
+    """Until the hub (a ``running_hub()`` probe) has ended every run of the workers that left
+    (their descriptors are then closed: what is still open after that is what the owner keeps)."""
     deadline = time.monotonic() + timeout
-    while hub._conns and time.monotonic() < deadline:
+    while hub.connections() and time.monotonic() < deadline:
         time.sleep(0.002)
 
 
@@ -92,10 +92,10 @@ def pool_per_epoch(logdir: str, epochs: int, tasks: int) -> None:
     import multiprocessing as mp
 
     import hyrax_tbhub
-    from hyrax_tbhub._process.state import STATE
+    from hyrax_tbhub.testing import running_hub
 
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
-    hub = STATE.hub
+    hub = running_hub()
     ctx = mp.get_context("fork")
     fds: list[int] = []
     rss: list[int] = []

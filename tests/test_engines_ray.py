@@ -9,7 +9,6 @@ trials) and each worker reads it at its first logging call. One ``ray.init`` ser
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,34 +84,6 @@ def test_ray_pool_workers_land_every_event(ray_first: None, logdir: Path) -> Non
         hyrax_tbhub.close_tensorboard_logger()  # while the pool's actors live: they are drained
     assert _values(logdir, "ray/pool") == [float(i) for i in range(N)]
     assert any(r.startswith("ray_PoolActor-") for r in read_logs(logdir).runs)
-
-
-def test_a_worker_that_cannot_reach_the_hub_says_so_and_the_owner_counts_it(
-    ray_first: None, logdir: Path
-) -> None:
-    """The job has a hub, the worker finds it and cannot connect (here: a port nobody listens
-    on, as a firewall between nodes would make it): one stderr line, one transport error."""
-    import json
-
-    import ray_workers
-    from ray.experimental import internal_kv
-
-    from hyrax_tbhub._discovery.ray import NAMESPACE, entry_key
-
-    hyrax_tbhub.init_tensorboard_logger(log_dir=str(logdir))
-    key = entry_key(ray.get_runtime_context().get_job_id())
-    entry = json.loads(internal_kv._internal_kv_get(key, namespace=NAMESPACE))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    entry["info"]["address"] = f"tcp:127.0.0.1:{closed_port}"
-    entry["unix"] = ""
-    internal_kv._internal_kv_put(key, json.dumps(entry), True, namespace=NAMESPACE)
-    ok, err = ray.get(ray_workers.log_and_capture_stderr.remote(1), timeout=120)
-    hyrax_tbhub.close_tensorboard_logger()
-    assert not ok
-    assert "cannot reach it; the owner counts it under hyrax_tbhub/transport_errors" in err
-    assert read_logs(logdir).transport_errors == 1
 
 
 def test_ray_tune_trials_land_every_event(ray_first: None, logdir: Path, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub.options import Options
+from hyrax_tbhub.testing import running_hub
 
 from faults import common, hubgone
 
@@ -236,11 +236,10 @@ def test_close_and_switch_while_a_producer_logs_flat_out(tmp_path: Path) -> None
     assert ready_r.poll(30)
     close_s = []
     for i in range(switches):
-        hub = STATE.hub
+        probe = running_hub()
+        assert probe is not None
         try:
-            common.wait_until(
-                lambda hub=hub: any(c.run is not None for c in hub._conns.values()), 20, "a join"
-            )
+            common.wait_until(lambda probe=probe: probe.joined_runs(), 20, "a join")
         except TimeoutError:
             status = result.with_name(result.name + ".status")
             raise AssertionError(

@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub._process.state import STATE
 from hyrax_tbhub.options import Options
-from hyrax_tbhub.testing import TRANSPORT_ERRORS
+from hyrax_tbhub.testing import TRANSPORT_ERRORS, running_hub
 
 from faults import common, kill, loggers
 from readback import read_log
@@ -114,9 +113,12 @@ def test_sigkill_at_random_moments_and_mid_frame_hub_keeps_serving(hub: Path, tm
     assert kills >= 50
     assert stalled >= BATCHES  # at least one kill per batch with half a frame on the wire
 
-    hub_obj = STATE.hub
+    probe = running_hub()
+    assert probe is not None
     # The hub noticed every death: no connection (and so no descriptor) is left behind.
-    common.wait_until(lambda: not hub_obj._conns, 10, "the hub to drop every dead producer's connection")
+    common.wait_until(
+        lambda: probe.connections() == 0, 10, "the hub to drop every dead producer's connection"
+    )
 
     # A new producer after all that is served normally.
     late = tmp_path / "late.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub.testing import running_hub
 
 from faults import common, loggers
 
@@ -42,14 +42,15 @@ def test_256_producers_connect_at_once(hub: Path) -> None:
     ]
     for p in procs:
         p.start()
-    hub_obj = STATE.hub
+    probe = running_hub()
+    assert probe is not None
     t0 = time.monotonic()
     go.set()
     try:
         # Every producer has connected, logged and flushed, and all are connected at the same time.
         common.wait_until(
             lambda: (
-                sum(c.run is not None for c in list(hub_obj._conns.values())) >= PRODUCERS
+                len(probe.joined_runs()) >= PRODUCERS
                 or any(p.exitcode not in (None, 0) for p in procs)
             ),
             120,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub import tensorboardx_logger
 from hyrax_tbhub.logging_handler import TensorBoardHandler, encode_text_event
 from hyrax_tbhub.testing import ROOT_RUN, capture_logs
 
@@ -70,7 +70,7 @@ def test_encode_text_event_matches_tensorboardx(tag: str, text: str, step: int |
 def test_records_at_or_above_the_level_become_text(logger: logging.Logger) -> None:
     logger.addHandler(TensorBoardHandler(logging.INFO))
     with capture_logs() as logs:
-        start_ns = STATE.channel.start_ns  # type: ignore[union-attr]
+        start_ns = tensorboardx_logger.tensorboard_start_ns
         logger.debug("not sent")
         logger.info("plain %s with_underscore", "info")
         logger.warning("careful")

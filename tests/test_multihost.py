@@ -296,7 +296,7 @@ EARLY_RANK = """
 import sys, time
 import torch.distributed as dist
 import hyrax_tbhub
-from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub.testing import logging_to_a_hub
 
 
 dist.init_process_group("gloo", init_method=sys.argv[1], rank=1, world_size=2)
@@ -308,11 +308,11 @@ dist.barrier()  # rank 0 serves after this barrier...
 dist.barrier()  # ...and before this one
 deadline = time.monotonic() + 30
 step = 0
-while STATE.channel is None and time.monotonic() < deadline:
+while not logging_to_a_hub() and time.monotonic() < deadline:
     w.add_scalar("probe", 0.0, step)  # each call looks again once the store watch saw the hub
     step += 1
     time.sleep(0.05)  # polling a condition, bounded by the deadline
-assert STATE.channel is not None, "the rank never found the hub"
+assert logging_to_a_hub(), "the rank never found the hub"
 for s in range(int(sys.argv[2])):
     w.add_scalar("late", float(s), s)
 hyrax_tbhub.close_tensorboard_logger()
@@ -530,7 +530,7 @@ from torch.utils.data import DataLoader
 import hyrax_tbhub
 
 from multihost_job import TimedReads
-from hyrax_tbhub._process.state import STATE
+from hyrax_tbhub.testing import logging_to_a_hub
 
 
 TAG = ["pool"]
@@ -556,9 +556,9 @@ if __name__ == "__main__":
     dist.barrier()  # rank 0 serves after this barrier...
     dist.barrier()  # ...and before this one
     deadline = time.monotonic() + 30
-    while STATE.channel is None and time.monotonic() < deadline:
+    while not logging_to_a_hub() and time.monotonic() < deadline:
         time.sleep(0.05)  # polling a condition, bounded: the rank's store watch, not a call
-    assert STATE.channel is not None, "the rank did not find the hub by itself"
+    assert logging_to_a_hub(), "the rank did not find the hub by itself"
     assert pool.map(task, range(20), chunksize=1) == list(range(20))
     pool.close()
     pool.join()

@@ -18,8 +18,7 @@ MAX_CLASS_LINES = 300
 # Over the bounds today, in files other branches are splitting this round. Strict: once within
 # the bounds the entry fails here, and its line goes.
 KNOWN_OVER: dict[str, str] = {
-    "hyrax_tbhub/testing.py": "module, 546 lines",
-    # Grown past the bound by this release's merges (ledger, sync, late calls, caps); next to split.
+    # Empty: every module and class is within the bound. An entry here is a debt with its size.
 }
 
 

@@ -17,6 +17,7 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import tensorboardx_logger as tbl
+from hyrax_tbhub.testing import running_hub
 
 tensorboardX = pytest.importorskip("tensorboardX")
 TBX = tensorboardX.SummaryWriter
@@ -170,4 +171,4 @@ def test_a_keyword_tensorboardx_does_not_take_raises_at_the_call(tmp_path: Any) 
         hyrax_tbhub.init_tensorboard_logger(log_dri=str(tmp_path))  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         hyrax_tbhub.SummaryWriter(str(tmp_path), bogus_kw=1)  # type: ignore[call-arg]
-    assert tbl._STATE.hub is None  # nothing started
+    assert running_hub() is None  # nothing started

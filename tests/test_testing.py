@@ -11,8 +11,7 @@ import multiprocess
 import pytest
 
 import hyrax_tbhub
-from hyrax_tbhub import Options, _counters
-from hyrax_tbhub._events import encode_scalar, frame
+from hyrax_tbhub import Options, tensorboardx_logger
 from hyrax_tbhub.testing import (
     DROPPED_PREFIX,
     ERRORS_PREFIX,
@@ -28,11 +27,15 @@ from hyrax_tbhub.testing import (
     capture_logs,
     dropped_tag,
     errors_tag,
+    logging_to_a_hub,
+    published_hub,
     read_logs,
+    reset_logging,
+    running_hub,
+    wait_until,
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hyrax_tbhub._process.state import STATE
 
 import workers  # noqa: E402  (importable by name in spawn and forkserver children)
 from readback import read_log  # noqa: E402
@@ -103,7 +106,7 @@ def test_log_scalar_ts_steps_are_microseconds_since_start() -> None:
     with capture_logs() as logs:
         start = time.monotonic_ns()
         hyrax_tbhub.get_tensorboard_logger().log_duration_ts("t/duration_s", start)
-        elapsed_us = (time.monotonic_ns() - STATE.channel.start_ns) // 1000  # type: ignore[union-attr]
+        elapsed_us = (time.monotonic_ns() - tensorboardx_logger.tensorboard_start_ns) // 1000
     ((step, value),) = logs.scalars("t/duration_s")
     assert 0 <= step <= elapsed_us and value >= 0.0
 
@@ -164,10 +167,10 @@ def test_refuses_while_this_process_owns_a_hub(hub: Path) -> None:
 
 def test_state_after_the_block() -> None:
     with capture_logs() as logs:
-        assert STATE.hub is not None
+        assert running_hub() is not None
         with pytest.raises(RuntimeError, match="after"):
             logs.entries  # noqa: B018
-    assert STATE.hub is None and STATE.channel is None
+    assert running_hub() is None and tensorboardx_logger.tensorboard_start_ns == 0
     assert os.environ.get("HYRAX_TBHUB_INFO") is None
     hyrax_tbhub.get_tensorboard_logger().add_scalar("ignored", 1.0, 0)  # a no-op again, no error
 
@@ -199,7 +202,7 @@ def test_an_exception_in_the_block_propagates_and_closes_the_hub() -> None:
         with capture_logs() as logs:
             hyrax_tbhub.get_tensorboard_logger().add_scalar("x", 1.0, 0)
             1 / 0  # noqa: B018
-    assert STATE.hub is None
+    assert running_hub() is None
     with pytest.raises(RuntimeError):
         logs.entries  # noqa: B018
 
@@ -245,9 +248,24 @@ def test_assertion_helpers() -> None:
 # -- reading ----------------------------------------------------------------------------------------------
 
 
+def encode_scalar(tag: str, value: float, step: int, wall_time: float) -> bytes:
+    """One scalar event as tensorboardX's protobuf class serialises it."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+    return Event(wall_time=wall_time, step=step, summary=summary).SerializeToString()
+
+
 def _write_records(path: Path, records: list[bytes]) -> None:
+    """An event file framed by tensorboardX's own TFRecord writer."""
+    from tensorboardX.record_writer import RecordWriter
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(frame(r) for r in records))
+    writer = RecordWriter(str(path))
+    for record in records:
+        writer.write(record)
+    writer.close()
 
 
 def test_read_logs_counters_are_kept_apart(tmp_path: Path) -> None:
@@ -309,7 +327,7 @@ def test_scalar_series_scalars_by_run_and_counts_by_kind(tmp_path: Path) -> None
 
 def test_counter_names_are_the_hubs() -> None:
     """The exported counter tags are the ones the hub writes (a dropped event lands under them)."""
-    assert RESERVED_PREFIX == _counters.RESERVED_PREFIX
+    assert RESERVED_PREFIX == "hyrax_tbhub/"  # the documented prefix of every counter tag
     assert all(name.startswith(RESERVED_PREFIX) for name in (
         DROPPED_PREFIX, ERRORS_PREFIX, TRANSPORT_ERRORS, INTERNAL_ERRORS, REJECTED, STRANGERS, OVER_CAP))
     assert (dropped_tag("w"), errors_tag("w")) == (DROPPED_PREFIX + "w", ERRORS_PREFIX + "w")
@@ -381,3 +399,79 @@ def test_captured_logs_is_a_plain_object() -> None:
     empty = CapturedLogs(log_dir="/nowhere")
     with pytest.raises(RuntimeError):
         empty.runs  # noqa: B018
+
+
+# -- watching a live hub ----------------------------------------------------------------------------------
+
+
+def test_running_hub_sees_producers_join_and_leave(hub: Path) -> None:
+    """The probe's joined runs are the runs the producers' events land in; once they exit, the hub
+    holds no connection of theirs."""
+    import multiprocessing
+
+    probe = running_hub()
+    assert probe is not None and probe.alive and probe.log_dir == str(hub)
+    assert probe.connections() == 0 and probe.joined_runs() == [] and probe.strangers_rejected == 0
+    ctx = multiprocessing.get_context()
+    leave = ctx.Event()
+    procs = [ctx.Process(target=workers.log_flush_and_stay, args=(f"probe/{i}", 3, leave)) for i in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        wait_until(lambda: len(probe.joined_runs()) == 2, JOIN_S, "both producers to join")
+        joined = sorted(probe.joined_runs())
+        assert probe.connections() >= 2
+    finally:
+        leave.set()
+        for p in procs:
+            p.join(JOIN_S)
+    assert [p.exitcode for p in procs] == [0, 0]
+    wait_until(lambda: probe.connections() == 0, JOIN_S, "the exited producers' connections to close")
+    hyrax_tbhub.close_tensorboard_logger()
+    assert not probe.alive
+    logs = read_logs(hub)
+    logs.assert_complete()
+    assert joined == [r for r in logs.runs if r != ROOT_RUN]
+    landed = sorted(e.tag for e in logs.entries if e.run in joined)
+    assert landed == sorted(["probe/0", "probe/1"] * 3)
+
+
+def test_published_hub_is_the_one_children_find(hub: Path) -> None:
+    published, probe = published_hub(), running_hub()
+    assert published is not None and probe is not None
+    expected = (str(hub), probe.address, os.getpid())
+    assert (published.log_dir, published.address, published.owner_pid) == expected
+    assert os.path.isfile(published.hub_file)
+    hyrax_tbhub.close_tensorboard_logger()
+    assert published_hub() is None and running_hub() is None
+
+
+def test_wait_until_names_what_it_waited_for() -> None:
+    wait_until(lambda: True, 0, "nothing")
+    with pytest.raises(TimeoutError, match="waiting for the impossible"):
+        wait_until(lambda: False, 0.05, "the impossible")
+
+
+def test_reset_logging_closes_the_hub_so_the_next_test_can_capture(tmp_path: Path) -> None:
+    hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / "left_open"))
+    hyrax_tbhub.get_tensorboard_logger().add_scalar("first", 1.0, 0)
+    reset_logging()
+    assert running_hub() is None and published_hub() is None
+    assert read_logs(tmp_path / "left_open").scalars("first") == [(0, 1.0)]
+    with capture_logs() as logs:  # raises if this process still owned a hub
+        hyrax_tbhub.get_tensorboard_logger().add_scalar("second", 2.0, 0)
+    assert logs.scalars("second") == [(0, 2.0)]
+
+
+def test_logging_to_a_hub_says_whether_calls_reach_a_hub() -> None:
+    """In the owner from init to close; in a spawned child once its first call found the hub."""
+    import multiprocessing
+
+    assert not logging_to_a_hub()
+    with capture_logs() as logs:
+        assert logging_to_a_hub()
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            before, after = pool.apply(workers.logging_to_a_hub_before_and_after_a_call, ("child",))
+    assert not logging_to_a_hub()
+    assert (before, after) == (False, True)
+    assert logs.scalars("child") == [(0, 1.0)]

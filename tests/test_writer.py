@@ -14,9 +14,7 @@ import pytest
 
 import hyrax_tbhub
 from hyrax_tbhub import SummaryWriter
-from hyrax_tbhub._discovery import hubfile
-from hyrax_tbhub._process import writers
-from hyrax_tbhub.testing import read_logs
+from hyrax_tbhub.testing import published_hub, read_logs, running_hub
 
 import writer_workers
 
@@ -152,7 +150,7 @@ def test_two_writers_train_and_val_keep_their_folders_apart_in_every_process(tmp
 def test_writers_of_one_folder_share_its_hub_until_the_last_closes(tmp_path: Path) -> None:
     a = SummaryWriter(str(tmp_path / "log"))
     b = SummaryWriter(str(tmp_path / "log"))
-    assert a._owned is b._owned
+    assert running_hub(a) == running_hub(b) is not None
     a.add_scalar("a", 1.0, 0)
     a.close()
     b.add_scalar("b", 2.0, 0)  # still open: b is a user of the same hub
@@ -164,11 +162,11 @@ def test_writers_of_one_folder_share_its_hub_until_the_last_closes(tmp_path: Pat
 
 def test_the_process_wide_logger_works_beside_a_writer_and_neither_sees_the_other(tmp_path: Path) -> None:
     hyrax_tbhub.init_tensorboard_logger(log_dir=str(tmp_path / "global"))
-    hub_file = os.environ[hubfile.ENV_INFO]
+    global_hub = published_hub()
     with SummaryWriter(str(tmp_path / "mine")) as w:
         # The writer's hub publishes nothing: descendants still discover the global hub.
-        assert os.environ[hubfile.ENV_INFO] == hub_file
-        assert hubfile.read_hub_file(hub_file).logdir == str(tmp_path / "global")
+        assert published_hub() == global_hub
+        assert global_hub is not None and global_hub.log_dir == str(tmp_path / "global")
         hyrax_tbhub.get_tensorboard_logger().add_scalar("global_tag", 1.0, 0)
         w.add_scalar("writer_tag", 2.0, 0)
         ctx = multiprocessing.get_context("spawn")
@@ -228,11 +226,14 @@ def test_forked_child_drops_the_owners_hub_and_logs_as_a_producer(tmp_path: Path
         p.start()
         p.join(60)
         assert p.exitcode == 0
-        assert writers._owned_by_id  # the owner's registry is untouched by the child's reset
+        # The owner's registry of its hubs is untouched by the child's reset: a copy of the writer
+        # unpickled in the owner finds the hub through it.
+        pickle.loads(pickle.dumps(w)).add_scalar("owner_copy", 2.0, 0)
     logs = read_logs(tmp_path / "log")
     logs.assert_complete()
     assert len({e.run for e in logs.select("forked")} - {"."}) == 1
     assert len(logs.scalars("forked")) == N and len(logs.scalars("owner", run=".")) == 1
+    assert logs.scalars("owner_copy", run=".") == [(0, 2.0)]
 
 
 def test_a_writer_pickled_after_close_is_a_noop_in_the_child(tmp_path: Path) -> None:
@@ -278,8 +279,8 @@ def test_a_forked_child_drops_its_copy_of_the_producer_socket(tmp_path: Path) ->
 
     ctx = multiprocessing.get_context("spawn")
     with SummaryWriter(str(tmp_path / "log")) as w:
-        assert w._owned is not None
-        hub = w._owned.hub
+        hub = running_hub(w)
+        assert hub is not None
         pid_file = tmp_path / "child.pid"
         p = ctx.Process(target=writer_workers.fork_idle_child_then_die, args=(w, str(pid_file)))
         p.start()
@@ -291,9 +292,9 @@ def test_a_forked_child_drops_its_copy_of_the_producer_socket(tmp_path: Path) ->
         child = int(pid_file.read_text())
         try:
             deadline = time.monotonic() + 20
-            while hub._conns and time.monotonic() < deadline:
+            while hub.connections() and time.monotonic() < deadline:
                 time.sleep(0.05)  # polling the condition itself, bounded
-            assert not hub._conns, "the hub still holds the killed producer's connection"
+            assert not hub.connections(), "the hub still holds the killed producer's connection"
         finally:
             os.kill(child, signal.SIGUSR1)
     assert read_logs(tmp_path / "log").scalars("before_fork") == [(0, 1.0)]

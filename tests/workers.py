@@ -27,6 +27,21 @@ def log_and_flush(tag: str, n: int) -> bool:
     return w.flush()
 
 
+def log_flush_and_stay(tag: str, n: int, leave: threading.Event) -> None:
+    """Log and flush ``n`` scalars, then stay connected until ``leave`` is set (60 s at most)."""
+    assert log_and_flush(tag, n)
+    leave.wait(60)
+
+
+def logging_to_a_hub_before_and_after_a_call(tag: str) -> tuple[bool, bool]:
+    """In a fresh child: whether it logs to a hub before its first call, and after it."""
+    from hyrax_tbhub.testing import logging_to_a_hub
+
+    before = logging_to_a_hub()
+    hyrax_tbhub.get_tensorboard_logger().add_scalar(tag, 1.0, 0)
+    return before, logging_to_a_hub()
+
+
 def log_in_thread_then_fork_child(tag: str, n: int) -> bool:
     """Log from two threads while forking a child that logs too; all three must land."""
     import threading

@@ -21,7 +21,7 @@ from typing import Any
 import hyrax_tbhub
 from hyrax_tbhub._discovery import hubfile
 from hyrax_tbhub._process.state import STATE
-from hyrax_tbhub.testing import ROOT_RUN, CapturedLogs, read_logs
+from hyrax_tbhub.testing import ROOT_RUN, CapturedLogs, read_logs, running_hub
 
 SAFETY_S = 120.0  # a child left behind by a broken test gives up after this long
 
@@ -119,8 +119,8 @@ def dropped() -> int:
 
 def hub_thread_alive() -> bool:
     """Whether this process runs a hub whose thread is still alive (a bug must not kill it)."""
-    hub = STATE.hub
-    return hub is not None and hub._thread.is_alive()
+    probe = running_hub()
+    return probe is not None and probe.alive
 
 
 def redirect_stderr(path: str) -> None:

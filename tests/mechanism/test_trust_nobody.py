@@ -5,6 +5,10 @@ nothing in the owner, is cut off, and is counted in the log. The producer side: 
 at the hub's address without the key (raw bytes, the right MAGIC then a pickle, the producer's
 own proof reflected, a recorded proof replayed) gets nothing from the producer but its answer,
 executes nothing in it, and the producer's calls keep returning and count what they drop.
+
+Mechanism test (it imports private modules on purpose): both ends of the handshake and the wire
+parsers (``_wire``, ``_producer.Producer``, ``_discovery.store``) against peers that send pickles or
+answer falsely.
 """
 
 from __future__ import annotations

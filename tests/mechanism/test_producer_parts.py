@@ -1,6 +1,9 @@
 """The producer's parts on their own: batch cutting, the outbox's bounds and counts, re-encoding.
 
 No hub and no sender thread here: the outbox is driven the way the sender drives it.
+
+Mechanism test (it imports private modules on purpose): the producer's parts (``_producer.outbox``,
+``_producer.frames``) driven without a hub or sender thread.
 """
 
 from __future__ import annotations

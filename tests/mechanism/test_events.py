@@ -1,4 +1,8 @@
-"""The hand-written encoders produce exactly the bytes tensorboardX/protobuf would."""
+"""The hand-written encoders produce exactly the bytes tensorboardX/protobuf would.
+
+Mechanism test (it imports private modules on purpose): the hand-written event encoders of
+``_events`` (byte equality with tensorboardX/protobuf).
+"""
 
 from __future__ import annotations
 

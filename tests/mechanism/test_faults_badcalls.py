@@ -5,6 +5,9 @@ a tensor that cannot be read), the call raises at the call site, as tensorboardX
 keeps working. Legal but unusual input (NaN, inf, odd tags, figures, large images) lands exactly as
 tensorboardX would write it. Where the hub is at fault (it cannot write, one of its methods
 raises), the error is counted under ``hyrax_tbhub/errors/<run>``, said once, and the hub lives on.
+
+Mechanism test (it imports private modules on purpose): the hub's write path
+(``_hub.runfile.RunFile.add``, ``_hub.store.Run.write_pending``), into which faults are injected.
 """
 
 from __future__ import annotations

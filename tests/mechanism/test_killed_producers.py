@@ -10,6 +10,9 @@ does (SIGKILL, ``Pool.terminate()``, joblib's abort with loky), and checks, over
 (a call the kill cut in half may or may not count; nothing else may be missing). Workers are
 killed once their producer finished its handshake: a producer killed before the hub holds its
 ledger is counted as a transport error only (docs/how-it-works.md).
+
+Mechanism test (it imports private modules on purpose): the killed producer's ledger
+(``_producer.ledger``, ``_hub.liveness``: shared memory handed over with the HELLO).
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 the shared generation word moved, or its watch was poked, since it last looked (never otherwise).
 
 Its check reads a module copy of the watch's ``seen``: these tests pin that the copy follows
-every change (settle, poke, a hub start) whichever thread makes it."""
+every change (settle, poke, a hub start) whichever thread makes it.
+
+Mechanism test (it imports private modules on purpose): the watching handle's fast path:
+``_discovery.hubfile.GenerationWatch`` and the process state's watch.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Private mechanism tests (the store, the hub object, hand-made peers), each a defect found where
 two features of one release met: a fix in one place broke the accounting of the other.
+
+Mechanism test (it imports private modules on purpose): the hub object, its store and hand-made
+peers (``_hub``, ``_wire``).
 """
 
 from __future__ import annotations

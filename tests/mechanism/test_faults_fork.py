@@ -4,6 +4,9 @@ A producer forks while its sender thread is half-way through a frame, while anot
 its locks, or from a thread other than the main one; the owner forks while its hub thread holds
 the hub's lock. The child logs and exits normally, the parent carries on, nothing deadlocks, and
 no byte of one process is interleaved with another's on the wire.
+
+Mechanism test (it imports private modules on purpose): the fork hooks: a fork while the hub thread
+holds the hub's lock or a producer's locks.
 """
 
 from __future__ import annotations

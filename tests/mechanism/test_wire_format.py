@@ -4,6 +4,9 @@ The hub's parser (``FrameReader`` + ``decode_hello``/``decode_batch`` + ``check_
 the producer's (``FrameReader`` + ``decode_hub_message``) must turn any byte string into either
 the items it encodes or a ``WireError``: never another exception, never an allocation larger
 than the bound. A few thousand inputs per side run in the suite.
+
+Mechanism test (it imports private modules on purpose): the wire codec of ``_wire`` (round trips,
+bounds, fuzzing of both parsers).
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """A hub exists for the job but a process cannot reach it: one line on stderr and a counter.
 
 The process found the hub through its engine's store (here a torch.distributed rank through the
-process group's store; Ray workers in tests/test_engines_ray.py) and the address does not answer,
-as when a firewall stands between the hosts. It says so on stderr and adds itself to a count in
-that store; the owner reads the count when it closes and writes it under
+process group's store; Ray workers in tests/mechanism/test_engines_ray_entry.py) and the address
+does not answer, as when a firewall stands between the hosts. It says so on stderr and adds
+itself to a count in that store; the owner reads the count when it closes and writes it under
 ``hyrax_tbhub/transport_errors``. A process of a job that has no hub stays silent.
+
+Mechanism test (it imports private modules on purpose): discovery through torch.distributed's store
+(``_discovery.store``): the test rewrites the published entry so the address does not answer, and
+waits on the process state for the rank to give up.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from hyrax_tbhub._discovery.store import STORE_KEY, default_store  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.timeout(240)]
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/
 
 RANK1 = """
 import sys, time

@@ -4,6 +4,10 @@ A job's producers come and go (pool workers, DataLoader workers, short-lived chi
 on runs counts the runs open now, not every run the job ever had; what it refuses is counted per
 event; and every run name is unique for the hub's whole life, so two processes (a pid the kernel
 reused, a DataLoader worker id of another epoch) never share a run.
+
+Mechanism test (it imports private modules on purpose): the hub's guard against a key holder
+(``_hub.store.Store``, frames built with ``_wire`` and ``_events``) and the runtime folder's hub
+files (``_discovery.hubfile``).
 """
 
 from __future__ import annotations
@@ -173,7 +177,8 @@ def test_two_processes_of_one_name_write_two_runs(logdir: Path) -> None:
 
 # -- the runtime folder as a hostile place ---------------------------------------------------------
 
-_JOB = str(Path(__file__).with_name("trust_hub_job.py"))
+_TESTS = Path(__file__).resolve().parent.parent  # tests/, where the job and its helpers live
+_JOB = str(_TESTS / "trust_hub_job.py")
 _OTHER_UID = 50_000 + os.getpid() % 5_000  # "another user": no account needed, only a number
 needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                                 reason="simulating another user takes root (chown, setuid)")
@@ -182,7 +187,7 @@ needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
 def _job_env(**extra: str) -> dict[str, str]:
     unset = ("XDG_RUNTIME_DIR", "TMPDIR", "TEMP", "TMP", hubfile.ENV_RUNTIME_DIR, hubfile.ENV_INFO)
     env = {k: v for k, v in os.environ.items() if k not in unset}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(_TESTS), env.get("PYTHONPATH", "")])
     env.update(extra)
     return env
 

@@ -1,4 +1,9 @@
-"""Live aggregates: the run all_producers holds per-window count/mean/min/max/p50/p95 of matching tags."""
+"""Live aggregates: the run all_producers holds per-window count/mean/min/max/p50/p95 of matching tags.
+
+Mechanism test (it imports private modules on purpose): the aggregator of ``_hub.aggregate`` (its
+sketch's exact cap and error bound, the scalar-tag parser it shares with ``_events``, the store's
+live run names).
+"""
 
 from __future__ import annotations
 

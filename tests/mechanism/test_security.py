@@ -1,4 +1,8 @@
-"""The channel is private: only key holders get past the handshake, nothing binds a network port."""
+"""The channel is private: only key holders get past the handshake, nothing binds a network port.
+
+Mechanism test (it imports private modules on purpose): the handshake of ``_wire`` spoken by hand (a
+wrong key, a key holder), and the modes of the hub file and runtime folder (``_discovery.hubfile``).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 1000 init/close cycles in one process, a producer that follows 100 successive hubs, and two
 unrelated hubs on one machine at once: no leaked threads, descriptors, sockets, hub files or
 temporary folders, and the two hubs never cross.
+
+Mechanism test (it imports private modules on purpose): the process state's saved hub-file variable
+(``_process.state.SAVED_ENV``) across init/close cycles.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc and Unix sockets"),
 ]
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)

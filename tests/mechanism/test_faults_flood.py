@@ -7,6 +7,9 @@ partial frame per connection and writes every batch it reads before reading more
 kernel's socket buffers hold the rest and push back on the producer's sender thread, never on
 the caller. Drops are counted per producer, written as ``hyrax_tbhub/dropped/<run>`` scalars in
 the root run, and said once on stderr; nothing is dropped while the hub keeps up.
+
+Mechanism test (it imports private modules on purpose): the bound of the owner's local queue
+(``_hub.server``'s high-water mark, the hub's deque).
 """
 
 from __future__ import annotations

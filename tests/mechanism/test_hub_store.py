@@ -2,6 +2,9 @@
 
 Each test drives :class:`hyrax_tbhub._hub.store.Store` as the hub thread does (open a run, write
 batches, hand them to the OS, tick, close) and reads the folder with the project's reader.
+
+Mechanism test (it imports private modules on purpose): ``_hub.store.Store`` on its own, fed with
+``_events`` encodings.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Ranks that cannot see the hub locally find it through torch.distributed's store."""
+"""Ranks that cannot see the hub locally find it through torch.distributed's store.
+
+Mechanism test (it imports private modules on purpose): discovery through torch.distributed's store
+(``_discovery.store``: the entry rank 0 publishes, with or without the key) and the mapping of a
+remote hub's clock (``_producer.local_start_ns``).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,9 @@
 5. every sender failure was "lost the hub", and a bug in the hub counted as a transport error.
 (Symptom 4, a slow close under a flat-out producer, is tests/test_faults_hubgone.py's
 test_close_and_switch_while_a_producer_logs_flat_out, run under load.)
+
+Mechanism test (it imports private modules on purpose): the hub object and the fork hooks (``_hub``,
+``_process.hooks``), each symptom at the place it was fixed.
 """
 
 from __future__ import annotations

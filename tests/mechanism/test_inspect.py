@@ -2,6 +2,9 @@
 
 Logs are written with plain tensorboardX writers and fixed wall times, so the table and the JSON can
 be compared exactly.
+
+Mechanism test (it imports private modules on purpose): the report model of ``hyrax-tbhub inspect``
+(``_tools.inspect.inspect_logdir`` and its dataclasses), beside the command itself.
 """
 
 from __future__ import annotations

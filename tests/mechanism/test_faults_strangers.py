@@ -5,6 +5,9 @@ length prefix, many at once: none of them delays real producers beyond a short h
 timeout, makes the hub decode a byte as a frame (nor unpickle one: nothing on the wire is ever
 unpickled), crashes it or leaks a file descriptor. The pre-authentication path is fuzzed with
 thousands of random inputs.
+
+Mechanism test (it imports private modules on purpose): the handshake of ``_wire`` (challenge,
+answer, frame reader) spoken by hand to the hub.
 """
 
 from __future__ import annotations
