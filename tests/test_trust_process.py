@@ -82,31 +82,6 @@ def test_a_fork_pool_per_epoch_keeps_every_event_and_the_owner_flat(tmp_path: Pa
     assert len(set(rep["fds"])) == 1, rep["fds"]  # counted once the hub ended the workers' runs
 
 
-@pytest.mark.parametrize("where", ["at_exit", "producer_close"])
-def test_a_pool_worker_sigtermed_at_any_line_of_its_exit_flush_loses_nothing(
-    tmp_path: Path, where: str
-) -> None:
-    """A Pool worker can get its end sentinel and ``terminate()``'s SIGTERM at once, so SIGTERM
-    may arrive at any point of its exit flush: for every line of that flush, a worker SIGTERMed
-    there has every event it logged on disk and nothing counted lost (0.4.0 lost all of them at
-    eight lines of the exit hook: the SIGTERM flush looked for the producer where the exit hook
-    had already swapped in the late channel)."""
-    events = 5
-    rep = _last_report(_run("sigterm_in_exit_flush", tmp_path / "log", where, events))
-    logs = common.read_intact(tmp_path / "log")
-    got: dict[str, int] = {}
-    for e in logs.select(kind="scalar"):
-        got[e.tag] = got.get(e.tag, 0) + 1
-    lost = {line: got.get(f"exit/{where}/{line}", 0) for line in rep["exits"]
-            if got.get(f"exit/{where}/{line}", 0) != events}
-    assert lost == {}, (lost, rep["exits"])
-    # Ended by the SIGTERM (the main thread's handler re-raises it: -15; the wakeup-fd thread
-    # took it first: exit status 143, as a shell reports it), or exited before it came (0).
-    odd = {line: code for line, code in rep["exits"].items() if code not in (0, -15, 128 + 15)}
-    assert rep["exits"] and odd == {}, odd
-    assert {k: v for k, v in logs.counters.items() if v} == {}
-
-
 @pytest.mark.parametrize("after_calls", [60_000, 150_000, 310_000])
 def test_ctrl_c_while_the_owner_logs_flat_out_loses_no_returned_call(
     tmp_path: Path, after_calls: int

@@ -4,6 +4,9 @@ Without a GIL the lock-free outbox's counts would lose updates and a call could 
 final batch; there ``new_outbox`` makes a ``LockedOutbox``. ``outbox.LOCKED`` forces it here, so
 its behaviour is checked on the GIL build the suite runs on: several threads logging at once, a
 sender taking rounds meanwhile, nothing lost, every count exact.
+
+Mechanism test (it imports private modules on purpose): ``_producer.outbox``'s ``LockedOutbox`` and
+the ``LOCKED`` switch, driven directly and through a fork child's producer.
 """
 
 from __future__ import annotations
