@@ -5,7 +5,7 @@ them through a ``multiprocessing.Queue`` to its own thread (measured here: ~30-5
 writes tens of thousands of scalars per second from many producers, so the scalar path encodes
 the three-field ``Event`` by hand here, as it does the two fixed records every file starts with
 (importing tensorboardX's protos imports tensorboardX, which imports torch: seconds per process).
-``tests/test_events.py`` checks byte equality with
+``tests/mechanism/test_events.py`` checks byte equality with
 protobuf's own serialisation over random inputs; everything that is not a plain scalar still goes
 through tensorboardX's summary builders and protobuf.
 """

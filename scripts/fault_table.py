@@ -5,7 +5,7 @@
     python scripts/fault_table.py --record R.jsonl --junit J.xml   # re-print from an earlier run
 
 Every fault test appends its measurements to the file named by $HYRAX_TBHUB_FAULT_RECORD
-(tests/fault_workers.py: record()); this script sets it, runs the suite, and turns the records and
+(tests/faults/common.py: record()); this script sets it, runs the suite, and turns the records and
 the pass/fail outcome of each test into one row per fault: fault | trials | what survived | what
 was lost. A fault with a failing test says so in its row. The table goes to stdout, the list of
 failing tests to stderr; the exit status is pytest's.
