@@ -114,7 +114,7 @@ class Store:
         # Nothing else of a closed run is kept (a Pool per epoch opens tens of thousands): only
         # its name, in fixed memory, so that it is never given again.
         self._runs: dict[str, Run] = {}
-        self._given = GivenNames()
+        self._given = GivenNames()  # every name given: open, closed, refused and the hub's own
         # Base name -> the last suffix given for it, for names given more than once only
         # (dataloader_worker_3 every epoch): the next one starts looking there, not at 1.
         self._suffixes: dict[str, int] = {}
@@ -138,7 +138,7 @@ class Store:
         base = clean_run_name(requested)
         n = self._suffixes.get(base, 1)
         name = base if n == 1 else f"{base}-{n}"
-        while self._taken(name):
+        while name in self._given:
             n += 1
             name = f"{base}-{n}"
         if n > 1:
@@ -165,7 +165,7 @@ class Store:
             self.live_names.discard(run.name)
             self.open_runs -= 1
         if self._runs.get(run.name) is run:
-            del self._runs[run.name]  # counts not yet written stay with it in _counted
+            del self._runs[run.name]  # counts not yet written stay with it in tally.counted
         self._dirty.discard(run)
 
     def own_run(self, name: str) -> Run:
@@ -174,17 +174,14 @@ class Store:
         run = self._own.get(name)
         if run is None:
             unique, n = name, 1
-            while self._taken(unique):
+            while unique in self._given:
                 n += 1
                 unique = f"{name}-{n}"
+            self._given.add(unique)
             self.live_names.add(unique)
             run = Run(unique, os.path.join(self.logdir, unique), self.suffix)
             self._own[name] = self._runs[unique] = run
         return run
-
-    def _taken(self, name: str) -> bool:
-        """Has this hub given ``name`` to a run already (open, closed or its own)?"""
-        return name in self.live_names or name in self._runs or name in self._given
 
     # -- writing --------------------------------------------------------------------------------
 
