@@ -166,9 +166,9 @@ def _alarm_logger(log: Any, done: list[int]) -> Any:
     return signal
 
 
-def _log_under_alarms(log: Any, calls: int) -> None:
-    """``calls`` scalars while a 1 ms SIGALRM handler logs through ``log`` too; reports what
-    raised, which alarms logged and whether the flush was confirmed."""
+def _calls_under_alarms(log: Any, calls: int) -> dict[str, Any]:
+    """``calls`` scalars while a 1 ms SIGALRM handler logs through ``log`` too: what raised, and
+    which alarms logged."""
     done: list[int] = []
     error = None
     signal = _alarm_logger(log, done)
@@ -179,8 +179,14 @@ def _log_under_alarms(log: Any, calls: int) -> None:
         error = repr(exc)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    flushed = log.flush()
-    _report({"error": error, "alarms": sorted(done), "flushed": flushed})
+    return {"error": error, "alarms": sorted(done)}
+
+
+def _log_under_alarms(log: Any, calls: int) -> None:
+    """:func:`_calls_under_alarms`, then reports it and whether the flush was confirmed."""
+    report = _calls_under_alarms(log, calls)
+    report["flushed"] = log.flush()
+    _report(report)
 
 
 def alarm_owner(logdir: str, calls: int) -> None:
@@ -188,19 +194,9 @@ def alarm_owner(logdir: str, calls: int) -> None:
     import hyrax_tbhub
 
     hyrax_tbhub.init_tensorboard_logger(log_dir=logdir)
-    log = hyrax_tbhub.get_tensorboard_logger()
-    done: list[int] = []
-    error = None
-    signal = _alarm_logger(log, done)
-    try:
-        for i in range(calls):
-            log.add_scalar("main", float(i), i)
-    except Exception as exc:
-        error = repr(exc)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    report = _calls_under_alarms(hyrax_tbhub.get_tensorboard_logger(), calls)
     hyrax_tbhub.close_tensorboard_logger()
-    _report({"error": error, "alarms": sorted(done)})
+    _report(report)
 
 
 def alarm_producer(calls: int) -> None:
