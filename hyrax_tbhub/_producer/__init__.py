@@ -81,11 +81,26 @@ class Producer:
         self.put_scalar = self._outbox.put_scalar
         self.put_event = self._outbox.put_event
         self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")
+        # Thread.start() is not safe to race: rediscovery and a close on another thread may both
+        # start the sender of a producer that is published but not started yet. Set last:
+        # begin_close and wait_closed take its absence for a producer still being built.
+        self._start_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the sender thread: only once the process state points at this producer, or a
         hub closing right after the handshake would retire it before it is published."""
-        self._thread.start()
+        self._start_once(blocking=True)
+
+    def _start_once(self, blocking: bool) -> None:
+        # Not blocking in a signal handler: the code it interrupted may hold the lock (and then
+        # starts the thread itself once the handler returns).
+        if not self._start_lock.acquire(blocking):
+            return
+        try:
+            if self._thread.ident is None:
+                self._thread.start()
+        finally:
+            self._start_lock.release()
 
     @property
     def dropped(self) -> int:
@@ -142,11 +157,10 @@ class Producer:
         """Send everything queued, say goodbye, and stop the sender (bounded by ``timeout``)."""
         if os.getpid() != self.pid:
             return
-        self._closing = True
-        self._link.wake()
+        self.begin_close()  # also starts a sender that was published but not started yet
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(self.options.exit_timeout if timeout is None else timeout)
-        if self._thread.is_alive():
+        if self._thread.is_alive() or (self._thread.ident is None and len(self._outbox)):
             warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
 
     def forward_refused(self, sink: Callable[[CallItem], None]) -> None:
@@ -157,15 +171,18 @@ class Producer:
     def begin_close(self) -> None:
         """Start the close without waiting for it (a SIGTERM flush starts every producer's, then
         waits for all of them with :meth:`wait_closed`)."""
-        if os.getpid() != self.pid or getattr(self, "_outbox", None) is None:
-            return  # a parent's producer, or one a fork caught halfway through __init__
+        if os.getpid() != self.pid or getattr(self, "_start_lock", None) is None:
+            # A parent's producer, or one caught halfway through __init__ (by a fork, or by a
+            # signal on this thread): nothing was logged to it yet. _start_lock is set last.
+            return
         self._closing = True
         self._link.wake()
         if self._thread.ident is None and len(self._outbox):
-            # Published and logged to, but the signal came before rediscover started it.
+            # Published and logged to, but the close (or the signal) came before rediscovery
+            # started it.
             try:
-                self._thread.start()
-            except RuntimeError:  # started by the interrupted code meanwhile
+                self._start_once(blocking=False)
+            except RuntimeError:  # no new threads at interpreter shutdown: close() says so
                 pass
 
     def wait_closed(self, timeout: float) -> bool:
@@ -175,7 +192,7 @@ class Producer:
         Not a join: a SIGTERM handler that runs inside this producer's own :meth:`close` (on the
         same thread, whose ``join`` may already hold the sender thread's end-of-life lock) would
         wait for itself until its budget ran out."""
-        if os.getpid() != self.pid or getattr(self, "_outbox", None) is None:
+        if os.getpid() != self.pid or getattr(self, "_start_lock", None) is None:
             return True
         if self._thread.ident is None:
             return not len(self._outbox)

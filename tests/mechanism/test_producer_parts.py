@@ -21,6 +21,7 @@ from hyrax_tbhub._producer import Producer
 from hyrax_tbhub._producer.frames import encode_frame, scalar_frame
 from hyrax_tbhub._producer.outbox import Outbox, cut_batch, items_of
 from hyrax_tbhub.options import Options
+from hyrax_tbhub.testing import capture_logs, published_hub
 
 
 def _scalar(step: int) -> tuple[Any, ...]:
@@ -305,3 +306,36 @@ def test_a_bad_scalar_in_a_round_of_scalars_loses_only_itself(
     items = _wire.decode_batch(body)
     assert [item[0] for item in items] == ["r", "d", "b"] and items[0][3] == 2 and items[1] == ("d", 1)
     assert "could not be encoded" in capfd.readouterr().err
+
+
+# -- closing ----------------------------------------------------------------------------------------
+
+
+def test_close_before_the_sender_started_still_sends_the_queue(tmp_path: Path) -> None:
+    """Rediscovery publishes a producer before it starts its sender thread; a close that comes in
+    between (the exit hook, on another thread) sends what was logged, not nothing and not unsaid."""
+    with capture_logs(tmp_path / "log") as logs:
+        hub = published_hub()
+        assert hub is not None
+        info = hubfile.read_hub_file(hub.hub_file)
+        assert info is not None
+        producer = Producer(info, lambda _p: None)  # published, not started
+        producer.put_scalar("late/x", 1.0, 7, 0.0)
+        producer.close(timeout=30.0)
+        assert not producer.alive
+    assert logs.scalars("late/x") == [(7, 1.0)]
+
+
+def test_rediscovery_starting_a_producer_a_close_already_started_does_not_raise(tmp_path: Path) -> None:
+    """The thread that published the producer resumes after another thread's close started its
+    sender: its own start() is a no-op, not "threads can only be started once" in a logging call."""
+    with capture_logs(tmp_path / "log") as logs:
+        hub = published_hub()
+        assert hub is not None
+        info = hubfile.read_hub_file(hub.hub_file)
+        assert info is not None
+        producer = Producer(info, lambda _p: None)
+        producer.put_scalar("late/y", 2.0, 3, 0.0)
+        producer.close(timeout=30.0)
+        producer.start()
+    assert logs.scalars("late/y") == [(3, 2.0)]
