@@ -57,7 +57,10 @@ _HEADER = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
-_MASK_DELTA: Final = 0xA282EAD8
+#: TFRecord framing: a u64 length and the masked CRC32C of it (u32), the data, the data's masked CRC.
+RECORD_HEADER: Final = 12
+RECORD_OVERHEAD: Final = 16
+MASK_DELTA: Final = 0xA282EAD8  # added to the rotated CRC32C (TensorFlow's crc32c::Mask)
 _U32_MAX: Final = 0xFFFFFFFF
 
 
@@ -66,16 +69,16 @@ def clean_tag(tag: str) -> str:
     return _INVALID_TAG_CHARACTERS.sub("_", tag).lstrip("/")
 
 
-def _masked_crc(data: bytes) -> int:
+def masked_crc(data: bytes) -> int:
     x = _crc32c(data)
-    return ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+    return ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + MASK_DELTA) & 0xFFFFFFFF
 
 
 def frame(record: bytes) -> bytes:
     """Frame one serialised Event as a TFRecord: length, its CRC, the data, the data's CRC."""
     n = len(record)
     header = n.to_bytes(8, "little")
-    return _HEADER.pack(n, _masked_crc(header)) + record + _U32.pack(_masked_crc(record))
+    return _HEADER.pack(n, masked_crc(header)) + record + _U32.pack(masked_crc(record))
 
 
 def _varint(value: int) -> bytes:
@@ -158,7 +161,7 @@ _KIND = itemgetter(0)
 def _record_header(n: int) -> bytes:
     header = _HEADER_BY_LENGTH.get(n)
     if header is None:
-        header = _HEADER_BY_LENGTH[n] = _HEADER.pack(n, _masked_crc(n.to_bytes(8, "little")))
+        header = _HEADER_BY_LENGTH[n] = _HEADER.pack(n, masked_crc(n.to_bytes(8, "little")))
     return header
 
 
@@ -190,7 +193,7 @@ def _encode_scalar_record(item: ScalarItem) -> bytes:
     record = head + _tag_prefix(tag) + _float32(value)
     x = _crc32c(record)
     return _record_header(len(record)) + record + _pack_u32(
-        ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & _U32_MAX
+        ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + MASK_DELTA) & _U32_MAX
     )
 
 
@@ -231,8 +234,8 @@ def encode_scalar_records(items: Iterable[ScalarItem]) -> bytes:
         except (OverflowError, struct.error):  # also a value out of float32's range
             append(_encode_scalar_record(item))
             continue
-        x = crc(record)  # masked as in _masked_crc, inlined
-        append(header + record + _pack_u32(((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & _U32_MAX))
+        x = crc(record)  # masked as in masked_crc, inlined
+        append(header + record + _pack_u32(((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + MASK_DELTA) & _U32_MAX))
     return b"".join(out)
 
 

@@ -70,7 +70,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 from crc32c import crc32c as _crc32c
 
-from ._events import _MASK_DELTA, _masked_crc
+from ._events import MASK_DELTA, RECORD_HEADER, RECORD_OVERHEAD, masked_crc
 from ._items import BYE, DROPS, FLUSH, RECORDS, WireItem
 
 __all__ = [
@@ -115,7 +115,13 @@ MAX_ITEMS: Final = 1 << 16
 MAX_NAME: Final = 256
 MAX_SUBRUN: Final = 1024
 MAX_FOLDER: Final = 4096
-RECORD_OVERHEAD: Final = 16  # u64 length, u32 header CRC, u32 data CRC
+
+#: The ledger a producer shares with its hub (written by ``_producer/ledger.py``, read by
+#: ``_hub/liveness.py``): native u64 words at these indexes.
+LEDGER_LOGGED: Final = 0  # events the logging calls put in the queue
+LEDGER_DROPPED: Final = 1  # events the producer dropped in total
+LEDGER_LOST_AFTER_QUEUED: Final = 2  # of LEDGER_LOGGED, taken out of the queue and dropped
+LEDGER_WORDS: Final = 3
 
 T_HELLO: Final = 0x01
 T_BATCH: Final = 0x02
@@ -375,7 +381,7 @@ def check_records(blob: bytes, count: int) -> None:
         while pos < end:
             length, header_crc = unpack(blob, pos)
             if get(length) != header_crc:
-                if length > end or _masked_crc(length.to_bytes(8, "little")) != header_crc:
+                if length > end or masked_crc(length.to_bytes(8, "little")) != header_crc:
                     raise WireError("bad TFRecord header")
                 if len(crcs) >= 4096:
                     crcs.clear()
@@ -459,11 +465,11 @@ class EventChecker:
             end = len(blob)
             while pos < end:
                 (length,) = _U64.unpack_from(blob, pos)
-                data = view[pos + 12 : pos + 12 + length]
+                data = view[pos + RECORD_HEADER : pos + RECORD_HEADER + length]
                 # A bad data CRC makes TensorBoard's reader stop at that record for good.
                 x = _crc32c(data)
-                masked = ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-                if masked != _U32.unpack_from(blob, pos + 12 + length)[0]:
+                masked = ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + MASK_DELTA) & 0xFFFFFFFF
+                if masked != _U32.unpack_from(blob, pos + RECORD_HEADER + length)[0]:
                     raise WireError("a record whose data CRC does not match")
                 try:
                     parse(data)

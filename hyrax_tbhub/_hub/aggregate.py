@@ -28,7 +28,7 @@ import time
 from typing import Any, Final, Protocol
 
 from .._counters import RESERVED_PREFIX
-from .._events import clean_tag, encode_scalar_records
+from .._events import RECORD_HEADER, clean_tag, encode_scalar_records
 from .._items import SCALAR, ScalarItem
 
 
@@ -286,8 +286,8 @@ class Aggregator:
         unpack_float = _FLOAT.unpack_from
         touched: list[_Tag] = []
         offset, end = 0, len(blob)
-        while offset + 12 <= end:
-            pos = offset + 12
+        while offset + RECORD_HEADER <= end:
+            pos = offset + RECORD_HEADER
             stop = pos + unpack_header(blob, offset)[0]
             offset = stop + 4
             # Our scalar layout (_events.encode_scalar): [0x09 wall:8] [0x10 step:varint]

@@ -26,6 +26,7 @@ import stat
 import struct
 
 from .._items import RECORDS, WireItem
+from .._wire import LEDGER_DROPPED, LEDGER_LOGGED, LEDGER_LOST_AFTER_QUEUED, LEDGER_WORDS
 
 try:
     import fcntl
@@ -34,7 +35,7 @@ except ImportError:  # pragma: no cover - not on POSIX
 
 __all__ = ["HubLedger", "recv_hello"]
 
-_WORDS = struct.Struct("=QQQ")  # logged, dropped, lost after queueing (_producer/ledger.py)
+_WORDS = struct.Struct(f"={LEDGER_WORDS}Q")
 _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)  # a descriptor received never leaks into a child
 _FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize)  # room for exactly one descriptor
 
@@ -64,8 +65,9 @@ class HubLedger:
             return None
         if len(raw) != _WORDS.size:
             return None
-        logged, dropped, lost_after_queued = _WORDS.unpack(raw)
-        return max(0, logged - self.received - lost_after_queued), dropped
+        words = _WORDS.unpack(raw)
+        logged, lost_after_queued = words[LEDGER_LOGGED], words[LEDGER_LOST_AFTER_QUEUED]
+        return max(0, logged - self.received - lost_after_queued), words[LEDGER_DROPPED]
 
     def close(self) -> None:
         fd, self.fd = self.fd, None

@@ -23,7 +23,15 @@ from collections.abc import Sequence
 from typing import overload
 
 from .. import _counters as tags
-from .._events import encode_scalar, encode_scalar_records, file_version_event, frame, session_start_event
+from .._events import (
+    RECORD_HEADER,
+    RECORD_OVERHEAD,
+    encode_scalar,
+    encode_scalar_records,
+    file_version_event,
+    frame,
+    session_start_event,
+)
 from .._items import (
     BYE,
     DROPS,
@@ -39,7 +47,6 @@ from .._items import (
     ScalarItem,
     WireItem,
 )
-from .._wire import RECORD_OVERHEAD
 from ..options import DEFAULT_OPTIONS, Options
 from .aggregate import Aggregator
 from .guard import Guard
@@ -383,9 +390,9 @@ def _split_records(blob: bytes) -> list[bytes]:
     """The framed records of a batch, each with its own framing (length, CRCs)."""
     records = []
     offset = 0
-    while offset + 12 <= len(blob):
+    while offset + RECORD_HEADER <= len(blob):
         (length,) = struct.unpack_from("<Q", blob, offset)
-        end = offset + length + RECORD_OVERHEAD  # the length and its CRC (12 bytes), the data's CRC
+        end = offset + length + RECORD_OVERHEAD
         records.append(blob[offset:end])
         offset = end
     return records

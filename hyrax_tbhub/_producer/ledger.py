@@ -35,10 +35,13 @@ try:  # at import, never on a logging call (fork safety, _util/forksafe.py)
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
+from .._wire import LEDGER_DROPPED as DROPPED
+from .._wire import LEDGER_LOGGED as LOGGED
+from .._wire import LEDGER_LOST_AFTER_QUEUED as LOST_AFTER_QUEUED
+from .._wire import LEDGER_WORDS as WORDS
+
 __all__ = ["LOGGED", "DROPPED", "LOST_AFTER_QUEUED", "Ledger", "WORDS"]
 
-LOGGED, DROPPED, LOST_AFTER_QUEUED = 0, 1, 2
-WORDS = 3
 _SIZE = WORDS * 8
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._counters import DROPPED, ERRORS, RESERVED_PREFIX
+from .._events import RECORD_HEADER, RECORD_OVERHEAD
 from ..testing import ROOT_RUN
 from .inspect_model import HUB_COUNTERS, EventFileReport, LogdirReport, Problem, RunReport, TagReport
 
@@ -28,9 +29,6 @@ _PLUGIN_KINDS = {
     "audio": "audio",
 }
 
-# A TFRecord frame: u64 length, u32 masked CRC of the length, payload, u32 masked CRC of the payload.
-_FRAME_HEADER = 12
-_FRAME_OVERHEAD = 16
 
 
 def inspect_logdir(logdir: str | os.PathLike[str]) -> LogdirReport:
@@ -113,7 +111,7 @@ def _read_event_file(
         # lets us count exactly how far the reader got (it hides DataLossError from its caller).
         for record in RawEventFileLoader(str(path)).Load():
             report.records += 1
-            report.bytes_read += len(record) + _FRAME_OVERHEAD
+            report.bytes_read += len(record) + RECORD_OVERHEAD
             problem = _add_record(run, record, initial_metadata)
             if problem:
                 problems.append(
@@ -197,9 +195,9 @@ def _classify_stop(run: str, rel: str, path: Path, report: EventFileReport) -> P
 
     offset, size = report.bytes_read, report.size_bytes
     unread = size - offset
-    head = _read_bytes(path, offset, _FRAME_HEADER)
+    head = _read_bytes(path, offset, RECORD_HEADER)
     done = f"{report.records} record{'' if report.records == 1 else 's'} ({offset} bytes) read before it"
-    if len(head) < _FRAME_HEADER:
+    if len(head) < RECORD_HEADER:
         return Problem(
             run,
             rel,
@@ -221,7 +219,7 @@ def _classify_stop(run: str, rel: str, path: Path, report: EventFileReport) -> P
             f"corrupt: record header at byte {offset} fails its CRC; TensorBoard stops reading "
             f"this file there: {unread} of {size} bytes unread; {done}",
         )
-    needed = length + _FRAME_OVERHEAD
+    needed = length + RECORD_OVERHEAD
     if offset + needed > size:
         return Problem(
             run,
