@@ -89,12 +89,14 @@ class Producer:
     def start(self) -> None:
         """Start the sender thread: only once the process state points at this producer, or a
         hub closing right after the handshake would retire it before it is published."""
-        self._start_once(blocking=True)
+        self._start_once(wait=-1)
 
-    def _start_once(self, blocking: bool) -> None:
-        # Not blocking in a signal handler: the code it interrupted may hold the lock (and then
-        # starts the thread itself once the handler returns).
-        if not self._start_lock.acquire(blocking):
+    def _start_once(self, wait: float) -> None:
+        """Start the sender unless it was; ``wait``: how long another start may hold the lock
+        (-1: as long as it takes). A signal handler waits 0: the code it interrupted may hold
+        the lock, and starts the thread itself once the handler returns."""
+        got = self._start_lock.acquire(False) if wait == 0 else self._start_lock.acquire(True, wait)
+        if not got:
             return
         try:
             if self._thread.ident is None:
@@ -157,9 +159,12 @@ class Producer:
         """Send everything queued, say goodbye, and stop the sender (bounded by ``timeout``)."""
         if os.getpid() != self.pid:
             return
-        self.begin_close()  # also starts a sender that was published but not started yet
+        budget = self.options.exit_timeout if timeout is None else timeout
+        # Also starts a sender that was published but not started yet (waiting, bounded, for a
+        # start under way on another thread, or on this one if a signal handler closes).
+        self._begin_close(start_wait=max(0.0, budget))
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(self.options.exit_timeout if timeout is None else timeout)
+            self._thread.join(budget)
         if self._thread.is_alive() or (self._thread.ident is None and len(self._outbox)):
             warn(f"hyrax_tbhub: {len(self._outbox)} events of this process were not sent before exit")
 
@@ -171,6 +176,9 @@ class Producer:
     def begin_close(self) -> None:
         """Start the close without waiting for it (a SIGTERM flush starts every producer's, then
         waits for all of them with :meth:`wait_closed`)."""
+        self._begin_close(start_wait=0)
+
+    def _begin_close(self, start_wait: float) -> None:
         if os.getpid() != self.pid or getattr(self, "_start_lock", None) is None:
             # A parent's producer, or one caught halfway through __init__ (by a fork, or by a
             # signal on this thread): nothing was logged to it yet. _start_lock is set last.
@@ -181,7 +189,7 @@ class Producer:
             # Published and logged to, but the close (or the signal) came before rediscovery
             # started it.
             try:
-                self._start_once(blocking=False)
+                self._start_once(start_wait)
             except RuntimeError:  # no new threads at interpreter shutdown: close() says so
                 pass
 

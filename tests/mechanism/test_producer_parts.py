@@ -339,3 +339,38 @@ def test_rediscovery_starting_a_producer_a_close_already_started_does_not_raise(
         producer.close(timeout=30.0)
         producer.start()
     assert logs.scalars("late/y") == [(3, 2.0)]
+
+
+def test_a_close_racing_the_start_of_the_sender_starts_it_once_and_sends_everything(tmp_path: Path) -> None:
+    """The exit hook's close and rediscovery's start, released at once on two threads: neither
+    raises, and every scalar logged before them lands."""
+    rounds = 20
+    errors: list[BaseException] = []
+
+    def call(barrier: threading.Barrier, fn: Any) -> None:
+        barrier.wait(10)
+        try:
+            fn()
+        except BaseException as exc:  # the assertion below reports it
+            errors.append(exc)
+
+    with capture_logs(tmp_path / "log") as logs:
+        hub = published_hub()
+        assert hub is not None
+        info = hubfile.read_hub_file(hub.hub_file)
+        assert info is not None
+        for step in range(rounds):
+            producer = Producer(info, lambda _p: None)
+            producer.put_scalar("race/x", float(step), step, 0.0)
+            barrier = threading.Barrier(2)
+            threads = [
+                threading.Thread(target=call, args=(barrier, lambda p=producer: p.close(timeout=30.0))),
+                threading.Thread(target=call, args=(barrier, producer.start)),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert sorted(logs.scalars("race/x")) == [(step, float(step)) for step in range(rounds)]
