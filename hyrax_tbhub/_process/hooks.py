@@ -114,8 +114,7 @@ def _finish_producers(budget: float) -> None:
     and not yet closed the producer it took out; looking for that producer in the state found
     nothing to flush, and the worker died with its queue.
     """
-    pid = os.getpid()
-    mine = [p for p in list(Producer.instances) if p.pid == pid]
+    mine = Producer.of_this_process()
     for producer in mine:
         producer.begin_close()
     deadline = time.monotonic() + budget

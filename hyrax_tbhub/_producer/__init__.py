@@ -68,6 +68,7 @@ class Producer:
         self._acked = 0
         self._closing = False
         self._drain_requested = False
+        self._gone_said = False
         self._urgent = False  # a flush waits: send now, not at the next batching gap
         self._folder: str | None = None
         self.run_name: str | None = None
@@ -85,6 +86,22 @@ class Producer:
         # start the sender of a producer that is published but not started yet. Set last:
         # begin_close and wait_closed take its absence for a producer still being built.
         self._start_lock = threading.Lock()
+
+    @classmethod
+    def of_this_process(cls) -> list[Producer]:
+        """The live producers this process made (not those a fork inherited).
+
+        Not ``list(instances)``: iterating a WeakSet raises RuntimeError when another thread adds
+        to it meanwhile (a first logging call building its producer; until Python 3.14), and the
+        SIGTERM flush that asks must not fail for that. Copying the set of references under it
+        is one C call. A producer still in ``__init__`` may have no ``pid`` yet.
+        """
+        pid = os.getpid()
+        # WeakSet.data, the set of weak references, is CPython's attribute since WeakSet exists;
+        # typeshed does not declare it.
+        refs: set[weakref.ref[Producer]] = set(cls.instances.data)  # type: ignore[attr-defined]
+        found = (ref() for ref in refs)
+        return [p for p in found if p is not None and getattr(p, "pid", None) == pid]
 
     def start(self) -> None:
         """Start the sender thread: only once the process state points at this producer, or a
@@ -275,6 +292,11 @@ class Producer:
                 self._on_message(message)
             finishing = self._closing or self._drain_requested
             if finishing:
+                # Leave the process's state before the goodbye, not after: the hub counts this
+                # producer done when it reads the goodbye, and the owner may then open a new hub
+                # and tell this process so. A call made after that must find the new hub, not
+                # this producer (closed for calls, however late this thread runs again).
+                self._say_gone()
                 outbox.close_for_puts()
             now = time.monotonic()
             if finishing or self._urgent or len(queue) >= wake_slots or now - last_send >= min_gap:
@@ -287,7 +309,6 @@ class Producer:
                 outbox.final_sent.set()
                 with self._cond:
                     self._cond.notify_all()
-                self._on_gone(self)
                 return
 
     def _send_queued(self, link: Link, final: bool) -> None:
@@ -339,7 +360,13 @@ class Producer:
         with self._cond:
             self._cond.notify_all()
         self._hello.set()
-        self._on_gone(self)
+        self._say_gone()
+
+    def _say_gone(self) -> None:
+        """Tell the process (once) that this producer is done: it stops being its channel."""
+        if not self._gone_said:
+            self._gone_said = True
+            self._on_gone(self)
 
     def _give_up(self, why: str) -> None:
         """The transport failed: the hub went away, or the connection broke."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,38 @@ def test_a_pool_worker_sigtermed_at_any_line_of_its_exit_flush_loses_nothing(
     odd = {line: code for line, code in rep["exits"].items() if code not in (0, -15, 128 + 15)}
     assert rep["exits"] and odd == {}, odd
     assert {k: v for k, v in logs.counters.items() if v} == {}
+
+
+def test_the_sigterm_flush_finds_producers_while_another_thread_makes_one() -> None:
+    """The SIGTERM flush lists this process's producers while another thread's first logging
+    call builds one: iterating the set of producers then raised RuntimeError ("Set changed size
+    during iteration"), and the process died without flushing anything."""
+    from hyrax_tbhub._process import hooks
+    from hyrax_tbhub._producer import Producer
+
+    class Stranger:  # a producer of another process, as the flush sees a fork's inherited ones
+        pid = -1
+
+    stop = threading.Event()
+
+    def add_flat_out() -> None:
+        kept: list[Stranger] = []
+        while not stop.is_set():
+            kept.append(Stranger())
+            Producer.instances.add(kept[-1])  # type: ignore[arg-type]
+            if len(kept) > 2000:
+                del kept[:1000]
+
+    adder = threading.Thread(target=add_flat_out, daemon=True)
+    adder.start()
+    failures = 0
+    try:
+        for _ in range(3000):
+            try:
+                hooks._finish_producers(0.1)
+            except RuntimeError:
+                failures += 1
+    finally:
+        stop.set()
+        adder.join(30)
+    assert failures == 0
