@@ -22,7 +22,7 @@ _LOCAL_WAIT = 5.0  # s: the most a call waits for a hub thread that does not dra
 class OwnerQueue:
     """The owner's items (``items``: appended by any thread of the owner, taken by the hub thread)."""
 
-    __slots__ = ("items", "_store", "_wake", "_thread", "_closed")
+    __slots__ = ("items", "_store", "_wake", "_thread", "_closed", "_handed_over")
 
     def __init__(
         self, store: Store, wake: Callable[[], None], thread: threading.Thread, closed: threading.Event
@@ -32,6 +32,7 @@ class OwnerQueue:
         self._wake = wake
         self._thread = thread  # the hub thread: the only one that takes items
         self._closed = closed  # set once the hub thread stopped: nothing is drained any more
+        self._handed_over = threading.Event()  # set once hand_over() emptied the queue for good
 
     def wait_for_drain(self) -> None:
         """The owner logs faster than the hub thread gets the GIL: wait (letting go of the GIL)
@@ -54,6 +55,11 @@ class OwnerQueue:
             return True
         done = threading.Event()
         self.items.append((FLUSH, done))
+        if self._closed.is_set():
+            # The hub stopped between the check above and the append. Its hand-over sets this
+            # flush if it finds it; if it had finished before the append, nothing ever will, but
+            # everything logged before the flush was handed over by then.
+            return self._handed_over.wait(timeout)
         self._wake()
         return done.wait(timeout)
 
@@ -73,9 +79,12 @@ class OwnerQueue:
     def hand_over(self, late: Callable[[CallItem], None] | None) -> None:
         """Once the hub thread stopped: what was appended while the last drain ran goes to
         ``late`` (the owner's exit flush), and every flush waiting in the queue returns."""
-        while self.items:  # appended while the last drain ran
-            item = self.items.popleft()
-            if item[0] == FLUSH:
-                item[1].set()  # a flush: everything before it was drained or goes to `late` first
-            elif late is not None:
-                late(item)
+        try:
+            while self.items:  # appended while the last drain ran
+                item = self.items.popleft()
+                if item[0] == FLUSH:
+                    item[1].set()  # a flush: everything before it was drained or goes to `late` first
+                elif late is not None:
+                    late(item)
+        finally:
+            self._handed_over.set()

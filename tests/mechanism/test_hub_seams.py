@@ -100,6 +100,25 @@ def test_a_flush_that_races_the_close_is_answered(tmp_path: Path) -> None:
     assert time.monotonic() - started < 15.0  # answered by the close, not by its 20 s timeout
 
 
+def test_a_flush_appended_after_the_close_handed_over_is_answered(tmp_path: Path) -> None:
+    """The whole close (hub thread stopped, queue handed over) ran between the flush's look at the
+    hub and its append: nothing will drain that flush, and everything logged before it was handed
+    over, so it returns True instead of waiting out its timeout and saying False."""
+    hub = Hub(str(tmp_path))
+    hub.start(publish=False)
+    hub.close()
+
+    class ClosedJustAfterTheLook:
+        looks = 0
+
+        def is_set(self) -> bool:
+            self.looks += 1
+            return self.looks > 1
+
+    hub._queue._closed = ClosedJustAfterTheLook()  # type: ignore[assignment]
+    assert hub.flush_local(5.0) is True
+
+
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd")
 def test_a_key_holder_sending_many_ledgers_leaves_no_descriptor_behind() -> None:
     """Only one ledger per producer is kept; any other descriptor it sends is closed at once."""
