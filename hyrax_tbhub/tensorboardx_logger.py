@@ -360,14 +360,17 @@ def close_tensorboard_logger() -> None:
 
     In a producer process it flushes and leaves the hub. Without a hub it does nothing.
     """
-    hub = _STATE.hub
-    if hub is None or os.getpid() != hub.owner_pid:
+    with _STATE.lock:  # taken and cleared at once: two threads closing close the hub once
+        hub = _STATE.hub
+        if hub is not None and os.getpid() == hub.owner_pid:
+            _STATE.hub = None
+            _STATE.channel = None
+            _STATE.idle = True  # the owner never becomes a producer by itself
+        else:
+            hub = None
+    if hub is None:
         close_producer()
         return
-    with _STATE.lock:
-        _STATE.hub = None
-        _STATE.channel = None
-        _STATE.idle = True  # the owner never becomes a producer by itself
     try:
         hub.close()  # counts the unreachable reports first (serve_engines)
     finally:

@@ -187,3 +187,39 @@ def test_the_aggregate_run_never_takes_a_producer_s_run(tmp_path: Path) -> None:
     assert own is not producer and own.name == f"{AGGREGATE_RUN}-2"
     assert store.own_run(AGGREGATE_RUN) is own
     store.close()
+
+
+def test_two_threads_closing_the_logger_at_once_close_the_hub_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both closers read the hub before either cleared it (each waited for the process state's
+    lock): the second closed it again and restored the hub-file variable a second time, which
+    removed the outer hub's from the environment."""
+    from hyrax_tbhub import close_tensorboard_logger, init_tensorboard_logger
+    from hyrax_tbhub._discovery.hubfile import ENV_INFO
+    from hyrax_tbhub._process.state import STATE
+
+    real = STATE.lock
+    waiting: list[int] = []
+
+    class CountedLock:  # the process state's lock, saying who waits for it
+        def __enter__(self) -> bool:
+            waiting.append(threading.get_ident())
+            return real.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            real.__exit__(*exc)
+
+    outer = str(tmp_path / "outer-hub.json")
+    monkeypatch.setenv(ENV_INFO, outer)
+    init_tensorboard_logger(log_dir=str(tmp_path / "log"))
+    closers = [threading.Thread(target=close_tensorboard_logger) for _ in range(2)]
+    monkeypatch.setattr(STATE, "lock", CountedLock())
+    with real:
+        for t in closers:
+            t.start()
+        _wait_for(lambda: {t.ident for t in closers} <= set(waiting), "both closers at the lock")
+    for t in closers:
+        t.join(30)
+    assert not any(t.is_alive() for t in closers)
+    assert os.environ.get(ENV_INFO) == outer
