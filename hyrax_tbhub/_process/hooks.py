@@ -67,7 +67,7 @@ from collections.abc import Callable
 from .._discovery import hubfile
 from .._hub import Hub
 from .._naming import process_name
-from .._producer import Producer
+from .._producer import Producer, producers_of_this_process
 from .._util.stderr import warn
 from .._util.threads import daemon_thread
 from .late import LateOwner, LateProducer
@@ -114,7 +114,7 @@ def _finish_producers(budget: float) -> None:
     and not yet closed the producer it took out; looking for that producer in the state found
     nothing to flush, and the worker died with its queue.
     """
-    mine = Producer.of_this_process()
+    mine = producers_of_this_process()
     for producer in mine:
         producer.begin_close()
     deadline = time.monotonic() + budget

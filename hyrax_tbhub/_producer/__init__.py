@@ -27,7 +27,7 @@ from .._discovery.hubfile import HubInfo
 from .._items import BYE, DROPS, CallItem, QueuedItem
 from .._naming import producer_name
 from .._util.stderr import warn, warn_internal
-from .._util.threads import daemon_thread
+from .._util.threads import StartOnce
 from .._wire import SYNC_BIT, HubMessage
 from ..options import DEFAULT_OPTIONS, Options
 from .frames import encode_frame, send_round
@@ -38,7 +38,7 @@ from .outbox import RECORD, new_outbox
 if TYPE_CHECKING:
     from .._capture import CaptureWriter
 
-__all__ = ["Producer", "local_start_ns", "options_of"]
+__all__ = ["Producer", "local_start_ns", "options_of", "producers_of_this_process"]
 
 _CONNECTING, _LIVE, _GONE = 0, 1, 2
 
@@ -81,45 +81,15 @@ class Producer:
         self._outbox = new_outbox(self.options, self._link.wake, self._ledger)
         self.put_scalar = self._outbox.put_scalar
         self.put_event = self._outbox.put_event
-        self._thread = daemon_thread(self._serve, "hyrax_tbhub-producer")
-        # Thread.start() is not safe to race: rediscovery and a close on another thread may both
-        # start the sender of a producer that is published but not started yet. Set last:
-        # begin_close and wait_closed take its absence for a producer still being built.
-        self._start_lock = threading.Lock()
-
-    @classmethod
-    def of_this_process(cls) -> list[Producer]:
-        """The live producers this process made (not those a fork inherited).
-
-        Not ``list(instances)``: iterating a WeakSet raises RuntimeError when another thread adds
-        to it meanwhile (a first logging call building its producer; until Python 3.14), and the
-        SIGTERM flush that asks must not fail for that. Copying the set of references under it
-        is one C call. A producer still in ``__init__`` may have no ``pid`` yet.
-        """
-        pid = os.getpid()
-        # WeakSet.data, the set of weak references, is CPython's attribute since WeakSet exists;
-        # typeshed does not declare it.
-        refs: set[weakref.ref[Producer]] = set(cls.instances.data)  # type: ignore[attr-defined]
-        found = (ref() for ref in refs)
-        return [p for p in found if p is not None and getattr(p, "pid", None) == pid]
+        # Started by rediscovery, or by a close that comes first. Set last: begin_close and
+        # wait_closed take its absence for a producer still being built.
+        self._sender = StartOnce(self._serve, "hyrax_tbhub-producer")
+        self._thread = self._sender.thread
 
     def start(self) -> None:
         """Start the sender thread: only once the process state points at this producer, or a
         hub closing right after the handshake would retire it before it is published."""
-        self._start_once(wait=-1)
-
-    def _start_once(self, wait: float) -> None:
-        """Start the sender unless it was; ``wait``: how long another start may hold the lock
-        (-1: as long as it takes). A signal handler waits 0: the code it interrupted may hold
-        the lock, and starts the thread itself once the handler returns."""
-        got = self._start_lock.acquire(False) if wait == 0 else self._start_lock.acquire(True, wait)
-        if not got:
-            return
-        try:
-            if self._thread.ident is None:
-                self._thread.start()
-        finally:
-            self._start_lock.release()
+        self._sender.start()
 
     @property
     def dropped(self) -> int:
@@ -177,9 +147,7 @@ class Producer:
         if os.getpid() != self.pid:
             return
         budget = self.options.exit_timeout if timeout is None else timeout
-        # Also starts a sender that was published but not started yet (waiting, bounded, for a
-        # start under way on another thread, or on this one if a signal handler closes).
-        self._begin_close(start_wait=max(0.0, budget))
+        self._begin_close(start_wait=max(0.0, budget))  # starts a sender not started yet
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(budget)
         if self._thread.is_alive() or (self._thread.ident is None and len(self._outbox)):
@@ -196,17 +164,16 @@ class Producer:
         self._begin_close(start_wait=0)
 
     def _begin_close(self, start_wait: float) -> None:
-        if os.getpid() != self.pid or getattr(self, "_start_lock", None) is None:
+        if os.getpid() != self.pid or getattr(self, "_sender", None) is None:
             # A parent's producer, or one caught halfway through __init__ (by a fork, or by a
-            # signal on this thread): nothing was logged to it yet. _start_lock is set last.
+            # signal on this thread): nothing was logged to it yet.
             return
         self._closing = True
         self._link.wake()
         if self._thread.ident is None and len(self._outbox):
-            # Published and logged to, but the close (or the signal) came before rediscovery
-            # started it.
+            # Published and logged to, but closed before rediscovery started it.
             try:
-                self._start_once(start_wait)
+                self._sender.start(start_wait)
             except RuntimeError:  # no new threads at interpreter shutdown: close() says so
                 pass
 
@@ -217,7 +184,7 @@ class Producer:
         Not a join: a SIGTERM handler that runs inside this producer's own :meth:`close` (on the
         same thread, whose ``join`` may already hold the sender thread's end-of-life lock) would
         wait for itself until its budget ran out."""
-        if os.getpid() != self.pid or getattr(self, "_start_lock", None) is None:
+        if os.getpid() != self.pid or getattr(self, "_sender", None) is None:
             return True
         if self._thread.ident is None:
             return not len(self._outbox)
@@ -376,6 +343,22 @@ class Producer:
         if lost or was_live or self._link.unproven:
             warn(f"hyrax_tbhub: {why}; {lost} queued events dropped, logging is a no-op from now on")
         self._finish_gone()
+
+
+def producers_of_this_process() -> list[Producer]:
+    """The live producers this process made (not those a fork inherited).
+
+    Not ``list(Producer.instances)``: iterating a WeakSet raises RuntimeError when another thread
+    adds to it meanwhile (a first logging call building its producer; until Python 3.14), and the
+    SIGTERM flush that asks must not fail for that. Copying the set of references under it is one
+    C call. A producer still in ``__init__`` may have no ``pid`` yet.
+    """
+    pid = os.getpid()
+    # WeakSet.data, the set of weak references, is CPython's attribute since WeakSet exists;
+    # typeshed does not declare it.
+    refs: set[weakref.ref[Producer]] = set(Producer.instances.data)  # type: ignore[attr-defined]
+    found = (ref() for ref in refs)
+    return [p for p in found if p is not None and getattr(p, "pid", None) == pid]
 
 
 def options_of(info: HubInfo) -> Options:

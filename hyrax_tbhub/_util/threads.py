@@ -17,7 +17,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-__all__ = ["daemon_thread"]
+__all__ = ["StartOnce", "daemon_thread"]
 
 # Synchronous signals belong to the thread that caused them; KILL and STOP cannot be blocked.
 _SYNCHRONOUS = {
@@ -45,3 +45,31 @@ def daemon_thread(target: Callable[[], None], name: str) -> threading.Thread:
         target()
 
     return threading.Thread(target=run, name=name, daemon=True)
+
+
+class StartOnce:
+    """A daemon thread that several threads, or a signal handler, may ask to start: it starts once.
+
+    ``Thread.start()`` raises when called a second time and is not safe to race (two callers can
+    both pass its "not started yet" check): a producer's sender is started by the code that made
+    it, and also by a close that comes first on another thread.
+    """
+
+    __slots__ = ("thread", "_lock")
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        self.thread = daemon_thread(target, name)
+        self._lock = threading.Lock()
+
+    def start(self, wait: float = -1) -> None:
+        """Start the thread unless it was; ``wait``: how long another start may hold the lock
+        (-1: as long as it takes). A signal handler passes 0: the code it interrupted may hold
+        the lock, and starts the thread itself once the handler returns."""
+        got = self._lock.acquire(False) if wait == 0 else self._lock.acquire(True, wait)
+        if not got:
+            return
+        try:
+            if self.thread.ident is None:
+                self.thread.start()
+        finally:
+            self._lock.release()
