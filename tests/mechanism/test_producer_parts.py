@@ -311,15 +311,20 @@ def test_a_bad_scalar_in_a_round_of_scalars_loses_only_itself(
 # -- closing ----------------------------------------------------------------------------------------
 
 
+def _published_info() -> hubfile.HubInfo:
+    """What a producer of this process's hub (started by ``capture_logs``) connects with."""
+    hub = published_hub()
+    assert hub is not None
+    info = hubfile.read_hub_file(hub.hub_file)
+    assert info is not None
+    return info
+
+
 def test_close_before_the_sender_started_still_sends_the_queue(tmp_path: Path) -> None:
     """Rediscovery publishes a producer before it starts its sender thread; a close that comes in
     between (the exit hook, on another thread) sends what was logged, not nothing and not unsaid."""
     with capture_logs(tmp_path / "log") as logs:
-        hub = published_hub()
-        assert hub is not None
-        info = hubfile.read_hub_file(hub.hub_file)
-        assert info is not None
-        producer = Producer(info, lambda _p: None)  # published, not started
+        producer = Producer(_published_info(), lambda _p: None)  # published, not started
         producer.put_scalar("late/x", 1.0, 7, 0.0)
         producer.close(timeout=30.0)
         assert not producer.alive
@@ -330,11 +335,7 @@ def test_rediscovery_starting_a_producer_a_close_already_started_does_not_raise(
     """The thread that published the producer resumes after another thread's close started its
     sender: its own start() is a no-op, not "threads can only be started once" in a logging call."""
     with capture_logs(tmp_path / "log") as logs:
-        hub = published_hub()
-        assert hub is not None
-        info = hubfile.read_hub_file(hub.hub_file)
-        assert info is not None
-        producer = Producer(info, lambda _p: None)
+        producer = Producer(_published_info(), lambda _p: None)
         producer.put_scalar("late/y", 2.0, 3, 0.0)
         producer.close(timeout=30.0)
         producer.start()
@@ -355,10 +356,7 @@ def test_a_close_racing_the_start_of_the_sender_starts_it_once_and_sends_everyth
             errors.append(exc)
 
     with capture_logs(tmp_path / "log") as logs:
-        hub = published_hub()
-        assert hub is not None
-        info = hubfile.read_hub_file(hub.hub_file)
-        assert info is not None
+        info = _published_info()
         for step in range(rounds):
             producer = Producer(info, lambda _p: None)
             producer.put_scalar("race/x", float(step), step, 0.0)
